@@ -1,0 +1,95 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors. Backends return them (possibly wrapped) so that callers
+// can test with errors.Is.
+var (
+	// ErrNotFound means no record, caller or entry matched.
+	ErrNotFound = errors.New("store: not found")
+	// ErrFencedOut means the (owner, generation) pair no longer holds the
+	// record: its lease was taken over, or it was completed or failed.
+	ErrFencedOut = errors.New("store: fenced out")
+	// ErrFingerprintMismatch means the key was used for a different request.
+	ErrFingerprintMismatch = errors.New("store: idempotency key reused with a different request")
+	// ErrInvalidKey means the key is empty, longer than MaxKeyLen bytes, or
+	// holds control characters.
+	ErrInvalidKey = errors.New("store: invalid idempotency key")
+	// ErrInvalidAmount means an amount is zero, negative, or not below 2^53.
+	ErrInvalidAmount = errors.New("store: invalid amount")
+	// ErrUnknownCurrency means the currency's decimals are not known.
+	ErrUnknownCurrency = errors.New("store: unknown currency")
+	// ErrTooLarge means a stored response is over the size limit.
+	ErrTooLarge = errors.New("store: response too large")
+	// ErrInsufficientFunds means a balance does not cover a charge. The
+	// returned error is an *InsufficientFundsError carrying the numbers.
+	ErrInsufficientFunds = errors.New("store: insufficient funds")
+	// ErrReferenceConflict means a credit reference was reused for a
+	// different credit.
+	ErrReferenceConflict = errors.New("store: credit reference reused with different values")
+	// ErrConflict means a unique value (a caller ID or key) is taken.
+	ErrConflict = errors.New("store: conflict")
+	// ErrInvalidArgument means a parameter is out of range (a zero lease,
+	// an empty owner, a negative limit).
+	ErrInvalidArgument = errors.New("store: invalid argument")
+)
+
+// InsufficientFundsError reports a charge the balance could not cover.
+type InsufficientFundsError struct {
+	Currency string
+	Balance  int64
+	Required int64
+}
+
+// Error implements error.
+func (e *InsufficientFundsError) Error() string {
+	return fmt.Sprintf("store: insufficient funds: balance %d %s, required %d", e.Balance, e.Currency, e.Required)
+}
+
+// Is makes errors.Is(err, ErrInsufficientFunds) true.
+func (e *InsufficientFundsError) Is(target error) bool { return target == ErrInsufficientFunds }
+
+// ValidateKey returns ErrInvalidKey unless key is 1..MaxKeyLen bytes of
+// printable, non-control characters.
+func ValidateKey(key string) error {
+	if key == "" || len(key) > MaxKeyLen {
+		return ErrInvalidKey
+	}
+	for _, r := range key {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\uFFFD' {
+			return ErrInvalidKey
+		}
+	}
+	return nil
+}
+
+// ValidateClaim checks the arguments of Claim and fills in the TTL default.
+func ValidateClaim(p *ClaimParams) error {
+	if err := ValidateKey(p.Key); err != nil {
+		return err
+	}
+	if p.Owner == "" || p.Fingerprint == "" {
+		return fmt.Errorf("%w: owner and fingerprint are required", ErrInvalidArgument)
+	}
+	if p.TTL == 0 {
+		p.TTL = DefaultTTL
+	}
+	if p.Lease <= 0 || p.TTL <= p.Lease {
+		return fmt.Errorf("%w: need 0 < lease < ttl, got lease %s ttl %s", ErrInvalidArgument, p.Lease, p.TTL)
+	}
+	return nil
+}
+
+// ms converts t to the store's time unit, Unix milliseconds.
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// UnixMilli is the store's time unit: backends persist instants as Unix
+// milliseconds, so they compare the same way in Go and in SQL.
+func UnixMilli(t time.Time) int64 { return ms(t) }
+
+// FromUnixMilli is the inverse of UnixMilli, in UTC.
+func FromUnixMilli(v int64) time.Time { return time.UnixMilli(v).UTC() }

@@ -1,0 +1,271 @@
+package sqlstore
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+const chargeSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
+	incarnation, generation, balance_after, created_at)
+SELECT b.caller, b.currency, -?, 'charge', 'charge:' || r.incarnation || ':' || (r.charge_count + 1),
+	r.key, r.incarnation, r.generation, b.balance - ?, ?
+FROM idem_records r, balances b
+WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress'
+	AND r.charge_state <> 'charged'
+	AND b.caller = ? AND b.currency = ? AND b.balance >= ?
+RETURNING balance_after`
+
+// Charge implements store.Ledger. The fast path is one statement; when it
+// inserts nothing, one read says why.
+func (s *Store) Charge(ctx context.Context, p store.ChargeParams) (store.ChargeResult, error) {
+	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+		return store.ChargeResult{}, err
+	}
+	rows, err := s.db.Query(ctx, chargeSQL, p.Amount, p.Amount, store.UnixMilli(p.Now),
+		p.Key, p.Owner, p.Generation, p.Caller, p.Currency, p.Amount)
+	if err != nil {
+		return store.ChargeResult{}, fmt.Errorf("charge: %w", err)
+	}
+	if len(rows) == 1 {
+		return store.ChargeResult{Charged: true, Balance: asInt64(rows[0][0])}, nil
+	}
+	// Nothing inserted: fenced out, already charged, or not enough money.
+	st, err := s.fenceState(ctx, p.Fence, p.Caller, p.Currency)
+	if err != nil {
+		return store.ChargeResult{}, fmt.Errorf("charge: %w", err)
+	}
+	switch {
+	case !st.holds || st.status != store.StatusInProgress:
+		return store.ChargeResult{}, store.ErrFencedOut
+	case st.charge == store.ChargeCharged:
+		return store.ChargeResult{Charged: false, Balance: st.balance}, nil
+	}
+	return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: st.balance, Required: p.Amount}
+}
+
+const refundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
+	incarnation, generation, balance_after, created_at)
+SELECT r.charge_caller, r.charge_currency, r.charge_amount, 'refund', 'refund:' || r.incarnation || ':' || r.charge_count,
+	r.key, r.incarnation, r.generation,
+	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount, ?
+FROM idem_records r
+WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.charge_state = 'charged'
+RETURNING balance_after, caller, currency`
+
+// Refund implements store.Ledger.
+func (s *Store) Refund(ctx context.Context, f store.Fence, now time.Time) (bool, int64, error) {
+	rows, err := s.db.Query(ctx, refundSQL, store.UnixMilli(now), f.Key, f.Owner, f.Generation)
+	if err != nil {
+		return false, 0, fmt.Errorf("refund: %w", err)
+	}
+	if len(rows) == 1 {
+		return true, asInt64(rows[0][0]), nil
+	}
+	st, err := s.fenceState(ctx, f, "", "")
+	if err != nil {
+		return false, 0, fmt.Errorf("refund: %w", err)
+	}
+	if !st.holds {
+		return false, 0, store.ErrFencedOut
+	}
+	return false, st.balance, nil
+}
+
+type fenceState struct {
+	holds   bool
+	status  store.Status
+	charge  store.ChargeState
+	balance int64
+}
+
+// fenceState reads whether f holds its record, the record's charge state,
+// and a balance: of (caller, currency) if given, else of the charged caller.
+func (s *Store) fenceState(ctx context.Context, f store.Fence, caller, currency string) (fenceState, error) {
+	rows, err := s.db.Query(ctx, `SELECT r.owner = ? AND r.generation = ?, r.status, r.charge_state,
+		coalesce((SELECT balance FROM balances
+			WHERE caller = coalesce(nullif(?, ''), r.charge_caller) AND currency = coalesce(nullif(?, ''), r.charge_currency)), 0)
+		FROM (SELECT 1) LEFT JOIN idem_records r ON r.key = ?`,
+		f.Owner, f.Generation, caller, currency, f.Key)
+	if err != nil {
+		return fenceState{}, err
+	}
+	if len(rows) != 1 {
+		return fenceState{}, fmt.Errorf("read fence: %d rows", len(rows))
+	}
+	r := rows[0]
+	return fenceState{
+		holds:   asInt64(r[0]) == 1,
+		status:  store.Status(asString(r[1])),
+		charge:  store.ChargeState(asString(r[2])),
+		balance: asInt64(r[3]),
+	}, nil
+}
+
+const creditSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, balance_after, created_at)
+SELECT ?, ?, ?, 'credit', ?,
+	coalesce((SELECT balance FROM balances WHERE caller = ? AND currency = ?), 0) + ?, ?
+WHERE NOT EXISTS (SELECT 1 FROM ledger_entries WHERE reference = ?)
+RETURNING balance_after`
+
+// Credit implements store.Ledger.
+func (s *Store) Credit(ctx context.Context, p store.CreditParams) (store.CreditResult, error) {
+	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+		return store.CreditResult{}, err
+	}
+	if p.Caller == "" || p.Reference == "" {
+		return store.CreditResult{}, fmt.Errorf("%w: caller and reference are required", store.ErrInvalidArgument)
+	}
+	ref := "credit:" + p.Reference
+	rows, err := s.db.Query(ctx, creditSQL, p.Caller, p.Currency, p.Amount, ref,
+		p.Caller, p.Currency, p.Amount, store.UnixMilli(p.Now), ref)
+	if err != nil && !isConstraint(err, "UNIQUE") {
+		if isConstraint(err, "CHECK") {
+			return store.CreditResult{}, fmt.Errorf("%w: balance would exceed %d", store.ErrInvalidAmount, store.MaxAmount)
+		}
+		return store.CreditResult{}, fmt.Errorf("credit: %w", err)
+	}
+	if err == nil && len(rows) == 1 {
+		return store.CreditResult{Applied: true, Balance: asInt64(rows[0][0])}, nil
+	}
+	// The reference exists: a repeat is fine, a different credit is not.
+	rows, err = s.db.Query(ctx, `SELECT caller, currency, amount,
+		coalesce((SELECT balance FROM balances WHERE caller = ? AND currency = ?), 0)
+		FROM ledger_entries WHERE reference = ?`, p.Caller, p.Currency, ref)
+	if err != nil {
+		return store.CreditResult{}, fmt.Errorf("credit: %w", err)
+	}
+	if len(rows) != 1 {
+		return store.CreditResult{}, fmt.Errorf("credit: reference %q neither inserted nor found", p.Reference)
+	}
+	r := rows[0]
+	if asString(r[0]) != p.Caller || asString(r[1]) != p.Currency || asInt64(r[2]) != p.Amount {
+		return store.CreditResult{}, store.ErrReferenceConflict
+	}
+	return store.CreditResult{Applied: false, Balance: asInt64(r[3])}, nil
+}
+
+// Balance implements store.Ledger.
+func (s *Store) Balance(ctx context.Context, caller, currency string) (int64, error) {
+	rows, err := s.db.Query(ctx, `SELECT balance FROM balances WHERE caller = ? AND currency = ?`, caller, currency)
+	if err != nil {
+		return 0, fmt.Errorf("balance: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	return asInt64(rows[0][0]), nil
+}
+
+// Entries implements store.Ledger.
+func (s *Store) Entries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error) {
+	rows, err := s.db.Query(ctx, `SELECT caller, currency, amount, kind, reference, coalesce(idem_key, ''),
+		balance_after, created_at FROM ledger_entries
+		WHERE (? = '' OR caller = ?) AND (? = '' OR idem_key = ?) ORDER BY id`,
+		f.Caller, f.Caller, f.Key, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("entries: %w", err)
+	}
+	out := make([]store.Entry, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, store.Entry{
+			Caller:       asString(r[0]),
+			Currency:     asString(r[1]),
+			Amount:       asInt64(r[2]),
+			Kind:         asString(r[3]),
+			Reference:    asString(r[4]),
+			Key:          asString(r[5]),
+			BalanceAfter: asInt64(r[6]),
+			CreatedAt:    store.FromUnixMilli(asInt64(r[7])),
+		})
+	}
+	return out, nil
+}
+
+// CreateCaller implements store.Callers.
+func (s *Store) CreateCaller(ctx context.Context, c store.Caller) error {
+	if c.ID == "" || len(c.KeyHash) == 0 {
+		return fmt.Errorf("%w: caller id and key hash are required", store.ErrInvalidArgument)
+	}
+	_, err := s.db.Exec(ctx, `INSERT INTO callers (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)`,
+		c.ID, c.Name, hex.EncodeToString(c.KeyHash), store.UnixMilli(c.CreatedAt))
+	if isConstraint(err, "UNIQUE") || isConstraint(err, "PRIMARY KEY") {
+		return store.ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("create caller: %w", err)
+	}
+	return nil
+}
+
+// CallerByKeyHash implements store.Callers.
+func (s *Store) CallerByKeyHash(ctx context.Context, hash []byte) (store.Caller, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, name, key_hash, created_at FROM callers WHERE key_hash = ?`,
+		hex.EncodeToString(hash))
+	if err != nil {
+		return store.Caller{}, fmt.Errorf("caller by key: %w", err)
+	}
+	if len(rows) == 0 {
+		return store.Caller{}, store.ErrNotFound
+	}
+	r := rows[0]
+	kh, err := hex.DecodeString(asString(r[2]))
+	if err != nil {
+		return store.Caller{}, fmt.Errorf("caller by key: decode hash: %w", err)
+	}
+	return store.Caller{ID: asString(r[0]), Name: asString(r[1]), KeyHash: kh, CreatedAt: store.FromUnixMilli(asInt64(r[3]))}, nil
+}
+
+// invariantChecks are queries that return rows only when the charge
+// invariant (see package store) is broken; each row describes a violation.
+var invariantChecks = []struct{ name, sql string }{
+	{"balance equals the sum of its entries", `
+		SELECT b.caller || '/' || b.currency || ': balance ' || b.balance || ' entries ' || coalesce(sum(e.amount), 0)
+		FROM balances b LEFT JOIN ledger_entries e ON e.caller = b.caller AND e.currency = b.currency
+		GROUP BY b.caller, b.currency HAVING b.balance <> coalesce(sum(e.amount), 0)`},
+	{"every entry has a balance", `
+		SELECT e.caller || '/' || e.currency FROM ledger_entries e
+		WHERE NOT EXISTS (SELECT 1 FROM balances b WHERE b.caller = e.caller AND b.currency = e.currency) LIMIT 1`},
+	{"balance_after is the running sum", `
+		SELECT reference || ': balance_after ' || balance_after || ' running ' || running FROM (
+			SELECT reference, balance_after, sum(amount) OVER (PARTITION BY caller, currency ORDER BY id) AS running
+			FROM ledger_entries) WHERE balance_after <> running OR running < 0`},
+	{"per key, charges and refunds alternate (net at most one price)", `
+		SELECT idem_key || ' (' || incarnation || '): ' || sum(kind = 'charge') || ' charges, ' || sum(kind = 'refund') || ' refunds'
+		FROM ledger_entries WHERE kind <> 'credit' GROUP BY idem_key, incarnation
+		HAVING sum(kind = 'charge') - sum(kind = 'refund') NOT IN (0, 1)
+			OR max(abs(amount)) <> min(abs(amount))`},
+	{"a record's charge state matches its entries", `
+		SELECT r.key || ': state ' || r.charge_state || ' net ' || coalesce(-sum(e.amount), 0)
+		FROM idem_records r LEFT JOIN ledger_entries e ON e.idem_key = r.key AND e.incarnation = r.incarnation
+		GROUP BY r.key
+		HAVING (r.charge_state = 'charged' AND coalesce(-sum(e.amount), 0) <> r.charge_amount)
+			OR (r.charge_state <> 'charged' AND coalesce(sum(e.amount), 0) <> 0)`},
+}
+
+// CheckInvariants implements store.Store.
+func (s *Store) CheckInvariants(ctx context.Context) error {
+	var errs []error
+	for _, c := range invariantChecks {
+		rows, err := s.db.Query(ctx, c.sql)
+		if err != nil {
+			return fmt.Errorf("check %q: %w", c.name, err)
+		}
+		for _, r := range rows {
+			errs = append(errs, fmt.Errorf("invariant %q broken: %s", c.name, asString(r[0])))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isConstraint reports whether err is a constraint failure of the given
+// kind. Engines only share the SQLite message text ("UNIQUE constraint
+// failed", "CHECK constraint failed").
+func isConstraint(err error, kind string) bool {
+	return err != nil && strings.Contains(err.Error(), kind+" constraint failed")
+}

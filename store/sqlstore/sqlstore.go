@@ -1,0 +1,261 @@
+// Package sqlstore implements store.Store in SQL over a store.DbClient. The
+// same statements run on SQLite, libSQL and D1.
+//
+// Every state change is one statement whose result decides the winner; there
+// is no read-then-write across round trips. Claim is an INSERT ... ON
+// CONFLICT DO UPDATE whose SET clauses only change the row when the caller
+// wins, and whose RETURNING row tells the caller what it won. Charge and
+// Refund are one INSERT ... SELECT into the ledger whose WHERE clause carries
+// the fence; triggers move the balance (CHECK balance >= 0) and the record's
+// charge state in the same statement, and a guard trigger refuses a second
+// charge on a key, whoever asks. Extra reads happen only on error paths, to
+// say which error.
+package sqlstore
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// Store is a store.Store over SQL.
+type Store struct {
+	db store.DbClient
+	// MaxResponseBytes limits stored response bodies; zero means
+	// store.DefaultMaxResponseBytes.
+	MaxResponseBytes int
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store over db. The schema must exist; see Migrate.
+func New(db store.DbClient) *Store { return &Store{db: db} }
+
+const recordCols = `key, status, owner, generation, lease_expires_at, expires_at, fingerprint,
+	resp_status, resp_type, resp_body, error, charge_state, charge_count, charge_caller,
+	charge_currency, charge_amount, created_at, updated_at`
+
+// The claim's conditions, over the existing row and the proposed one
+// (excluded.*, whose created_at is now).
+const (
+	// condFresh: the TTL has expired (and no live lease remains).
+	condFresh = `(expires_at <= excluded.created_at AND NOT (status = 'in_progress' AND lease_expires_at > excluded.created_at))`
+	// condTake: same request, and the record failed or its lease expired.
+	condTake = `(fingerprint = excluded.fingerprint AND (status = 'failed' OR (status = 'in_progress' AND lease_expires_at <= excluded.created_at)))`
+	// condOwn: the same owner retries a claim it holds.
+	condOwn = `(fingerprint = excluded.fingerprint AND status = 'in_progress' AND owner = excluded.owner)`
+)
+
+var claimSQL = strings.NewReplacer(
+	"{win}", "("+condFresh+" OR "+condTake+")",
+	"{fresh}", condFresh,
+	"{own}", condOwn,
+).Replace(`INSERT INTO idem_records (key, status, owner, generation, incarnation, lease_expires_at,
+	expires_at, fingerprint, charge_state, charge_count, charge_amount, created_at, updated_at)
+VALUES (?, 'in_progress', ?, 1, ?, ?, ?, ?, 'none', 0, 0, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+	status           = CASE WHEN {win} THEN 'in_progress' ELSE status END,
+	owner            = CASE WHEN {win} THEN excluded.owner ELSE owner END,
+	generation       = CASE WHEN {win} THEN generation + 1 ELSE generation END,
+	incarnation      = CASE WHEN {fresh} THEN excluded.incarnation ELSE incarnation END,
+	lease_expires_at = CASE WHEN {win} OR {own} THEN excluded.lease_expires_at ELSE lease_expires_at END,
+	expires_at       = CASE WHEN {win} THEN excluded.expires_at ELSE expires_at END,
+	fingerprint      = CASE WHEN {fresh} THEN excluded.fingerprint ELSE fingerprint END,
+	resp_status      = CASE WHEN {win} THEN NULL ELSE resp_status END,
+	resp_type        = CASE WHEN {win} THEN NULL ELSE resp_type END,
+	resp_body        = CASE WHEN {win} THEN NULL ELSE resp_body END,
+	error            = CASE WHEN {win} THEN NULL ELSE error END,
+	charge_state     = CASE WHEN {fresh} THEN 'none' ELSE charge_state END,
+	charge_caller    = CASE WHEN {fresh} THEN NULL ELSE charge_caller END,
+	charge_currency  = CASE WHEN {fresh} THEN NULL ELSE charge_currency END,
+	charge_amount    = CASE WHEN {fresh} THEN 0 ELSE charge_amount END,
+	created_at       = CASE WHEN {fresh} THEN excluded.created_at ELSE created_at END,
+	updated_at       = CASE WHEN {win} OR {own} THEN excluded.updated_at ELSE updated_at END
+RETURNING ` + recordCols)
+
+// Claim implements store.Idempotency. It is one statement for every outcome.
+func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.ClaimResult, error) {
+	if err := store.ValidateClaim(&p); err != nil {
+		return store.ClaimResult{}, err
+	}
+	now := store.UnixMilli(p.Now)
+	incarnation := p.Owner + ":" + strconv.FormatInt(now, 10)
+	rows, err := s.db.Query(ctx, claimSQL,
+		p.Key, p.Owner, incarnation, now+p.Lease.Milliseconds(), now+p.TTL.Milliseconds(),
+		p.Fingerprint, now, now)
+	if err != nil {
+		return store.ClaimResult{}, fmt.Errorf("claim: %w", err)
+	}
+	if len(rows) != 1 {
+		return store.ClaimResult{}, fmt.Errorf("claim: got %d rows, want 1", len(rows))
+	}
+	rec, err := scanRecord(rows[0])
+	if err != nil {
+		return store.ClaimResult{}, fmt.Errorf("claim: %w", err)
+	}
+	switch {
+	case rec.Fingerprint != p.Fingerprint:
+		return store.ClaimResult{}, store.ErrFingerprintMismatch
+	case rec.Status == store.StatusInProgress && rec.Owner == p.Owner:
+		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: rec}, nil
+	case rec.Status == store.StatusCompleted:
+		return store.ClaimResult{Outcome: store.OutcomeCompleted, Record: rec}, nil
+	case rec.Status == store.StatusInProgress:
+		return store.ClaimResult{Outcome: store.OutcomeInProgress, Record: rec}, nil
+	}
+	return store.ClaimResult{}, fmt.Errorf("claim: unexpected record state %q", rec.Status)
+}
+
+// Peek implements store.Idempotency.
+func (s *Store) Peek(ctx context.Context, key string) (store.Record, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+recordCols+` FROM idem_records WHERE key = ?`, key)
+	if err != nil {
+		return store.Record{}, fmt.Errorf("peek: %w", err)
+	}
+	if len(rows) == 0 {
+		return store.Record{}, store.ErrNotFound
+	}
+	return scanRecord(rows[0])
+}
+
+const fenceWhere = ` WHERE key = ? AND owner = ? AND generation = ? AND status = 'in_progress'`
+
+// Heartbeat implements store.Idempotency.
+func (s *Store) Heartbeat(ctx context.Context, f store.Fence, leaseUntil, now time.Time) error {
+	n, err := s.db.Exec(ctx, `UPDATE idem_records SET lease_expires_at = ?, updated_at = ?`+fenceWhere,
+		store.UnixMilli(leaseUntil), store.UnixMilli(now), f.Key, f.Owner, f.Generation)
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	if n == 0 {
+		return store.ErrFencedOut
+	}
+	return nil
+}
+
+// Complete implements store.Idempotency.
+func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
+	limit := s.MaxResponseBytes
+	if limit == 0 {
+		limit = store.DefaultMaxResponseBytes
+	}
+	if len(p.Response.Body) > limit {
+		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(p.Response.Body), limit)
+	}
+	now := store.UnixMilli(p.Now)
+	n, err := s.db.Exec(ctx, `UPDATE idem_records SET status = 'completed', resp_status = ?, resp_type = ?,
+		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?`+fenceWhere,
+		int64(p.Response.StatusCode), p.Response.ContentType, base64.StdEncoding.EncodeToString(p.Response.Body),
+		now, now, p.Key, p.Owner, p.Generation)
+	if err != nil {
+		return fmt.Errorf("complete: %w", err)
+	}
+	if n == 0 {
+		return store.ErrFencedOut
+	}
+	return nil
+}
+
+// Fail implements store.Idempotency.
+func (s *Store) Fail(ctx context.Context, f store.Fence, reason string, now time.Time) error {
+	t := store.UnixMilli(now)
+	n, err := s.db.Exec(ctx, `UPDATE idem_records SET status = 'failed', error = ?, lease_expires_at = ?, updated_at = ?`+fenceWhere,
+		reason, t, t, f.Key, f.Owner, f.Generation)
+	if err != nil {
+		return fmt.Errorf("fail: %w", err)
+	}
+	if n == 0 {
+		return store.ErrFencedOut
+	}
+	return nil
+}
+
+// Sweep implements store.Idempotency.
+func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
+	}
+	t := store.UnixMilli(now)
+	n, err := s.db.Exec(ctx, `DELETE FROM idem_records WHERE key IN (
+		SELECT key FROM idem_records WHERE expires_at <= ? AND (status <> 'in_progress' OR lease_expires_at <= ?)
+		LIMIT ?)`, t, t, int64(limit))
+	if err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	return int(n), nil
+}
+
+func scanRecord(r []any) (store.Record, error) {
+	if len(r) != 18 {
+		return store.Record{}, fmt.Errorf("scan record: %d columns, want 18", len(r))
+	}
+	rec := store.Record{
+		Key:            asString(r[0]),
+		Status:         store.Status(asString(r[1])),
+		Owner:          asString(r[2]),
+		Generation:     asInt64(r[3]),
+		LeaseExpiresAt: store.FromUnixMilli(asInt64(r[4])),
+		ExpiresAt:      store.FromUnixMilli(asInt64(r[5])),
+		Fingerprint:    asString(r[6]),
+		Error:          asString(r[10]),
+		Charge: store.Charge{
+			State:    store.ChargeState(asString(r[11])),
+			Count:    asInt64(r[12]),
+			Caller:   asString(r[13]),
+			Currency: asString(r[14]),
+			Amount:   asInt64(r[15]),
+		},
+		CreatedAt: store.FromUnixMilli(asInt64(r[16])),
+		UpdatedAt: store.FromUnixMilli(asInt64(r[17])),
+	}
+	if rec.Status == store.StatusCompleted {
+		body, err := base64.StdEncoding.DecodeString(asString(r[9]))
+		if err != nil {
+			return store.Record{}, fmt.Errorf("decode stored body: %w", err)
+		}
+		rec.Response = &store.Response{StatusCode: int(asInt64(r[7])), ContentType: asString(r[8]), Body: body}
+	}
+	return rec, nil
+}
+
+// asInt64 reads an integer column. D1 hands integers back as float64, exact
+// below 2^53, which is why amounts stay below store.MaxAmount.
+func asInt64(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case int:
+		return int64(x)
+	case float64:
+		return int64(math.Round(x))
+	case []byte:
+		n, _ := strconv.ParseInt(string(x), 10, 64)
+		return n
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func asString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	case nil:
+		return ""
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
+}

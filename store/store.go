@@ -1,0 +1,302 @@
+// Package store is the contract of toolgate's durable state: idempotency
+// records with leases and fencing, and the prepaid ledger.
+//
+// It holds the types, the interfaces, the sentinel errors and the small
+// DbClient seam. Backends live in subpackages (memory, sqlstore) and are all
+// checked by the conformance suite in storetest. This package imports nothing
+// else from the project.
+//
+// # The claim state machine
+//
+// A record is stored under an opaque, already scoped key. Claim decides
+// atomically, in one statement:
+//
+//   - no record, or a record whose TTL has expired: a fresh claim (the old
+//     record, its response and its charge state are forgotten);
+//   - a stored fingerprint that differs: ErrFingerprintMismatch, untouched;
+//   - completed within TTL: OutcomeCompleted, for replay;
+//   - in_progress, same owner: OutcomeClaimed with the same generation
+//     (a claim whose reply was lost is safe to retry);
+//   - failed, or in_progress with an expired lease: a takeover, generation+1;
+//   - in_progress with a live lease: OutcomeInProgress.
+//
+// # Fencing
+//
+// Every claim and takeover increases the record's generation. Heartbeat,
+// Complete, Fail, Charge and Refund name (owner, generation) and change
+// nothing, returning ErrFencedOut, unless that pair still holds the record.
+// So an owner whose lease was taken over can never complete, fail, charge or
+// refund.
+//
+// # The charge invariant
+//
+// The charge belongs to the idempotency key, not to the attempt:
+//
+//  1. per key (per incarnation, which a TTL expiry renews), the net amount
+//     charged is 0 or one price, never more, through any sequence of claim,
+//     charge, crash, lease expiry, takeover, retry, refund and retry. A
+//     takeover inherits the charge state, so the new owner's Charge is a
+//     no-op when the abandoned owner had already charged;
+//  2. a completed key whose charge state is charged carries exactly one net
+//     charge; one whose state is none or refunded carries none;
+//  3. a refund happens at most once per charge, however often Refund is
+//     called;
+//  4. a balance is never negative (a CHECK constraint in SQL);
+//  5. an insufficient balance returns an *InsufficientFundsError and changes
+//     nothing;
+//  6. every ledger mutation is an entry row, and for every (caller, currency)
+//     the sum of entries equals the balance.
+//
+// Backends verify 1–6 in CheckInvariants, which tests call after every
+// scenario.
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Status is the state of an idempotency record.
+type Status string
+
+// Record statuses.
+const (
+	StatusInProgress Status = "in_progress"
+	StatusCompleted  Status = "completed"
+	StatusFailed     Status = "failed"
+)
+
+// ChargeState says whether the current incarnation of a key holds a charge.
+type ChargeState string
+
+// Charge states. A key moves none → charged → refunded → charged → ...; it is
+// never charged twice without a refund in between.
+const (
+	ChargeNone     ChargeState = "none"
+	ChargeCharged  ChargeState = "charged"
+	ChargeRefunded ChargeState = "refunded"
+)
+
+// Response is what a completed execution stored for replay.
+type Response struct {
+	StatusCode  int
+	ContentType string
+	Body        []byte
+}
+
+// Charge describes the money attached to a record's current incarnation.
+type Charge struct {
+	State    ChargeState
+	Caller   string
+	Currency string
+	Amount   int64 // minor units; 0 when never charged
+	Count    int64 // charges taken over the record's life (refunds do not decrease it)
+}
+
+// Record is an idempotency record.
+type Record struct {
+	Key            string
+	Status         Status
+	Owner          string
+	Generation     int64
+	LeaseExpiresAt time.Time
+	ExpiresAt      time.Time
+	Fingerprint    string
+	Response       *Response // set when Status is completed
+	Error          string    // set when Status is failed
+	Charge         Charge
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// Outcome is what Claim decided.
+type Outcome int
+
+// Claim outcomes.
+const (
+	// OutcomeClaimed means the caller now holds the record at the returned
+	// generation and must execute, then Complete or Fail it.
+	OutcomeClaimed Outcome = iota + 1
+	// OutcomeCompleted means the record holds a stored response to replay.
+	OutcomeCompleted
+	// OutcomeInProgress means another owner holds a live lease.
+	OutcomeInProgress
+)
+
+// String returns the outcome's name.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeClaimed:
+		return "claimed"
+	case OutcomeCompleted:
+		return "completed"
+	case OutcomeInProgress:
+		return "in_progress"
+	}
+	return "unknown"
+}
+
+// ClaimParams are the arguments of Claim.
+type ClaimParams struct {
+	Key         string
+	Owner       string // unique per attempt; a retried Claim reuses it
+	Fingerprint string
+	Now         time.Time
+	Lease       time.Duration // must be > 0
+	TTL         time.Duration // zero means DefaultTTL
+}
+
+// ClaimResult is the decision of Claim and the record as it stands after it.
+type ClaimResult struct {
+	Outcome Outcome
+	Record  Record
+}
+
+// Fence names the holder of a record: the owner and the generation it claimed.
+type Fence struct {
+	Key        string
+	Owner      string
+	Generation int64
+}
+
+// CompleteParams are the arguments of Complete.
+type CompleteParams struct {
+	Fence
+	Response Response
+	Now      time.Time
+}
+
+// DefaultTTL is how long a record is kept for replay when ClaimParams.TTL is zero.
+const DefaultTTL = 24 * time.Hour
+
+// MaxKeyLen is the longest accepted key, in bytes.
+const MaxKeyLen = 255
+
+// DefaultMaxResponseBytes is the largest stored response body. D1 rows are
+// at most 2 MB, and bodies are stored base64-encoded.
+const DefaultMaxResponseBytes = 1 << 20
+
+// Idempotency is the claim/lease/complete/fail store.
+type Idempotency interface {
+	// Claim atomically decides who executes key; see the package doc. It
+	// returns ErrInvalidKey for a bad key and ErrFingerprintMismatch, with
+	// nothing changed, when the stored fingerprint differs.
+	Claim(ctx context.Context, p ClaimParams) (ClaimResult, error)
+	// Peek returns the record for key without changing it, or ErrNotFound.
+	Peek(ctx context.Context, key string) (Record, error)
+	// Heartbeat extends the lease of an in-progress record to leaseUntil. It
+	// returns ErrFencedOut unless f still holds the record.
+	Heartbeat(ctx context.Context, f Fence, leaseUntil, now time.Time) error
+	// Complete stores the response and marks the record completed. It returns
+	// ErrFencedOut unless f still holds the record, and ErrTooLarge for a body
+	// over the limit.
+	Complete(ctx context.Context, p CompleteParams) error
+	// Fail marks the record failed so that the next Claim takes it over. It
+	// returns ErrFencedOut unless f still holds the record.
+	Fail(ctx context.Context, f Fence, reason string, now time.Time) error
+	// Sweep deletes at most limit records whose TTL has expired (and whose
+	// lease, if in progress, has too) and returns how many it deleted.
+	Sweep(ctx context.Context, now time.Time, limit int) (int, error)
+}
+
+// ChargeParams are the arguments of Charge.
+type ChargeParams struct {
+	Fence
+	Caller   string
+	Currency string
+	Amount   int64
+	Now      time.Time
+}
+
+// ChargeResult reports a charge.
+type ChargeResult struct {
+	// Charged is false when the key already held a charge (a takeover after
+	// a crash): nothing new was taken.
+	Charged bool
+	Balance int64 // balance after the charge
+}
+
+// CreditParams are the arguments of Credit.
+type CreditParams struct {
+	Caller    string
+	Currency  string
+	Amount    int64
+	Reference string // unique per credit; a repeat is a no-op
+	Now       time.Time
+}
+
+// CreditResult reports a credit.
+type CreditResult struct {
+	Applied bool // false when Reference had been credited before
+	Balance int64
+}
+
+// Entry is one row of the ledger's audit trail.
+type Entry struct {
+	Caller       string
+	Currency     string
+	Amount       int64 // signed: credits and refunds positive, charges negative
+	Kind         string
+	Reference    string
+	Key          string // idempotency key for charges and refunds
+	BalanceAfter int64
+	CreatedAt    time.Time
+}
+
+// Ledger is the prepaid ledger.
+type Ledger interface {
+	// Credit adds amount to the caller's balance once per reference. It
+	// returns ErrInvalidAmount, ErrUnknownCurrency, or ErrReferenceConflict
+	// when reference was used for a different credit.
+	Credit(ctx context.Context, p CreditParams) (CreditResult, error)
+	// Charge takes amount from the caller's balance for the key held by the
+	// fence. It is a no-op returning Charged=false if the key already holds a
+	// charge. It returns ErrFencedOut unless the fence holds an in-progress
+	// record, and an *InsufficientFundsError, changing nothing, when the
+	// balance does not cover amount.
+	Charge(ctx context.Context, p ChargeParams) (ChargeResult, error)
+	// Refund returns the key's charge to the caller. It is a no-op returning
+	// false when the key holds no charge (never charged, or already
+	// refunded). It returns ErrFencedOut unless f still holds the record.
+	Refund(ctx context.Context, f Fence, now time.Time) (refunded bool, balance int64, err error)
+	// Balance returns the caller's balance, 0 if it never had one.
+	Balance(ctx context.Context, caller, currency string) (int64, error)
+	// Entries returns the audit trail of a caller, or of one key when
+	// f.Key is set, oldest first.
+	Entries(ctx context.Context, f EntryFilter) ([]Entry, error)
+}
+
+// EntryFilter selects ledger entries. Empty fields match everything.
+type EntryFilter struct {
+	Caller string
+	Key    string
+}
+
+// Caller is an API client. Its key is stored only as a SHA-256 hash.
+type Caller struct {
+	ID        string
+	Name      string
+	KeyHash   []byte // sha256 of the bearer key
+	CreatedAt time.Time
+}
+
+// Callers stores API clients.
+type Callers interface {
+	// CreateCaller stores c. It returns ErrConflict if the ID or key hash
+	// is taken.
+	CreateCaller(ctx context.Context, c Caller) error
+	// CallerByKeyHash returns the caller whose key hashes to hash, or
+	// ErrNotFound.
+	CallerByKeyHash(ctx context.Context, hash []byte) (Caller, error)
+}
+
+// Store is everything a toolgate backend provides.
+type Store interface {
+	Idempotency
+	Ledger
+	Callers
+	// CheckInvariants verifies the charge invariant (see the package doc)
+	// over the whole store and returns an error describing the first
+	// violation.
+	CheckInvariants(ctx context.Context) error
+}
