@@ -1,0 +1,397 @@
+// Package memory implements store.Store in process memory, for tests and
+// single-process use. One mutex makes every operation atomic; the rules are
+// the SQL backend's, written in Go.
+package memory
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// Store is an in-memory store.Store. The zero value is not usable; call New.
+type Store struct {
+	// MaxResponseBytes limits stored response bodies; zero means
+	// store.DefaultMaxResponseBytes.
+	MaxResponseBytes int
+
+	mu       sync.Mutex
+	records  map[string]*record
+	balances map[balanceKey]int64
+	entries  []entry
+	refs     map[string]int // reference -> index in entries
+	callers  map[string]store.Caller
+}
+
+type record struct {
+	store.Record
+	incarnation string
+}
+
+type entry struct {
+	store.Entry
+	incarnation string
+}
+
+type balanceKey struct{ caller, currency string }
+
+var _ store.Store = (*Store)(nil)
+
+// New returns an empty Store.
+func New() *Store {
+	return &Store{
+		records:  map[string]*record{},
+		balances: map[balanceKey]int64{},
+		refs:     map[string]int{},
+		callers:  map[string]store.Caller{},
+	}
+}
+
+func clone(r store.Record) store.Record {
+	if r.Response != nil {
+		resp := *r.Response
+		resp.Body = bytes.Clone(resp.Body)
+		r.Response = &resp
+	}
+	return r
+}
+
+// norm drops sub-millisecond precision, as the SQL backend stores Unix ms.
+func norm(t time.Time) time.Time { return store.FromUnixMilli(store.UnixMilli(t)) }
+
+// Claim implements store.Idempotency.
+func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult, error) {
+	if err := store.ValidateClaim(&p); err != nil {
+		return store.ClaimResult{}, err
+	}
+	now := norm(p.Now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[p.Key]
+	fresh := !ok || (!now.Before(r.ExpiresAt) && !(r.Status == store.StatusInProgress && r.LeaseExpiresAt.After(now)))
+	if fresh {
+		gen, count := int64(1), int64(0)
+		if ok {
+			gen, count = r.Generation+1, r.Charge.Count
+		}
+		r = &record{Record: store.Record{
+			Key: p.Key, Status: store.StatusInProgress, Owner: p.Owner, Generation: gen,
+			LeaseExpiresAt: now.Add(p.Lease), ExpiresAt: now.Add(p.TTL), Fingerprint: p.Fingerprint,
+			Charge: store.Charge{State: store.ChargeNone, Count: count}, CreatedAt: now, UpdatedAt: now,
+		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10)}
+		s.records[p.Key] = r
+		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
+	}
+	if r.Fingerprint != p.Fingerprint {
+		return store.ClaimResult{}, store.ErrFingerprintMismatch
+	}
+	take := r.Status == store.StatusFailed || (r.Status == store.StatusInProgress && !r.LeaseExpiresAt.After(now))
+	switch {
+	case take:
+		r.Status, r.Owner, r.Generation = store.StatusInProgress, p.Owner, r.Generation+1
+		r.LeaseExpiresAt, r.ExpiresAt, r.UpdatedAt = now.Add(p.Lease), now.Add(p.TTL), now
+		r.Response, r.Error = nil, ""
+		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
+	case r.Status == store.StatusInProgress && r.Owner == p.Owner:
+		r.LeaseExpiresAt, r.UpdatedAt = now.Add(p.Lease), now
+		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
+	case r.Status == store.StatusCompleted:
+		return store.ClaimResult{Outcome: store.OutcomeCompleted, Record: clone(r.Record)}, nil
+	}
+	return store.ClaimResult{Outcome: store.OutcomeInProgress, Record: clone(r.Record)}, nil
+}
+
+// Peek implements store.Idempotency.
+func (s *Store) Peek(_ context.Context, key string) (store.Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[key]
+	if !ok {
+		return store.Record{}, store.ErrNotFound
+	}
+	return clone(r.Record), nil
+}
+
+// held returns the record f holds in progress, or ErrFencedOut. Callers
+// hold s.mu.
+func (s *Store) held(f store.Fence) (*record, error) {
+	r, ok := s.records[f.Key]
+	if !ok || r.Owner != f.Owner || r.Generation != f.Generation || r.Status != store.StatusInProgress {
+		return nil, store.ErrFencedOut
+	}
+	return r, nil
+}
+
+// Heartbeat implements store.Idempotency.
+func (s *Store) Heartbeat(_ context.Context, f store.Fence, leaseUntil, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.held(f)
+	if err != nil {
+		return err
+	}
+	r.LeaseExpiresAt, r.UpdatedAt = norm(leaseUntil), norm(now)
+	return nil
+}
+
+// Complete implements store.Idempotency.
+func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
+	limit := s.MaxResponseBytes
+	if limit == 0 {
+		limit = store.DefaultMaxResponseBytes
+	}
+	if len(p.Response.Body) > limit {
+		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(p.Response.Body), limit)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.held(p.Fence)
+	if err != nil {
+		return err
+	}
+	resp := p.Response
+	resp.Body = bytes.Clone(resp.Body)
+	if resp.Body == nil {
+		resp.Body = []byte{}
+	}
+	r.Status, r.Response, r.Error = store.StatusCompleted, &resp, ""
+	r.LeaseExpiresAt, r.UpdatedAt = norm(p.Now), norm(p.Now)
+	return nil
+}
+
+// Fail implements store.Idempotency.
+func (s *Store) Fail(_ context.Context, f store.Fence, reason string, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.held(f)
+	if err != nil {
+		return err
+	}
+	r.Status, r.Error = store.StatusFailed, reason
+	r.LeaseExpiresAt, r.UpdatedAt = norm(now), norm(now)
+	return nil
+}
+
+// Sweep implements store.Idempotency.
+func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
+	}
+	now = norm(now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, r := range s.records {
+		if n == limit {
+			break
+		}
+		if !now.Before(r.ExpiresAt) && (r.Status != store.StatusInProgress || !now.Before(r.LeaseExpiresAt)) {
+			delete(s.records, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// post appends an entry and moves the balance. Callers hold s.mu and have
+// checked the entry keeps the balance within [0, MaxAmount].
+func (s *Store) post(e entry) int64 {
+	bk := balanceKey{e.Caller, e.Currency}
+	s.balances[bk] += e.Amount
+	e.BalanceAfter = s.balances[bk]
+	s.refs[e.Reference] = len(s.entries)
+	s.entries = append(s.entries, e)
+	return e.BalanceAfter
+}
+
+// Charge implements store.Ledger.
+func (s *Store) Charge(_ context.Context, p store.ChargeParams) (store.ChargeResult, error) {
+	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+		return store.ChargeResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.held(p.Fence)
+	if err != nil {
+		return store.ChargeResult{}, err
+	}
+	bal := s.balances[balanceKey{p.Caller, p.Currency}]
+	if r.Charge.State == store.ChargeCharged {
+		return store.ChargeResult{Charged: false, Balance: bal}, nil
+	}
+	if bal < p.Amount {
+		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount}
+	}
+	r.Charge = store.Charge{State: store.ChargeCharged, Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Count: r.Charge.Count + 1}
+	r.UpdatedAt = norm(p.Now)
+	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: -p.Amount, Kind: "charge",
+		Reference: "charge:" + r.incarnation + ":" + strconv.FormatInt(r.Charge.Count, 10), Key: r.Key, CreatedAt: norm(p.Now)},
+		incarnation: r.incarnation})
+	return store.ChargeResult{Charged: true, Balance: bal}, nil
+}
+
+// Refund implements store.Ledger.
+func (s *Store) Refund(_ context.Context, f store.Fence, now time.Time) (bool, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[f.Key]
+	if !ok || r.Owner != f.Owner || r.Generation != f.Generation {
+		return false, 0, store.ErrFencedOut
+	}
+	c := r.Charge
+	if c.State != store.ChargeCharged {
+		return false, s.balances[balanceKey{c.Caller, c.Currency}], nil
+	}
+	r.Charge.State = store.ChargeRefunded
+	r.UpdatedAt = norm(now)
+	bal := s.post(entry{Entry: store.Entry{Caller: c.Caller, Currency: c.Currency, Amount: c.Amount, Kind: "refund",
+		Reference: "refund:" + r.incarnation + ":" + strconv.FormatInt(c.Count, 10), Key: r.Key, CreatedAt: norm(now)},
+		incarnation: r.incarnation})
+	return true, bal, nil
+}
+
+// Credit implements store.Ledger.
+func (s *Store) Credit(_ context.Context, p store.CreditParams) (store.CreditResult, error) {
+	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+		return store.CreditResult{}, err
+	}
+	if p.Caller == "" || p.Reference == "" {
+		return store.CreditResult{}, fmt.Errorf("%w: caller and reference are required", store.ErrInvalidArgument)
+	}
+	ref := "credit:" + p.Reference
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bal := s.balances[balanceKey{p.Caller, p.Currency}]
+	if i, ok := s.refs[ref]; ok {
+		e := s.entries[i]
+		if e.Caller != p.Caller || e.Currency != p.Currency || e.Amount != p.Amount {
+			return store.CreditResult{}, store.ErrReferenceConflict
+		}
+		return store.CreditResult{Applied: false, Balance: bal}, nil
+	}
+	if bal > store.MaxAmount-p.Amount {
+		return store.CreditResult{}, fmt.Errorf("%w: balance would exceed %d", store.ErrInvalidAmount, store.MaxAmount)
+	}
+	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Kind: "credit",
+		Reference: ref, CreatedAt: norm(p.Now)}})
+	return store.CreditResult{Applied: true, Balance: bal}, nil
+}
+
+// Balance implements store.Ledger.
+func (s *Store) Balance(_ context.Context, caller, currency string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.balances[balanceKey{caller, currency}], nil
+}
+
+// Entries implements store.Ledger.
+func (s *Store) Entries(_ context.Context, f store.EntryFilter) ([]store.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []store.Entry{}
+	for _, e := range s.entries {
+		if (f.Caller == "" || e.Caller == f.Caller) && (f.Key == "" || e.Key == f.Key) {
+			out = append(out, e.Entry)
+		}
+	}
+	return out, nil
+}
+
+// CreateCaller implements store.Callers.
+func (s *Store) CreateCaller(_ context.Context, c store.Caller) error {
+	if c.ID == "" || len(c.KeyHash) == 0 {
+		return fmt.Errorf("%w: caller id and key hash are required", store.ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.callers {
+		if o.ID == c.ID || bytes.Equal(o.KeyHash, c.KeyHash) {
+			return store.ErrConflict
+		}
+	}
+	c.KeyHash = bytes.Clone(c.KeyHash)
+	c.CreatedAt = norm(c.CreatedAt)
+	s.callers[c.ID] = c
+	return nil
+}
+
+// CallerByKeyHash implements store.Callers.
+func (s *Store) CallerByKeyHash(_ context.Context, hash []byte) (store.Caller, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.callers {
+		if bytes.Equal(c.KeyHash, hash) {
+			return c, nil
+		}
+	}
+	return store.Caller{}, store.ErrNotFound
+}
+
+// CheckInvariants implements store.Store, with the same checks as the SQL
+// backend.
+func (s *Store) CheckInvariants(_ context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	sums := map[balanceKey]int64{}
+	type group struct{ open, charges, refunds, net int64 }
+	groups := map[string]*group{}
+	for _, e := range s.entries {
+		bk := balanceKey{e.Caller, e.Currency}
+		sums[bk] += e.Amount
+		if sums[bk] != e.BalanceAfter || sums[bk] < 0 {
+			errs = append(errs, fmt.Errorf("invariant broken: %s balance_after %d running %d", e.Reference, e.BalanceAfter, sums[bk]))
+		}
+		if e.Kind == "credit" {
+			continue
+		}
+		g := groups[e.Key+"\x00"+e.incarnation]
+		if g == nil {
+			g = &group{}
+			groups[e.Key+"\x00"+e.incarnation] = g
+		}
+		g.net -= e.Amount
+		if e.Kind == "charge" {
+			g.charges++
+		} else {
+			g.refunds++
+		}
+	}
+	for bk, b := range s.balances {
+		if b != sums[bk] || b < 0 {
+			errs = append(errs, fmt.Errorf("invariant broken: %s/%s balance %d entries %d", bk.caller, bk.currency, b, sums[bk]))
+		}
+	}
+	for k, g := range groups {
+		if d := g.charges - g.refunds; d != 0 && d != 1 {
+			errs = append(errs, fmt.Errorf("invariant broken: key %q: %d charges, %d refunds", k, g.charges, g.refunds))
+		}
+	}
+	keys := make([]string, 0, len(s.records))
+	for k := range s.records {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		r := s.records[k]
+		var net int64
+		if g := groups[k+"\x00"+r.incarnation]; g != nil {
+			net = g.net
+		}
+		want := int64(0)
+		if r.Charge.State == store.ChargeCharged {
+			want = r.Charge.Amount
+		}
+		if net != want {
+			errs = append(errs, fmt.Errorf("invariant broken: key %q state %s net %d", k, r.Charge.State, net))
+		}
+	}
+	return errors.Join(errs...)
+}
