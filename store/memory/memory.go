@@ -232,7 +232,7 @@ func (s *Store) Charge(_ context.Context, p store.ChargeParams) (store.ChargeRes
 	r.Charge = store.Charge{State: store.ChargeCharged, Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Count: r.Charge.Count + 1}
 	r.UpdatedAt = norm(p.Now)
 	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: -p.Amount, Kind: "charge",
-		Reference: "charge:" + r.incarnation + ":" + strconv.FormatInt(r.Charge.Count, 10), Key: r.Key, CreatedAt: norm(p.Now)},
+		Reference: "charge:" + r.Key + ":" + r.incarnation + ":" + strconv.FormatInt(r.Charge.Count, 10), Key: r.Key, CreatedAt: norm(p.Now)},
 		incarnation: r.incarnation})
 	return store.ChargeResult{Charged: true, Balance: bal}, nil
 }
@@ -252,7 +252,7 @@ func (s *Store) Refund(_ context.Context, f store.Fence, now time.Time) (bool, i
 	r.Charge.State = store.ChargeRefunded
 	r.UpdatedAt = norm(now)
 	bal := s.post(entry{Entry: store.Entry{Caller: c.Caller, Currency: c.Currency, Amount: c.Amount, Kind: "refund",
-		Reference: "refund:" + r.incarnation + ":" + strconv.FormatInt(c.Count, 10), Key: r.Key, CreatedAt: norm(now)},
+		Reference: "refund:" + r.Key + ":" + r.incarnation + ":" + strconv.FormatInt(c.Count, 10), Key: r.Key, CreatedAt: norm(now)},
 		incarnation: r.incarnation})
 	return true, bal, nil
 }

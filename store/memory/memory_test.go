@@ -14,3 +14,9 @@ func TestConformance(t *testing.T) {
 		return memory.New(), nil
 	}})
 }
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, storetest.Harness{New: func(storetest.TB) (store.Store, *store.CountingClient) {
+		return memory.New(), nil
+	}})
+}

@@ -29,3 +29,9 @@ func TestConformance(t *testing.T) {
 		return setup(tb, t.TempDir())
 	}})
 }
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, storetest.Harness{New: func(tb storetest.TB) (store.Store, *store.CountingClient) {
+		return setup(tb, b.TempDir())
+	}})
+}

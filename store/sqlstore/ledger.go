@@ -13,7 +13,7 @@ import (
 
 const chargeSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
 	incarnation, generation, balance_after, created_at)
-SELECT b.caller, b.currency, -?, 'charge', 'charge:' || r.incarnation || ':' || (r.charge_count + 1),
+SELECT b.caller, b.currency, -?, 'charge', 'charge:' || r.key || ':' || r.incarnation || ':' || (r.charge_count + 1),
 	r.key, r.incarnation, r.generation, b.balance - ?, ?
 FROM idem_records r, balances b
 WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress'
@@ -51,7 +51,7 @@ func (s *Store) Charge(ctx context.Context, p store.ChargeParams) (store.ChargeR
 
 const refundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
 	incarnation, generation, balance_after, created_at)
-SELECT r.charge_caller, r.charge_currency, r.charge_amount, 'refund', 'refund:' || r.incarnation || ':' || r.charge_count,
+SELECT r.charge_caller, r.charge_currency, r.charge_amount, 'refund', 'refund:' || r.key || ':' || r.incarnation || ':' || r.charge_count,
 	r.key, r.incarnation, r.generation,
 	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount, ?
 FROM idem_records r

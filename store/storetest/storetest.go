@@ -392,6 +392,19 @@ var Cases = []Case{
 		require.Equal(t, int64(2), got.Charge.Count)
 	}},
 
+	{"ChargesAreScopedPerKey", func(t TB, s store.Store, rt *store.CountingClient) {
+		// One owner name and one instant across keys must not make two
+		// keys' charges collide.
+		credit(t, s, "alice", 1000)
+		for i := 0; i < 3; i++ {
+			r := mustClaim(t, s, claim(fmt.Sprintf("k%d", i), "A", "fp", t0), store.OutcomeClaimed)
+			res, err := s.Charge(ctx, charge(fence(r), "alice", 100, t0))
+			require.NoError(t, err)
+			require.True(t, res.Charged)
+			require.Equal(t, int64(900-100*i), res.Balance)
+		}
+	}},
+
 	{"InsufficientFundsChangesNothing", func(t TB, s store.Store, rt *store.CountingClient) {
 		credit(t, s, "alice", 50)
 		a := mustClaim(t, s, claim("k", "A", "fp", t0), store.OutcomeClaimed)

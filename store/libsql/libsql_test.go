@@ -1,0 +1,75 @@
+package libsql_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/toolgate/toolgate-go/store"
+	"github.com/toolgate/toolgate-go/store/libsql"
+	"github.com/toolgate/toolgate-go/store/libsql/hranatest"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
+	"github.com/toolgate/toolgate-go/store/storetest"
+
+	_ "modernc.org/sqlite" // the "sqlite" driver that file: URLs need
+)
+
+// setupHTTP starts a Hrana test server on a fresh SQLite file and opens the
+// real libsql-client-go against it over HTTP.
+func setupHTTP(t storetest.TB, dir string) (*sqlstore.Store, *store.CountingClient, *hranatest.Server) {
+	t.Helper()
+	srv, err := hranatest.Start(filepath.Join(dir, "hrana.db"))
+	require.NoError(t, err)
+	db, err := libsql.Open(srv.URL(), "")
+	require.NoError(t, err)
+	require.NoError(t, sqlstore.Migrate(context.Background(), db))
+	rt := &store.CountingClient{Inner: db}
+	return sqlstore.New(rt), rt, srv
+}
+
+func TestConformanceHTTP(t *testing.T) {
+	t.Parallel()
+	storetest.Exercise(t, storetest.Harness{New: func(tb storetest.TB) (store.Store, *store.CountingClient) {
+		s, rt, srv := setupHTTP(tb, t.TempDir())
+		t.Cleanup(func() { srv.Close() })
+		return s, rt
+	}})
+}
+
+func TestConformanceFileURL(t *testing.T) {
+	t.Parallel()
+	storetest.Exercise(t, storetest.Harness{New: func(tb storetest.TB) (store.Store, *store.CountingClient) {
+		path := filepath.Join(t.TempDir(), "file.db")
+		db, err := libsql.Open("file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)", "")
+		require.NoError(tb, err)
+		require.NoError(tb, sqlstore.Migrate(context.Background(), db))
+		rt := &store.CountingClient{Inner: db}
+		return sqlstore.New(rt), rt
+	}})
+}
+
+// TestOneHTTPRequestPerOperation checks that the client's round trips are
+// real HTTP requests one for one: the server counts pipelines.
+func TestOneHTTPRequestPerOperation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, rt, srv := setupHTTP(t, dir)
+	defer srv.Close()
+	ctx := context.Background()
+	reqs, trips := srv.Requests(), rt.Count()
+	_, err := s.Claim(ctx, store.ClaimParams{Key: "k", Owner: "A", Fingerprint: "fp", Now: storetestNow, Lease: lease})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), rt.Count()-trips)
+	t.Logf("http requests for one claim: %d", srv.Requests()-reqs)
+	require.LessOrEqual(t, srv.Requests()-reqs, int64(2), "a claim is one pipeline (plus at most one stream close)")
+}
+
+func BenchmarkStoreHTTP(b *testing.B) {
+	storetest.Bench(b, storetest.Harness{New: func(tb storetest.TB) (store.Store, *store.CountingClient) {
+		s, rt, srv := setupHTTP(tb, b.TempDir())
+		b.Cleanup(func() { srv.Close() })
+		return s, rt
+	}})
+}
