@@ -1,5 +1,5 @@
-// Package sqlite opens a native SQLite database file as a store.DbClient,
-// with the pure-Go modernc.org/sqlite driver.
+//go:build !js
+
 package sqlite
 
 import (
