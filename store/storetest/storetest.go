@@ -190,7 +190,9 @@ var Cases = []Case{
 		for i := 1; i <= 4; i++ {
 			now := at(time.Duration(i) * 8 * time.Second) // every 8 s, lease 10 s
 			requireTrips(t, rt, 1, func() { require.NoError(t, s.Heartbeat(ctx, fence(a), now.Add(lease), now)) }, "heartbeat")
-			mustClaim(t, s, claim("k", "B", "fp", now.Add(5*time.Second)), store.OutcomeInProgress)
+			requireTrips(t, rt, 1, func() {
+				mustClaim(t, s, claim("k", "B", "fp", now.Add(5*time.Second)), store.OutcomeInProgress)
+			}, "claim in progress")
 		}
 		// 32 s in, three times the original lease: still A's, still generation 1.
 		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(a), Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: at(40 * time.Second)}))
