@@ -1,0 +1,79 @@
+# toolgate for Go: build, run and test the Cloudflare Worker (Go -> wasm, syumai/workers, D1).
+# Node tooling (wrangler, miniflare) is pinned in package.json; install it with `npm ci`.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+# Offline-safe wrangler: no metrics, no prompts, no request.cf download.
+WRANGLER := WRANGLER_SEND_METRICS=false CI=true CLOUDFLARE_CF_FETCH_ENABLED=false npx --no-install wrangler
+WORKERS_VERSION := $(shell go list -m -f '{{.Version}}' github.com/syumai/workers)
+MIGRATIONS_DIR := store/sqlstore/migrations
+SEED_SQL := worker/seed.sql
+DEV_PORT ?= 8787
+
+.PHONY: build shim run dev migrate-local migrate-remote seed-local test e2e bench deploy clean
+
+# build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
+# Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
+build: shim
+	@tmp=build/app.wasm.$$$$.tmp; \
+	GOOS=js GOARCH=wasm go build -o $$tmp ./worker || { rm -f $$tmp; exit 1; }; \
+	if cmp -s $$tmp build/app.wasm; then rm $$tmp; else mv $$tmp build/app.wasm; fi
+	@# (the wasm is only replaced when it changed, so a running `wrangler dev` reloads only when needed)
+	@echo "build/app.wasm: $$(wc -c < build/app.wasm) bytes raw, $$(gzip -9 -c build/app.wasm | wc -c) bytes gzip -9"
+
+# shim: the generator wipes its output dir, so it writes to a temp dir and each file is renamed into build/:
+# build/README.md survives and a running wrangler dev never sees a half-written file. The patch is idempotent.
+shim:
+	@if [ ! -f build/worker.mjs ] || [ "$$(cat build/.shim-version 2>/dev/null)" != "$(WORKERS_VERSION)" ]; then \
+		set -e; tmp=$$(mktemp -d build/.shim.XXXXXX); \
+		go run github.com/syumai/workers/cmd/workers-assets-gen -mode=go -o "$$tmp"; \
+		node worker/js/patch-wasm-exec.mjs "$$tmp/wasm_exec.js"; \
+		echo "$(WORKERS_VERSION)" > "$$tmp/.shim-version"; \
+		for f in "$$tmp"/* "$$tmp/.shim-version"; do mv "$$f" build/; done; rmdir "$$tmp"; \
+		echo "shim: generated build/ with syumai/workers $(WORKERS_VERSION)"; \
+	fi
+	@node worker/js/patch-wasm-exec.mjs build/wasm_exec.js
+
+# run: the native twin (same handler, plain net/http) on 127.0.0.1:8787 (override with ADDR=).
+run:
+	go run ./worker
+
+# Installs the pinned Node tooling when node_modules is missing (after editing package.json, run npm ci yourself).
+node_modules:
+	npm ci
+
+# dev: local D1 (.wrangler/state) + wrangler dev on 127.0.0.1:$(DEV_PORT), offline. Rebuild with `make build`
+# in another terminal: wrangler reloads when build/app.wasm changes.
+dev: node_modules build migrate-local seed-local
+	$(WRANGLER) dev --local --ip 127.0.0.1 --port $(DEV_PORT)
+
+migrate-local: node_modules
+	@if ls $(MIGRATIONS_DIR)/*.sql >/dev/null 2>&1; then \
+		$(WRANGLER) d1 migrations apply DB --local; \
+	else echo "migrate-local: no $(MIGRATIONS_DIR)/*.sql yet, skipping"; fi
+
+migrate-remote: node_modules
+	npx --no-install wrangler d1 migrations apply DB --remote
+
+# seed-local: demo data for `make dev` (placeholder until the schema lands: runs $(SEED_SQL) if present).
+seed-local: node_modules
+	@if [ -f $(SEED_SQL) ]; then $(WRANGLER) d1 execute DB --local --file $(SEED_SQL); \
+	else echo "seed-local: no $(SEED_SQL) yet, skipping"; fi
+
+# test: every package, including the E2E tests that run build/app.wasm inside workerd (needs npm ci).
+test: node_modules
+	go test ./...
+
+e2e: node_modules
+	go test -count=1 -run 'E2E' -v ./worker/...
+
+# bench: placeholder until real benchmarks exist.
+bench:
+	go test -run XXX -bench . ./...
+
+deploy: node_modules build
+	npx --no-install wrangler deploy
+
+clean:
+	rm -rf build/*.wasm build/*.mjs build/*.js build/*.tmp build/.shim-version build/.shim.*

@@ -1,0 +1,319 @@
+//go:build !js
+
+// Package edgetest runs the compiled worker (build/app.wasm) inside workerd for end-to-end tests.
+//
+// Start launches worker/js/miniflare.mjs: one Miniflare process running several workers, each its own
+// isolate on its own 127.0.0.1 port, all sharing one D1 database in a temp persist directory. Tests talk
+// to the workers over HTTP and inspect the D1 SQLite file directly with OpenD1.
+//
+// It needs `npm ci` (node_modules) and fails the test, never skips it, when that is missing.
+package edgetest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver for OpenD1
+)
+
+// Options configures Start. The zero value runs one worker "w0" with no vars, no migrations and a fresh
+// D1 database.
+type Options struct {
+	// Workers names the workers to run, each a separate isolate with its own URL. Empty means ["w0"].
+	Workers []string
+	// Vars are string bindings given to every worker (as wrangler.toml [vars] and secrets would be).
+	Vars map[string]string
+	// WorkerVars overrides Vars for the named workers. Nil means no overrides.
+	WorkerVars map[string]map[string]string
+	// MigrationsDir holds *.sql migrations applied before the workers serve, recorded in d1_migrations as
+	// wrangler does. Relative paths are from the repository root. Empty means none.
+	MigrationsDir string
+	// PersistDir is the D1 persist directory. Empty means a new t.TempDir().
+	PersistDir string
+	// ReadyTimeout bounds the wait for the workers to serve. Zero means 60s.
+	ReadyTimeout time.Duration
+}
+
+// Edge is a running Miniflare process. Its methods are safe for concurrent use.
+type Edge struct {
+	// PersistDir is the D1 persist directory; it outlives Close.
+	PersistDir string
+
+	urls  map[string]string
+	entry string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	logs  *tailBuffer
+	done  chan struct{} // closed when the process has exited
+	close sync.Once
+}
+
+// readyLine is the one line miniflare.mjs prints on stdout once every worker serves.
+type readyLine struct {
+	Ready bool              `json:"ready"`
+	URLs  map[string]string `json:"urls"`
+	Entry string            `json:"entry"`
+}
+
+// Start builds the worker (see Build), starts the workers and waits until they serve. It fails t if any
+// step fails, and registers Close with t.Cleanup. On failure, the process's log is in the test output.
+func Start(t testing.TB, opts Options) *Edge {
+	t.Helper()
+	Build(t)
+	root := RepoRoot(t)
+	if len(opts.Workers) == 0 {
+		opts.Workers = []string{"w0"}
+	}
+	if opts.PersistDir == "" {
+		opts.PersistDir = t.TempDir()
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 60 * time.Second
+	}
+	config, err := json.Marshal(mfConfig(opts))
+	require.NoError(t, err)
+
+	e := &Edge{PersistDir: opts.PersistDir, logs: &tailBuffer{max: 256 << 10}, done: make(chan struct{})}
+	e.cmd = exec.Command("node", filepath.Join("worker", "js", "miniflare.mjs"))
+	e.cmd.Dir = root
+	e.cmd.Env = append(os.Environ(), "WRANGLER_SEND_METRICS=false", "CLOUDFLARE_CF_FETCH_ENABLED=false")
+	e.cmd.Stderr = e.logs
+	e.stdin, err = e.cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := e.cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, e.cmd.Start(), "start node worker/js/miniflare.mjs")
+	go func() { _ = e.cmd.Wait(); close(e.done) }()
+	t.Cleanup(func() {
+		e.Close()
+		if t.Failed() {
+			t.Logf("edgetest: miniflare/workerd log (tail):\n%s", e.Logs())
+		}
+	})
+
+	// The config is the first stdin line; stdin then stays open: its EOF (our Close, or our death) stops
+	// the process.
+	_, err = e.stdin.Write(append(config, '\n'))
+	require.NoError(t, err)
+
+	ready := make(chan readyLine, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var l readyLine
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Ready {
+				ready <- l
+			}
+		}
+	}()
+	select {
+	case l := <-ready:
+		e.urls, e.entry = l.URLs, l.Entry
+	case <-e.done:
+		t.Fatalf("edgetest: miniflare.mjs exited before ready:\n%s", e.Logs())
+	case <-time.After(opts.ReadyTimeout):
+		t.Fatalf("edgetest: workers not ready after %s:\n%s", opts.ReadyTimeout, e.Logs())
+	}
+	return e
+}
+
+// mfConfig is the JSON config miniflare.mjs reads.
+func mfConfig(opts Options) map[string]any {
+	workers := make([]map[string]any, len(opts.Workers))
+	for i, name := range opts.Workers {
+		workers[i] = map[string]any{"name": name, "vars": opts.WorkerVars[name]}
+	}
+	return map[string]any{
+		"workers":       workers,
+		"vars":          opts.Vars,
+		"d1Persist":     opts.PersistDir,
+		"migrationsDir": opts.MigrationsDir,
+	}
+}
+
+// URL returns the base URL (http://127.0.0.1:port, no trailing slash) of the named worker. It panics if
+// no such worker was started.
+func (e *Edge) URL(worker string) string {
+	u, ok := e.urls[worker]
+	if !ok {
+		panic(fmt.Sprintf("edgetest: no worker %q", worker))
+	}
+	return u
+}
+
+// Scheduled runs the named worker's cron handler once, as the cron expression would. It returns an
+// error if the handler failed or the request could not be made.
+func (e *Edge) Scheduled(ctx context.Context, worker, cron string) error {
+	u := e.entry + "/cdn-cgi/handler/scheduled?cron=" + url.QueryEscape(cron)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("MF-Route-Override", worker) // Miniflare's router dispatches to this worker
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("trigger scheduled: %w", err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("trigger scheduled: %s: %s", res.Status, body)
+	}
+	return nil
+}
+
+// OpenD1 opens the D1 database's SQLite file read-only, during or after the run, and closes it at the end
+// of the test. It fails t unless the persist directory holds exactly one D1 database, which exists only
+// once a worker or a migration has used D1.
+func (e *Edge) OpenD1(t testing.TB) *sql.DB {
+	t.Helper()
+	return OpenD1File(t, e.PersistDir)
+}
+
+// OpenD1File is OpenD1 for a persist directory, e.g. one kept across several Starts or after Close.
+func OpenD1File(t testing.TB, persistDir string) *sql.DB {
+	t.Helper()
+	path, err := D1File(persistDir)
+	require.NoError(t, err)
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	require.NoError(t, db.Ping(), "open D1 file %s", path)
+	return db
+}
+
+// D1File returns the path of the single D1 SQLite file under persistDir. It returns an error if there is
+// none or more than one.
+func D1File(persistDir string) (string, error) {
+	// Layout (miniflare 4): <persist>/miniflare-D1DatabaseObject/<sha256 of the database id>.sqlite, next to
+	// the Durable Object's own metadata.sqlite.
+	files, err := filepath.Glob(filepath.Join(persistDir, "miniflare-D1DatabaseObject", "*.sqlite"))
+	if err != nil {
+		return "", err
+	}
+	var dbs []string
+	for _, f := range files {
+		if filepath.Base(f) != "metadata.sqlite" {
+			dbs = append(dbs, f)
+		}
+	}
+	if len(dbs) != 1 {
+		return "", fmt.Errorf("edgetest: want 1 D1 database file under %s, found %d: %v", persistDir, len(dbs), dbs)
+	}
+	return dbs[0], nil
+}
+
+// Logs returns the tail of the process's stderr: Miniflare warnings, workerd output, worker console
+// output and Go panics.
+func (e *Edge) Logs() string { return e.logs.String() }
+
+// Close stops the workers and waits for the process to exit. It is idempotent; Start registers it with
+// t.Cleanup, so tests call it only to stop early (e.g. before reading D1 after a clean shutdown).
+func (e *Edge) Close() {
+	e.close.Do(func() {
+		_ = e.stdin.Close() // EOF: miniflare.mjs disposes Miniflare, which stops workerd
+		select {
+		case <-e.done:
+			return
+		case <-time.After(10 * time.Second):
+		}
+		_ = e.cmd.Process.Signal(syscall.SIGTERM) // same clean shutdown path
+		select {
+		case <-e.done:
+		case <-time.After(5 * time.Second):
+			_ = e.cmd.Process.Kill() // last resort: may orphan workerd
+			<-e.done
+		}
+	})
+}
+
+var (
+	buildOnce sync.Once
+	buildErr  error
+)
+
+// Build runs `make build` once per test binary, so E2E tests always run the wasm of the current sources.
+// It fails t with instructions if node_modules is missing or the build fails.
+func Build(t testing.TB) {
+	t.Helper()
+	root := RepoRoot(t)
+	if _, err := os.Stat(filepath.Join(root, "node_modules", "miniflare")); err != nil {
+		t.Fatalf("edgetest: %s/node_modules/miniflare is missing: run `npm ci` in %s (E2E tests need it; they never skip)", root, root)
+	}
+	buildOnce.Do(func() {
+		cmd := exec.Command("make", "--no-print-directory", "build")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("edgetest: make build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
+
+var (
+	rootOnce sync.Once
+	root     string
+	rootErr  error
+)
+
+// RepoRoot returns the directory of the main module's go.mod. It fails t if it cannot be found.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	rootOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		gomod := strings.TrimSpace(string(out))
+		switch {
+		case err != nil:
+			rootErr = fmt.Errorf("edgetest: go env GOMOD: %w", err)
+		case gomod == "" || gomod == os.DevNull:
+			rootErr = errors.New("edgetest: not inside a Go module")
+		default:
+			root = filepath.Dir(gomod)
+		}
+	})
+	require.NoError(t, rootErr)
+	return root
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	if over := b.buf.Len() - b.max; over > 0 {
+		b.buf.Next(over)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
