@@ -1,0 +1,133 @@
+package handler
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// requireAdmin checks the admin bearer token in constant time, or writes 401.
+func (s *server) requireAdmin(w http.ResponseWriter, r *http.Request) bool {
+	if s.adminToken == "" || !equalSecret(bearer(r), s.adminToken) {
+		writeProblem(w, ErrUnauthorized)
+		return false
+	}
+	return true
+}
+
+// decodeBody reads a JSON object into v, refusing unknown fields.
+func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := readBody(w, r, s.maxBody)
+	if err != nil {
+		return err
+	}
+	if err := decodeStrict(body, v); err != nil {
+		return &BadRequestError{Reason: "the body is not the expected JSON object: " + err.Error()}
+	}
+	return nil
+}
+
+// handleCreateCaller serves POST /v1/admin/callers {"name": "...", "id": optional}.
+// The answer holds the caller's key; it is shown this once and stored only
+// as its SHA-256.
+func (s *server) handleCreateCaller(w http.ResponseWriter, r *http.Request) {
+	if !s.requireAdmin(w, r) {
+		return
+	}
+	var in struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	if err := s.decodeBody(w, r, &in); err != nil {
+		writeProblem(w, err)
+		return
+	}
+	if in.Name == "" || len(in.Name) > 200 {
+		writeProblem(w, &BadRequestError{Reason: "name is required (at most 200 bytes)"})
+		return
+	}
+	e := s.engine
+	if in.ID == "" {
+		id, err := e.newID("c_")
+		if err != nil {
+			writeProblem(w, err)
+			return
+		}
+		in.ID = id
+	} else if !validName(in.ID, "_.:-") {
+		writeProblem(w, &BadRequestError{Reason: "id must be 1-64 characters of A-Z a-z 0-9 _ . : -"})
+		return
+	}
+	key, err := newCallerKey(e.rand)
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
+	c := store.Caller{ID: in.ID, Name: in.Name, KeyHash: HashKey(key),
+		CreatedAt: store.FromUnixMilli(store.UnixMilli(e.now()))}
+	if err := e.store.CreateCaller(r.Context(), c); err != nil {
+		writeProblem(w, storeError("create caller", err))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, struct {
+		ID        string    `json:"id"`
+		Name      string    `json:"name"`
+		Key       string    `json:"key"`
+		CreatedAt time.Time `json:"createdAt"`
+	}{c.ID, c.Name, key, c.CreatedAt})
+}
+
+// handleCredit serves POST /v1/admin/credits
+// {"caller": "...", "amount": "10.00", "currency": "USD", "reference": "..."}.
+// It is idempotent by reference: a repeat answers 200 with applied false
+// and Idempotent-Replayed: true; a first credit answers 201.
+func (s *server) handleCredit(w http.ResponseWriter, r *http.Request) {
+	if !s.requireAdmin(w, r) {
+		return
+	}
+	var in struct {
+		Caller    string `json:"caller"`
+		Amount    string `json:"amount"`
+		Currency  string `json:"currency"`
+		Reference string `json:"reference"`
+	}
+	if err := s.decodeBody(w, r, &in); err != nil {
+		writeProblem(w, err)
+		return
+	}
+	if !validName(in.Caller, "_.:-") {
+		writeProblem(w, &BadRequestError{Reason: "caller must be a caller id"})
+		return
+	}
+	if err := ValidateIdempotencyKey(in.Reference); err != nil {
+		writeProblem(w, &BadRequestError{Reason: "reference must be 1-255 printable ASCII characters"})
+		return
+	}
+	amount, err := store.ParseAmount(in.Amount, in.Currency)
+	if err != nil {
+		writeProblem(w, fmt.Errorf("parse amount: %w", err))
+		return
+	}
+	e := s.engine
+	res, err := e.store.Credit(r.Context(), store.CreditParams{Caller: in.Caller, Currency: in.Currency,
+		Amount: amount, Reference: in.Reference, Now: e.now()})
+	if err != nil {
+		writeProblem(w, storeError("credit caller", err))
+		return
+	}
+	status := http.StatusCreated
+	if !res.Applied {
+		status = http.StatusOK
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, status, struct {
+		Applied   bool   `json:"applied"`
+		Caller    string `json:"caller"`
+		Currency  string `json:"currency"`
+		Balance   string `json:"balance"`
+		Reference string `json:"reference"`
+	}{res.Applied, in.Caller, in.Currency, store.FormatAmount(res.Balance, in.Currency), in.Reference})
+}

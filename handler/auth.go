@@ -1,0 +1,121 @@
+package handler
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// CallerKeyPrefix starts every caller key.
+const CallerKeyPrefix = "tg_"
+
+// HashKey is how a caller key is stored: its SHA-256.
+func HashKey(key string) []byte {
+	h := sha256.Sum256([]byte(key))
+	return h[:]
+}
+
+// newCallerKey returns "tg_" and 32 random bytes in unpadded base64url.
+func newCallerKey(r io.Reader) (string, error) {
+	var b [32]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", fmt.Errorf("read random key: %w", err)
+	}
+	return CallerKeyPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// Authenticate returns the caller whose key is key. It looks the key's
+// SHA-256 up in the store (or in a short-lived cache of positive lookups, so
+// a warm caller costs no round trip) and compares the hashes in constant
+// time. It returns ErrUnauthorized for an empty or unknown key and a
+// *StoreError when the store fails.
+func (e *Engine) Authenticate(ctx context.Context, key string) (store.Caller, error) {
+	if key == "" {
+		return store.Caller{}, ErrUnauthorized
+	}
+	sum := sha256.Sum256([]byte(key))
+	now := e.now()
+	if c, ok := e.callers.get(sum, now); ok {
+		return c, nil
+	}
+	c, err := e.store.CallerByKeyHash(ctx, sum[:])
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Caller{}, ErrUnauthorized
+	}
+	if err != nil {
+		return store.Caller{}, storeError("look up caller", err)
+	}
+	if subtle.ConstantTimeCompare(c.KeyHash, sum[:]) != 1 {
+		return store.Caller{}, ErrUnauthorized
+	}
+	e.callers.put(sum, c, now)
+	return c, nil
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header, or "".
+func bearer(r *http.Request) string {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+// equalSecret compares two secrets in constant time, whatever their lengths.
+func equalSecret(a, b string) bool {
+	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
+}
+
+// callerCache remembers successful key lookups for ttl, keyed by the key's
+// hash (never the key). Callers are immutable in the store; a revocation
+// API would have to clear it. A nil *callerCache caches nothing.
+type callerCache struct {
+	mu  sync.Mutex
+	ttl time.Duration
+	max int
+	m   map[[32]byte]cachedCaller
+}
+
+type cachedCaller struct {
+	caller  store.Caller
+	expires time.Time
+}
+
+func (c *callerCache) get(sum [32]byte, now time.Time) (store.Caller, bool) {
+	if c == nil {
+		return store.Caller{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[sum]
+	if !ok || !now.Before(v.expires) {
+		return store.Caller{}, false
+	}
+	return v.caller, true
+}
+
+func (c *callerCache) put(sum [32]byte, caller store.Caller, now time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		for k := range c.m { // evict an arbitrary entry
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[sum] = cachedCaller{caller: caller, expires: now.Add(c.ttl)}
+}

@@ -1,0 +1,304 @@
+package handler
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// DefaultToolTimeout is a tool's upstream timeout when the catalog leaves
+// "timeout" out.
+const DefaultToolTimeout = 30 * time.Second
+
+// DefaultToolLease is a tool's lease when the catalog leaves "lease" out.
+const DefaultToolLease = 10 * time.Second
+
+// Tool is one paid tool of the catalog.
+type Tool struct {
+	Name        string
+	Description string
+	Price       int64  // minor units of Currency; 0 is a free tool
+	Currency    string // a currency store.Decimals knows
+	URL         string // absolute http(s) URL of the upstream
+	Method      string // POST, PUT or PATCH; the canonical input is the body
+	Timeout     time.Duration
+	// Lease is how long a claim holds the key without a heartbeat. The
+	// engine heartbeats every Lease/3 while the upstream runs.
+	Lease time.Duration
+	// TTL is how long the result stays replayable; zero means store.DefaultTTL.
+	TTL time.Duration
+	// Headers are sent as is on every upstream request.
+	Headers map[string]string
+	// ForwardHeaders names caller request headers copied to the upstream
+	// request (canonical form). They are not part of the fingerprint.
+	ForwardHeaders []string
+	// InputSchema is the JSON Schema of the input (for MCP's tools/list);
+	// {"type":"object"} when the document leaves it out. It is not enforced.
+	InputSchema json.RawMessage
+}
+
+// PriceString renders the price as a decimal string, e.g. "0.05".
+func (t Tool) PriceString() string { return store.FormatAmount(t.Price, t.Currency) }
+
+// Catalog is the validated, immutable set of tools.
+type Catalog struct {
+	tools  []Tool
+	byName map[string]int
+}
+
+// Tools returns the tools in document order. The slice is a copy.
+func (c *Catalog) Tools() []Tool { return append([]Tool(nil), c.tools...) }
+
+// Tool returns the tool called name.
+func (c *Catalog) Tool(name string) (Tool, bool) {
+	i, ok := c.byName[name]
+	if !ok {
+		return Tool{}, false
+	}
+	return c.tools[i], true
+}
+
+// Currencies returns the distinct currencies of the catalog, sorted.
+func (c *Catalog) Currencies() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range c.tools {
+		if !seen[t.Currency] {
+			seen[t.Currency] = true
+			out = append(out, t.Currency)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+type catalogDoc struct {
+	Tools []json.RawMessage `json:"tools"`
+}
+
+type toolDoc struct {
+	Name           string          `json:"name"`
+	Description    string          `json:"description"`
+	Price          *string         `json:"price"`
+	Currency       string          `json:"currency"`
+	Upstream       *upstreamDoc    `json:"upstream"`
+	Timeout        string          `json:"timeout"`
+	Lease          string          `json:"lease"`
+	TTL            string          `json:"ttl"`
+	ForwardHeaders []string        `json:"forwardHeaders"`
+	InputSchema    json.RawMessage `json:"inputSchema"`
+}
+
+type upstreamDoc struct {
+	URL     string            `json:"url"`
+	Method  string            `json:"method"`
+	Headers map[string]string `json:"headers"`
+}
+
+// validName reports whether s is 1-64 bytes of A-Z a-z 0-9 and extra. (No
+// regexp: the package is also compiled into the size-bound worker.)
+func validName(s, extra string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderName reports whether s is an RFC 9110 token of at most 64 bytes.
+func validHeaderName(s string) bool { return validName(s, "!#$%&'*+-.^_`|~") }
+
+// unforwardable are request headers a tool may neither forward nor set:
+// the caller's credentials, the gateway's own idempotency key, and
+// hop-by-hop or framing headers.
+var unforwardable = map[string]bool{
+	"Authorization": true, "Cookie": true, "Proxy-Authorization": true,
+	"Idempotency-Key": true, "Host": true, "Content-Length": true, "Content-Type": true,
+	"Connection": true, "Transfer-Encoding": true, "Te": true, "Upgrade": true,
+	"Keep-Alive": true, "Trailer": true, "Proxy-Connection": true,
+}
+
+// ParseCatalog parses and validates a catalog document:
+//
+//	{"tools": [{
+//	  "name": "search",                      // required, [A-Za-z0-9_.-]{1,64}, unique
+//	  "description": "Web search",           // required
+//	  "price": "0.05", "currency": "USD",    // required; a decimal string, "0" is free
+//	  "upstream": {"url": "https://...", "method": "POST", "headers": {"X-Api-Version": "2"}},
+//	  "timeout": "10s",                      // optional Go duration, default 30s
+//	  "lease": "10s",                        // optional, default 10s
+//	  "ttl": "24h",                          // optional replay window, default 24h, > lease
+//	  "forwardHeaders": ["Accept-Language"], // optional caller headers sent upstream
+//	  "inputSchema": {"type": "object"}      // optional JSON Schema (MCP)
+//	}]}
+//
+// Unknown fields are errors. It returns an error naming the tool and the
+// field that is wrong.
+func ParseCatalog(doc []byte) (*Catalog, error) {
+	var cd catalogDoc
+	if err := decodeStrict(doc, &cd); err != nil {
+		return nil, fmt.Errorf("parse catalog: %w", err)
+	}
+	if len(cd.Tools) == 0 {
+		return nil, errors.New("parse catalog: \"tools\" must list at least one tool")
+	}
+	c := &Catalog{byName: make(map[string]int, len(cd.Tools))}
+	for i, raw := range cd.Tools {
+		t, err := parseTool(raw)
+		if err != nil {
+			if t.Name != "" {
+				return nil, fmt.Errorf("parse catalog: tools[%d] (%q): %w", i, t.Name, err)
+			}
+			return nil, fmt.Errorf("parse catalog: tools[%d]: %w", i, err)
+		}
+		if _, dup := c.byName[t.Name]; dup {
+			return nil, fmt.Errorf("parse catalog: tools[%d]: duplicate tool name %q", i, t.Name)
+		}
+		c.byName[t.Name] = len(c.tools)
+		c.tools = append(c.tools, t)
+	}
+	return c, nil
+}
+
+// parseTool validates one tool. On error the returned Tool carries the name
+// when it was valid, for the message.
+func parseTool(raw json.RawMessage) (Tool, error) {
+	var d toolDoc
+	if err := decodeStrict(raw, &d); err != nil {
+		return Tool{}, err
+	}
+	t := Tool{Name: d.Name}
+	if !validName(d.Name, "_.-") {
+		return Tool{}, fmt.Errorf("name %q must be 1-64 characters of A-Z a-z 0-9 _ . -", d.Name)
+	}
+	if strings.TrimSpace(d.Description) == "" {
+		return t, errors.New("description is required")
+	}
+	t.Description = d.Description
+	if d.Currency == "" {
+		return t, errors.New("currency is required")
+	}
+	if _, err := store.Decimals(d.Currency); err != nil {
+		return t, fmt.Errorf("currency %q is not supported", d.Currency)
+	}
+	t.Currency = d.Currency
+	if d.Price == nil {
+		return t, errors.New("price is required (a decimal string such as \"0.05\"; \"0\" for a free tool)")
+	}
+	price, err := store.ParseAmount(*d.Price, d.Currency)
+	if err != nil {
+		return t, fmt.Errorf("price: %w", err)
+	}
+	t.Price = price
+	if d.Upstream == nil {
+		return t, errors.New("upstream is required")
+	}
+	u, err := url.Parse(d.Upstream.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return t, fmt.Errorf("upstream.url %q must be an absolute http or https URL", d.Upstream.URL)
+	}
+	t.URL = d.Upstream.URL
+	switch m := strings.ToUpper(d.Upstream.Method); m {
+	case "":
+		t.Method = http.MethodPost
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		t.Method = m
+	default:
+		return t, fmt.Errorf("upstream.method %q must be POST, PUT or PATCH (the input is sent as the body)", d.Upstream.Method)
+	}
+	for name, v := range d.Upstream.Headers {
+		if err := checkHeaderName(name); err != nil {
+			return t, fmt.Errorf("upstream.headers: %w", err)
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return t, fmt.Errorf("upstream.headers: value of %q holds a control character", name)
+		}
+		if t.Headers == nil {
+			t.Headers = map[string]string{}
+		}
+		t.Headers[http.CanonicalHeaderKey(name)] = v
+	}
+	for _, name := range d.ForwardHeaders {
+		if err := checkHeaderName(name); err != nil {
+			return t, fmt.Errorf("forwardHeaders: %w", err)
+		}
+		t.ForwardHeaders = append(t.ForwardHeaders, http.CanonicalHeaderKey(name))
+	}
+	if t.Timeout, err = durationOr(d.Timeout, DefaultToolTimeout, "timeout"); err != nil {
+		return t, err
+	}
+	if t.Lease, err = durationOr(d.Lease, DefaultToolLease, "lease"); err != nil {
+		return t, err
+	}
+	if t.TTL, err = durationOr(d.TTL, store.DefaultTTL, "ttl"); err != nil {
+		return t, err
+	}
+	if t.TTL <= t.Lease {
+		return t, fmt.Errorf("ttl %s must be longer than lease %s", t.TTL, t.Lease)
+	}
+	t.InputSchema = json.RawMessage(`{"type":"object"}`)
+	if len(d.InputSchema) > 0 && string(d.InputSchema) != "null" {
+		var schema map[string]any
+		if err := json.Unmarshal(d.InputSchema, &schema); err != nil {
+			return t, errors.New("inputSchema must be a JSON object")
+		}
+		if typ, ok := schema["type"]; ok && typ != "object" {
+			return t, fmt.Errorf("inputSchema.type must be \"object\", got %v", typ)
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, d.InputSchema); err != nil {
+			return t, fmt.Errorf("inputSchema: %w", err)
+		}
+		t.InputSchema = buf.Bytes()
+	}
+	return t, nil
+}
+
+func checkHeaderName(name string) error {
+	if !validHeaderName(name) {
+		return fmt.Errorf("%q is not a valid header name", name)
+	}
+	if unforwardable[http.CanonicalHeaderKey(name)] {
+		return fmt.Errorf("header %q cannot be set or forwarded by a tool", name)
+	}
+	return nil
+}
+
+func durationOr(s string, def time.Duration, field string) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s %q must be a positive duration such as \"10s\"", field, s)
+	}
+	return d, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v, refusing unknown
+// fields and trailing data.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}

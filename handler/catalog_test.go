@@ -1,0 +1,119 @@
+package handler_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/store"
+)
+
+const exampleCatalog = `{"tools": [{
+  "name": "search",
+  "description": "Web search",
+  "price": "0.05",
+  "currency": "USD",
+  "upstream": {"url": "https://api.example.com/search", "method": "post", "headers": {"x-api-version": "2"}},
+  "timeout": "10s",
+  "lease": "20s",
+  "ttl": "1h",
+  "forwardHeaders": ["accept-language"],
+  "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+}, {
+  "name": "ping", "description": "Free ping", "price": "0", "currency": "CREDIT",
+  "upstream": {"url": "http://127.0.0.1:9000/ping"}
+}]}`
+
+func TestParseCatalog(t *testing.T) {
+	t.Parallel()
+	c, err := handler.ParseCatalog([]byte(exampleCatalog))
+	require.NoError(t, err)
+	require.Len(t, c.Tools(), 2)
+	s, ok := c.Tool("search")
+	require.True(t, ok)
+	require.EqualValues(t, 5, s.Price)
+	require.Equal(t, "0.05", s.PriceString())
+	require.Equal(t, http.MethodPost, s.Method)
+	require.Equal(t, 10*time.Second, s.Timeout)
+	require.Equal(t, 20*time.Second, s.Lease)
+	require.Equal(t, time.Hour, s.TTL)
+	require.Equal(t, map[string]string{"X-Api-Version": "2"}, s.Headers)
+	require.Equal(t, []string{"Accept-Language"}, s.ForwardHeaders)
+	require.JSONEq(t, `{"type":"object","properties":{"q":{"type":"string"}},"required":["q"]}`, string(s.InputSchema))
+
+	p, ok := c.Tool("ping")
+	require.True(t, ok)
+	require.EqualValues(t, 0, p.Price)
+	require.Equal(t, handler.DefaultToolTimeout, p.Timeout)
+	require.Equal(t, handler.DefaultToolLease, p.Lease)
+	require.Equal(t, store.DefaultTTL, p.TTL)
+	require.JSONEq(t, `{"type":"object"}`, string(p.InputSchema))
+	require.Equal(t, []string{"CREDIT", "USD"}, c.Currencies())
+	_, ok = c.Tool("nope")
+	require.False(t, ok)
+}
+
+func TestParseCatalogRejectsInvalidDocuments(t *testing.T) {
+	t.Parallel()
+	tool := func(fields string) string {
+		return `{"tools": [{"name": "t", "description": "d", "price": "1.00", "currency": "USD",
+			"upstream": {"url": "https://x.test/a"}` + fields + `}]}`
+	}
+	cases := map[string]struct{ doc, want string }{
+		"not JSON":          {`{"tools": [`, "parse catalog: unexpected EOF"},
+		"trailing data":     {`{"tools": []} x`, "unexpected data after the JSON value"},
+		"no tools":          {`{"tools": []}`, `"tools" must list at least one tool`},
+		"unknown top field": {`{"tool": []}`, `unknown field "tool"`},
+		"unknown field":     {tool(`, "prise": "1"`), `tools[0]: json: unknown field "prise"`},
+		"bad name":          {`{"tools": [{"name": "a b"}]}`, `tools[0]: name "a b" must be 1-64 characters`},
+		"no description":    {`{"tools": [{"name": "t"}]}`, `tools[0] ("t"): description is required`},
+		"no currency":       {`{"tools": [{"name": "t", "description": "d", "price": "1"}]}`, "currency is required"},
+		"unknown currency":  {`{"tools": [{"name": "t", "description": "d", "price": "1", "currency": "XYZ"}]}`, `currency "XYZ" is not supported`},
+		"no price":          {`{"tools": [{"name": "t", "description": "d", "currency": "USD"}]}`, "price is required"},
+		"price decimals":    {`{"tools": [{"name": "t", "description": "d", "price": "0.001", "currency": "USD"}]}`, "price: store: invalid amount"},
+		"negative price":    {`{"tools": [{"name": "t", "description": "d", "price": "-1", "currency": "USD"}]}`, "price: store: invalid amount"},
+		"no upstream":       {`{"tools": [{"name": "t", "description": "d", "price": "1", "currency": "USD"}]}`, "upstream is required"},
+		"relative url":      {`{"tools": [{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "/x"}}]}`, `upstream.url "/x" must be an absolute http or https URL`},
+		"ftp url":           {`{"tools": [{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "ftp://x/y"}}]}`, "must be an absolute http or https URL"},
+		"GET method":        {`{"tools": [{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test", "method": "GET"}}]}`, `upstream.method "GET" must be POST, PUT or PATCH`},
+		"bad timeout":       {tool(`, "timeout": "soon"`), `timeout "soon" must be a positive duration`},
+		"zero lease":        {tool(`, "lease": "0s"`), `lease "0s" must be a positive duration`},
+		"ttl under lease":   {tool(`, "lease": "2h", "ttl": "1h"`), "ttl 1h0m0s must be longer than lease 2h0m0s"},
+		"forward auth":      {tool(`, "forwardHeaders": ["Authorization"]`), `forwardHeaders: header "Authorization" cannot be set or forwarded`},
+		"bad header name":   {tool(`, "forwardHeaders": ["a b"]`), `forwardHeaders: "a b" is not a valid header name`},
+		"set idem key":      {`{"tools": [{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test", "headers": {"idempotency-key": "x"}}}]}`, `upstream.headers: header "idempotency-key" cannot be set`},
+		"schema not object": {tool(`, "inputSchema": [1]`), "inputSchema must be a JSON object"},
+		"schema type":       {tool(`, "inputSchema": {"type": "string"}`), `inputSchema.type must be "object"`},
+		"duplicate name": {`{"tools": [` +
+			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}},` +
+			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}}]}`,
+			`tools[1]: duplicate tool name "t"`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := handler.ParseCatalog([]byte(tc.doc))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestNewRequiresStoreCatalogUpstream(t *testing.T) {
+	t.Parallel()
+	st, _ := openStore(t)
+	c, err := handler.ParseCatalog([]byte(exampleCatalog))
+	require.NoError(t, err)
+	up := &handler.HTTPUpstream{}
+	for name, cfg := range map[string]handler.Config{
+		"store":    {Catalog: c, Upstream: up},
+		"catalog":  {Store: st, Upstream: up},
+		"upstream": {Store: st, Catalog: c},
+	} {
+		_, err := handler.New(cfg)
+		require.ErrorContains(t, err, "Config."+map[string]string{"store": "Store", "catalog": "Catalog", "upstream": "Upstream"}[name])
+	}
+}

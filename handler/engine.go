@@ -1,0 +1,606 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"mime"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// DefaultWaitForInProgress is how long a duplicate waits for an in-flight
+// call when Config.WaitForInProgress is zero.
+const DefaultWaitForInProgress = 5 * time.Second
+
+// Waiting for an in-flight duplicate: the first poll comes after about
+// pollInitial, then the delay doubles up to pollMax, each with jitter in
+// [d/2, d]. A 1 s upstream costs a waiter about 7 polls.
+const (
+	pollInitial = 25 * time.Millisecond
+	pollMax     = 500 * time.Millisecond
+)
+
+// Outcome is what one call did, as logged and returned in CallResult.
+type Outcome string
+
+// Call outcomes.
+const (
+	// OutcomeExecuted means this request called the upstream and stored a
+	// 2xx answer.
+	OutcomeExecuted Outcome = "executed"
+	// OutcomeReplayed means the key's stored answer was returned at once.
+	OutcomeReplayed Outcome = "replayed"
+	// OutcomeWaited means the request waited for an in-flight duplicate and
+	// returned its stored answer.
+	OutcomeWaited Outcome = "waited"
+	// OutcomeMismatch means the key was used with a different input (422).
+	OutcomeMismatch Outcome = "mismatch"
+	// OutcomeInsufficient means the balance did not cover the price (402).
+	OutcomeInsufficient Outcome = "insufficient"
+	// OutcomeRefunded means the upstream was called, and failed or rejected
+	// the input, and the charge was returned.
+	OutcomeRefunded Outcome = "refunded"
+	// OutcomeFailed is everything else: a rejected request, a store error,
+	// an upstream failure that could not be refunded, a lost lease.
+	OutcomeFailed Outcome = "failed"
+)
+
+// CallRequest is one paid tool call.
+type CallRequest struct {
+	Caller store.Caller // an authenticated caller (see Engine.Authenticate)
+	Tool   string
+	Key    string // the client's idempotency key, 1..255 printable ASCII
+	Input  []byte // the tool's JSON input
+	// Header holds the caller's request headers; only the tool's
+	// ForwardHeaders are sent upstream. Nil is fine.
+	Header http.Header
+}
+
+// CallResult is the gateway's answer to a call. Body is exactly what was
+// stored for the key, so every replay is byte-identical to the first answer.
+type CallResult struct {
+	StatusCode  int    // 200, or 424 when the upstream rejected the input (4xx)
+	ContentType string // application/json, or application/problem+json for 424
+	Body        []byte // the envelope: tool, output, upstream status, receipt
+	Replayed    bool   // the answer was stored by an earlier request
+	Receipt     Receipt
+	Outcome     Outcome
+}
+
+// Receipt is the money part of an answer. A replay carries the original
+// receipt.
+type Receipt struct {
+	CallID   string `json:"callId"`
+	Tool     string `json:"tool"`
+	Price    string `json:"price"`
+	Amount   string `json:"amount"` // net amount charged: the price, or 0 if refunded or free
+	Currency string `json:"currency"`
+	// BalanceAfter is the balance right after the charge (or the refund);
+	// empty for a free tool.
+	BalanceAfter string    `json:"balanceAfter,omitempty"`
+	Refunded     bool      `json:"refunded"`
+	At           time.Time `json:"at"`
+}
+
+// envelope is the stored answer. For an upstream 4xx it is also an RFC 9457
+// problem (type, title, status, detail) with the same extra members.
+type envelope struct {
+	Type     string          `json:"type,omitempty"`
+	Title    string          `json:"title,omitempty"`
+	Status   int             `json:"status,omitempty"`
+	Detail   string          `json:"detail,omitempty"`
+	Tool     string          `json:"tool"`
+	Output   json.RawMessage `json:"output"`
+	Upstream upstreamInfo    `json:"upstream"`
+	Receipt  Receipt         `json:"receipt"`
+}
+
+type upstreamInfo struct {
+	Status      int    `json:"status"`
+	ContentType string `json:"contentType,omitempty"`
+	// Encoding says how output holds the body: "json" (the JSON itself),
+	// "text" (a string), "base64" (a string), or "" for an empty body.
+	Encoding string `json:"encoding,omitempty"`
+}
+
+// Engine executes paid tool calls: scoping, claim, wait-then-replay, charge,
+// upstream with heartbeats, complete or refund. It knows nothing of HTTP
+// routing, so the REST and MCP surfaces share it.
+type Engine struct {
+	store     store.Store
+	catalog   *Catalog
+	upstream  Upstream
+	now       func() time.Time
+	logger    *slog.Logger
+	wait      time.Duration // <= 0: fail fast
+	rand      io.Reader
+	callers   *callerCache
+	maxStored int
+}
+
+// NewEngine returns an Engine for cfg. It returns an error when Store,
+// Catalog or Upstream is missing. The HTTP-only fields of cfg are ignored.
+func NewEngine(cfg Config) (*Engine, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("new engine: Config.Store is required")
+	case cfg.Catalog == nil:
+		return nil, errors.New("new engine: Config.Catalog is required")
+	case cfg.Upstream == nil:
+		return nil, errors.New("new engine: Config.Upstream is required")
+	}
+	e := &Engine{
+		store: cfg.Store, catalog: cfg.Catalog, upstream: cfg.Upstream,
+		now: cfg.NowFunc, logger: cfg.Logger, wait: cfg.WaitForInProgress, rand: cfg.Rand,
+		maxStored: store.DefaultMaxResponseBytes,
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.logger == nil {
+		e.logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if e.wait == 0 {
+		e.wait = DefaultWaitForInProgress
+	}
+	if cfg.NoWait {
+		e.wait = 0
+	}
+	if e.rand == nil {
+		e.rand = rand.Reader
+	}
+	ttl := cfg.CallerCacheTTL
+	if ttl == 0 {
+		ttl = time.Minute
+	}
+	if ttl > 0 {
+		e.callers = &callerCache{ttl: ttl, max: 4096, m: map[[32]byte]cachedCaller{}}
+	}
+	return e, nil
+}
+
+// Catalog returns the engine's catalog.
+func (e *Engine) Catalog() *Catalog { return e.catalog }
+
+// Call executes req once per (caller, tool, key): the first request charges,
+// calls the upstream and stores the answer; duplicates replay it, or wait
+// for it while it runs. It logs one line. Errors: ErrUnauthorized (no
+// caller), ErrUnknownTool, ErrInvalidIdempotencyKey, *InvalidInputError,
+// store.ErrFingerprintMismatch, *store.InsufficientFundsError,
+// *InProgressError, *UpstreamError, ErrLostLease (taken over twice), and
+// *StoreError; the HTTP surface maps them to problems in one function.
+func (e *Engine) Call(ctx context.Context, req CallRequest) (res CallResult, err error) {
+	ctx, rt := roundTripsFrom(ctx)
+	l := callLog{start: e.now(), caller: req.Caller.ID, tool: req.Tool}
+	defer func() {
+		if v := recover(); v != nil {
+			e.logCall(ctx, l, rt, CallResult{}, fmt.Errorf("panic: %v", v))
+			panic(v)
+		}
+		e.logCall(ctx, l, rt, res, err)
+	}()
+	return e.call(ctx, req, &l)
+}
+
+// attempt is one request's view of one scoped key.
+type attempt struct {
+	e      *Engine
+	tool   Tool
+	caller store.Caller
+	key    string // scoped
+	input  []byte // canonical
+	header http.Header
+}
+
+func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallResult, error) {
+	if req.Caller.ID == "" {
+		return CallResult{}, ErrUnauthorized
+	}
+	tool, ok := e.catalog.Tool(req.Tool)
+	if !ok {
+		return CallResult{}, fmt.Errorf("%w: %q", ErrUnknownTool, req.Tool)
+	}
+	if err := ValidateIdempotencyKey(req.Key); err != nil {
+		return CallResult{}, err
+	}
+	canonical, err := Canonicalize(req.Input)
+	if err != nil {
+		return CallResult{}, err
+	}
+	a := &attempt{e: e, tool: tool, caller: req.Caller, key: ScopedKey(req.Caller.ID, tool.Name, req.Key),
+		input: canonical, header: req.Header}
+	l.key = logKey(a.key)
+	owner, err := e.newID("o_")
+	if err != nil {
+		return CallResult{}, err
+	}
+	// One owner for the whole request: a poll that wins a takeover, or a
+	// claim retried after a lost reply, is the same attempt.
+	p := store.ClaimParams{Key: a.key, Owner: owner, Fingerprint: Fingerprint(tool.Name, canonical),
+		Now: e.now(), Lease: tool.Lease, TTL: tool.TTL}
+	cr, err := e.store.Claim(ctx, p)
+	if err != nil {
+		return CallResult{}, storeError("claim key", err)
+	}
+	switch cr.Outcome {
+	case store.OutcomeCompleted:
+		return replay(cr.Record, OutcomeReplayed)
+	case store.OutcomeClaimed:
+		res, err := a.execute(ctx, fenceOf(cr.Record))
+		if errors.Is(err, ErrLostLease) {
+			// Another attempt took the key over (our lease ran out before a
+			// heartbeat got through): it executes, we wait for its answer.
+			return a.waitThenReplay(ctx, p, cr.Record)
+		}
+		return res, err
+	}
+	return a.waitThenReplay(ctx, p, cr.Record)
+}
+
+// waitThenReplay waits for the attempt that holds the key. It polls with
+// Peek, a read that never contends for the write lock (one round trip per
+// poll), under capped exponential backoff with jitter, and replays once the
+// record is completed. When the record failed, its lease expired or it
+// vanished, one Claim decides: take over and execute (once), replay, or go on
+// waiting. When the wait runs out it returns an *InProgressError. The wait is
+// the sum of the sleeps, so it does not depend on the injected clock.
+func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec store.Record) (CallResult, error) {
+	e := a.e
+	delay := pollInitial
+	var waited time.Duration
+	for {
+		if waited >= e.wait {
+			return CallResult{}, &InProgressError{RetryAfter: e.retryAfter(rec, a.tool.Lease)}
+		}
+		d := jitter(min(delay, e.wait-waited))
+		if err := sleep(ctx, d); err != nil {
+			return CallResult{}, fmt.Errorf("wait for in-progress call: %w", err)
+		}
+		waited += d
+		delay = min(2*delay, pollMax)
+		now := e.now()
+		peeked, err := e.store.Peek(ctx, p.Key)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return CallResult{}, storeError("poll key", err)
+		}
+		if err == nil && peeked.Fingerprint == p.Fingerprint {
+			rec = peeked
+			if rec.Status == store.StatusCompleted && now.Before(rec.ExpiresAt) {
+				return replay(rec, OutcomeWaited)
+			}
+			if rec.Status == store.StatusInProgress && now.Before(rec.LeaseExpiresAt) {
+				continue
+			}
+		}
+		p.Now = now
+		cr, err := e.store.Claim(ctx, p)
+		if err != nil {
+			return CallResult{}, storeError("claim key", err)
+		}
+		switch cr.Outcome {
+		case store.OutcomeCompleted:
+			return replay(cr.Record, OutcomeWaited)
+		case store.OutcomeClaimed:
+			return a.execute(ctx, fenceOf(cr.Record))
+		}
+		rec = cr.Record
+	}
+}
+
+// execute runs a claimed key: charge, upstream under heartbeats, then
+// complete (2xx, 4xx) or refund and fail (anything else).
+func (a *attempt) execute(ctx context.Context, f store.Fence) (res CallResult, err error) {
+	e := a.e
+	// The caller going away must not strand a charged key half-way.
+	ctx = context.WithoutCancel(ctx)
+	charged := false
+	defer func() {
+		if v := recover(); v != nil {
+			// Leave the key retryable and its charge (ours or inherited)
+			// returned, then let the recover middleware answer 500.
+			now := e.now()
+			_, _, _ = e.store.Refund(ctx, f, now)
+			_ = e.store.Fail(ctx, f, "panic during execution", now)
+			panic(v)
+		}
+	}()
+	var balance int64
+	if a.tool.Price > 0 {
+		cr, err := e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
+			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now()})
+		if errors.Is(err, store.ErrInsufficientFunds) {
+			// Nothing was taken; free the key so a retry after a top-up runs.
+			if ferr := e.store.Fail(ctx, f, "insufficient funds", e.now()); ferr != nil {
+				return CallResult{}, errors.Join(err, storeError("fail key", ferr))
+			}
+			return CallResult{}, err
+		}
+		if err != nil {
+			return CallResult{}, storeError("charge key", err)
+		}
+		charged = true
+		balance = cr.Balance
+	}
+
+	up, timedOut, lost, upErr := a.callUpstream(ctx, f)
+	if lost {
+		// The new owner holds the key and inherits its charge; we must not
+		// complete, refund or fail it.
+		return CallResult{}, ErrLostLease
+	}
+	if ue := a.upstreamFailure(up, upErr, timedOut); ue != nil {
+		return CallResult{}, a.refundAndFail(ctx, f, ue, charged)
+	}
+
+	rcpt := Receipt{Tool: a.tool.Name, Price: a.tool.PriceString(), Amount: a.tool.PriceString(),
+		Currency: a.tool.Currency, At: store.FromUnixMilli(store.UnixMilli(e.now()))}
+	if rcpt.CallID, err = e.newID("call_"); err != nil {
+		return CallResult{}, err
+	}
+	if charged {
+		rcpt.BalanceAfter = store.FormatAmount(balance, a.tool.Currency)
+	}
+	env := envelope{Tool: a.tool.Name, Upstream: upstreamInfo{Status: up.StatusCode, ContentType: up.ContentType}}
+	env.Output, env.Upstream.Encoding = encodeOutput(up)
+	res = CallResult{StatusCode: http.StatusOK, ContentType: "application/json", Outcome: OutcomeExecuted}
+	if up.StatusCode >= 400 {
+		// The 4xx rule: the upstream's rejection is the final answer for
+		// this key. It is refunded and stored, and replays return it.
+		rcpt.Amount = store.FormatAmount(0, a.tool.Currency)
+		if charged {
+			refunded, bal, err := e.store.Refund(ctx, f, e.now())
+			if err != nil {
+				return CallResult{}, storeError("refund key", err)
+			}
+			rcpt.Refunded = refunded
+			rcpt.BalanceAfter = store.FormatAmount(bal, a.tool.Currency)
+			res.Outcome = OutcomeRefunded
+		}
+		env.Type, env.Title, env.Status = ProblemTypeBase+"upstream-rejected", "Upstream rejected the input", http.StatusFailedDependency
+		env.Detail = fmt.Sprintf("the tool answered %d; nothing was charged; this answer is final for this Idempotency-Key and replays", up.StatusCode)
+		res.StatusCode, res.ContentType = http.StatusFailedDependency, "application/problem+json"
+	}
+	env.Receipt = rcpt
+	res.Receipt = rcpt
+	if res.Body, err = marshalNoEscape(env); err != nil {
+		return CallResult{}, fmt.Errorf("encode answer: %w", err)
+	}
+	if len(res.Body) > e.maxStored {
+		return CallResult{}, a.refundAndFail(ctx, f, &UpstreamError{StatusCode: up.StatusCode,
+			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, charged)
+	}
+	err = e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(),
+		Response: store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body}})
+	if errors.Is(err, store.ErrTooLarge) {
+		return CallResult{}, a.refundAndFail(ctx, f, &UpstreamError{StatusCode: up.StatusCode,
+			Reason: "the upstream answer is too large to store"}, charged && !rcpt.Refunded)
+	}
+	if err != nil {
+		// Unstored: the key stays in progress until its lease expires, and
+		// the next attempt takes over with the charge inherited.
+		return CallResult{}, storeError("complete key", err)
+	}
+	return res, nil
+}
+
+// callUpstream calls the upstream with the tool's timeout while a goroutine
+// heartbeats the lease every Lease/3. If a heartbeat finds the key fenced
+// out, the upstream call is cancelled and lost is true.
+func (a *attempt) callUpstream(ctx context.Context, f store.Fence) (up UpstreamResponse, timedOut, lost bool, err error) {
+	e := a.e
+	h := http.Header{}
+	for _, name := range a.tool.ForwardHeaders {
+		if v := a.header.Values(name); len(v) > 0 {
+			h[name] = append([]string(nil), v...)
+		}
+	}
+	for k, v := range a.tool.Headers {
+		h.Set(k, v)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Idempotency-Key", upstreamKey(a.key))
+	h.Set("User-Agent", "toolgate-go")
+
+	upCtx, cancelUp := context.WithCancelCause(ctx)
+	defer cancelUp(nil)
+	upCtx, cancelTimeout := context.WithTimeout(upCtx, a.tool.Timeout)
+	defer cancelTimeout()
+
+	var isLost atomic.Bool
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.heartbeat(hbCtx, f, func() {
+			isLost.Store(true)
+			cancelUp(ErrLostLease)
+		})
+	}()
+	defer func() {
+		stopHeartbeat()
+		wg.Wait()
+		lost = isLost.Load()
+	}()
+
+	up, err = e.upstream.Do(upCtx, UpstreamRequest{Method: a.tool.Method, URL: a.tool.URL, Header: h,
+		Body: a.input, MaxResponseBytes: int64(e.maxStored)})
+	timedOut = err != nil && errors.Is(upCtx.Err(), context.DeadlineExceeded)
+	return up, timedOut, false, err
+}
+
+func (a *attempt) heartbeat(ctx context.Context, f store.Fence, onLost func()) {
+	t := time.NewTicker(max(a.tool.Lease/3, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := a.e.now()
+		err := a.e.store.Heartbeat(ctx, f, now.Add(a.tool.Lease), now)
+		if errors.Is(err, store.ErrFencedOut) {
+			onLost()
+			return
+		}
+		// Other errors are transient: the next tick retries while the
+		// lease lasts.
+	}
+}
+
+// upstreamFailure classifies an upstream result: nil for a final answer
+// (2xx, 4xx), else the failure to refund.
+func (a *attempt) upstreamFailure(up UpstreamResponse, err error, timedOut bool) *UpstreamError {
+	switch {
+	case err != nil && timedOut:
+		return &UpstreamError{Timeout: true, Reason: fmt.Sprintf("the tool did not answer within %s", a.tool.Timeout)}
+	case err != nil:
+		return &UpstreamError{Reason: "the tool could not be reached"}
+	case up.StatusCode >= 500:
+		return &UpstreamError{StatusCode: up.StatusCode, Reason: fmt.Sprintf("the tool answered %d", up.StatusCode)}
+	case up.StatusCode < 200 || up.StatusCode >= 300 && up.StatusCode < 400:
+		return &UpstreamError{StatusCode: up.StatusCode, Reason: fmt.Sprintf("the tool answered an unexpected %d", up.StatusCode)}
+	case len(up.Body) > a.e.maxStored:
+		return &UpstreamError{StatusCode: up.StatusCode,
+			Reason: fmt.Sprintf("the tool's answer is larger than %d bytes", a.e.maxStored)}
+	}
+	return nil
+}
+
+// refundAndFail returns the charge and marks the key failed, so a retry
+// executes again. A refund or fail that does not get through leaves the key
+// in progress with its charge; the next attempt takes over when the lease
+// expires and inherits the charge, so the net charge stays one price.
+func (a *attempt) refundAndFail(ctx context.Context, f store.Fence, ue *UpstreamError, charged bool) error {
+	e := a.e
+	ue.Price, ue.Currency = a.tool.Price, a.tool.Currency
+	if charged {
+		refunded, bal, err := e.store.Refund(ctx, f, e.now())
+		if errors.Is(err, store.ErrFencedOut) {
+			return storeError("refund key", err)
+		}
+		if err != nil {
+			return errors.Join(ue, storeError("refund key", err))
+		}
+		ue.Refunded, ue.Balance = refunded, bal
+	}
+	if err := e.store.Fail(ctx, f, ue.Reason, e.now()); err != nil {
+		return errors.Join(ue, storeError("fail key", err))
+	}
+	return ue
+}
+
+func replay(rec store.Record, o Outcome) (CallResult, error) {
+	if rec.Response == nil {
+		return CallResult{}, errors.New("replay key: completed record holds no response")
+	}
+	var env struct {
+		Receipt Receipt `json:"receipt"`
+	}
+	_ = json.Unmarshal(rec.Response.Body, &env) // a receipt is informative; the bytes are the answer
+	return CallResult{StatusCode: rec.Response.StatusCode, ContentType: rec.Response.ContentType,
+		Body: rec.Response.Body, Replayed: true, Receipt: env.Receipt, Outcome: o}, nil
+}
+
+func fenceOf(r store.Record) store.Fence {
+	return store.Fence{Key: r.Key, Owner: r.Owner, Generation: r.Generation}
+}
+
+// retryAfter estimates when the holder's lease runs out, between 1 s and the
+// tool's lease.
+func (e *Engine) retryAfter(rec store.Record, lease time.Duration) time.Duration {
+	d := rec.LeaseExpiresAt.Sub(e.now())
+	return min(max(d, time.Second), max(lease, time.Second))
+}
+
+// encodeOutput embeds the upstream body in the envelope: JSON as itself,
+// UTF-8 text as a string, anything else as base64.
+func encodeOutput(up UpstreamResponse) (json.RawMessage, string) {
+	if len(up.Body) == 0 {
+		return json.RawMessage("null"), ""
+	}
+	mt, _, _ := mime.ParseMediaType(up.ContentType)
+	if (mt == "application/json" || strings.HasSuffix(mt, "+json")) && json.Valid(up.Body) {
+		var buf bytes.Buffer
+		if json.Compact(&buf, up.Body) == nil {
+			return buf.Bytes(), "json"
+		}
+	}
+	if utf8.Valid(up.Body) {
+		s, _ := marshalNoEscape(string(up.Body))
+		return s, "text"
+	}
+	s, _ := json.Marshal(base64.StdEncoding.EncodeToString(up.Body))
+	return s, "base64"
+}
+
+func marshalNoEscape(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// storeError passes the store's sentinel errors through (wrapped) and turns
+// anything else into a *StoreError, which maps to 503.
+func storeError(op string, err error) error {
+	for _, s := range []error{store.ErrFingerprintMismatch, store.ErrFencedOut, store.ErrInsufficientFunds,
+		store.ErrNotFound, store.ErrConflict, store.ErrReferenceConflict, store.ErrInvalidAmount,
+		store.ErrUnknownCurrency, store.ErrTooLarge, store.ErrInvalidKey, store.ErrInvalidArgument} {
+		if errors.Is(err, store.ErrFencedOut) {
+			return fmt.Errorf("%s: %w: %w", op, ErrLostLease, err)
+		}
+		if errors.Is(err, s) {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	return &StoreError{Op: op, Err: err}
+}
+
+// newID returns prefix and 12 random bytes in hex.
+func (e *Engine) newID(prefix string) (string, error) {
+	var b [12]byte
+	if _, err := io.ReadFull(e.rand, b[:]); err != nil {
+		return "", fmt.Errorf("read random id: %w", err)
+	}
+	return prefix + hex.EncodeToString(b[:]), nil
+}
+
+// jitter returns a duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + mrand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

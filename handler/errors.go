@@ -1,0 +1,89 @@
+package handler
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors of the engine and the HTTP surface. problemFor maps each of them,
+// and the store's, to one RFC 9457 problem.
+var (
+	// ErrInvalidIdempotencyKey means the Idempotency-Key is missing, longer
+	// than 255 bytes, or not printable ASCII.
+	ErrInvalidIdempotencyKey = errors.New("invalid idempotency key")
+	// ErrUnknownTool means the catalog has no such tool.
+	ErrUnknownTool = errors.New("unknown tool")
+	// ErrUnauthorized means the bearer key (or admin token) is missing or
+	// unknown.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrBodyTooLarge means the request body is over Config.MaxBodyBytes.
+	ErrBodyTooLarge = errors.New("request body too large")
+	// ErrCallNotFound means the caller has no record under that key.
+	ErrCallNotFound = errors.New("call not found")
+	// ErrLostLease means another attempt took the record over while this one
+	// ran (its lease expired without a heartbeat getting through). This
+	// attempt stored nothing; a retry replays or waits for the new owner.
+	ErrLostLease = errors.New("lost the lease on the idempotency key")
+
+	errRouteNotFound = errors.New("no such route")
+)
+
+// InvalidInputError means the call body is not one JSON value in UTF-8.
+type InvalidInputError struct{ Reason string }
+
+// Error implements error.
+func (e *InvalidInputError) Error() string { return "invalid input: " + e.Reason }
+
+// BadRequestError means an admin request body is malformed or out of range.
+type BadRequestError struct{ Reason string }
+
+// Error implements error.
+func (e *BadRequestError) Error() string { return "bad request: " + e.Reason }
+
+// InProgressError means another attempt holds the key and the wait for it
+// ran out (or waiting is off). Retry after RetryAfter.
+type InProgressError struct{ RetryAfter time.Duration }
+
+// Error implements error.
+func (e *InProgressError) Error() string {
+	return fmt.Sprintf("call in progress: retry after %s", e.RetryAfter)
+}
+
+// UpstreamError means the upstream failed: a network error, a timeout, a
+// 5xx, a 1xx/3xx, or a response too large to store. The record is marked
+// failed, so a retry with the same key executes again.
+type UpstreamError struct {
+	StatusCode int    // the upstream's status, 0 when there was no response
+	Timeout    bool   // the tool's timeout ran out
+	Reason     string // what went wrong, safe to show the caller
+	// Refunded reports whether the charge was returned. It is false for a
+	// free tool, and when the refund itself failed: the charge then stays on
+	// the key, and the next attempt at the key inherits it instead of
+	// charging again.
+	Refunded bool
+	Price    int64
+	Balance  int64 // balance after the refund, when Refunded
+	Currency string
+}
+
+// Error implements error.
+func (e *UpstreamError) Error() string { return "upstream failed: " + e.Reason }
+
+// StoreError wraps a store failure that is none of the store's sentinel
+// errors: the database is unreachable or failing. It maps to 503.
+type StoreError struct {
+	Op  string
+	Err error
+}
+
+// Error implements error.
+func (e *StoreError) Error() string { return e.Op + ": " + e.Err.Error() }
+
+// Unwrap returns the store's error.
+func (e *StoreError) Unwrap() error { return e.Err }
+
+// methodNotAllowedError lists the methods a path serves.
+type methodNotAllowedError struct{ allow string }
+
+func (e *methodNotAllowedError) Error() string { return "method not allowed; allowed: " + e.allow }

@@ -1,0 +1,89 @@
+package handler_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/store"
+)
+
+var fingerprintRE = regexp.MustCompile(`^v1:[0-9a-f]{64}$`)
+
+// FuzzCallRequest checks request parsing and fingerprinting: key
+// validation, scoping, canonicalisation (idempotent, meaning-preserving) and
+// the fingerprint, then sends the request through the engine on SQLite and
+// checks that a canonical re-send replays it byte for byte. Seeds live in
+// testdata/fuzz/FuzzCallRequest.
+func FuzzCallRequest(f *testing.F) {
+	f.Add("k", []byte(`{"a":1}`))
+	st, _ := openStore(f)
+	cat, err := handler.ParseCatalog([]byte(`{"tools": [{"name": "free", "description": "d", "price": "0",
+		"currency": "USD", "upstream": {"url": "http://upstream.test/"}}]}`))
+	require.NoError(f, err)
+	eng, err := handler.NewEngine(handler.Config{Store: st, Catalog: cat,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Upstream: handler.UpstreamFunc(func(_ context.Context, r handler.UpstreamRequest) (handler.UpstreamResponse, error) {
+			return handler.UpstreamResponse{StatusCode: http.StatusOK, ContentType: "application/json", Body: r.Body}, nil
+		})})
+	require.NoError(f, err)
+	var n atomic.Int64
+
+	f.Fuzz(func(t *testing.T, key string, body []byte) {
+		keyErr := handler.ValidateIdempotencyKey(key)
+		if keyErr == nil {
+			sk := handler.ScopedKey("caller", "free", key)
+			require.Len(t, sk, 67)
+			require.NoError(t, store.ValidateKey(sk))
+		}
+		canonical, inErr := handler.Canonicalize(body)
+		if inErr == nil {
+			require.True(t, json.Valid(canonical), "%q", canonical)
+			again, err := handler.Canonicalize(canonical)
+			require.NoError(t, err)
+			require.Equal(t, canonical, again, "canonical form is a fixed point")
+			require.Equal(t, decodeNumbers(t, body), decodeNumbers(t, canonical), "same meaning")
+			fp := handler.Fingerprint("free", canonical)
+			require.Regexp(t, fingerprintRE, fp)
+			require.NotEqual(t, fp, handler.Fingerprint("other", canonical))
+		}
+
+		c := store.Caller{ID: fmt.Sprintf("fuzz-%d", n.Add(1))}
+		ctx := context.Background()
+		res, err := eng.Call(ctx, handler.CallRequest{Caller: c, Tool: "free", Key: key, Input: body})
+		switch {
+		case keyErr != nil:
+			require.ErrorIs(t, err, handler.ErrInvalidIdempotencyKey)
+		case inErr != nil:
+			var ie *handler.InvalidInputError
+			require.ErrorAs(t, err, &ie)
+		default:
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, res.StatusCode)
+			require.False(t, res.Replayed)
+			again, err := eng.Call(ctx, handler.CallRequest{Caller: c, Tool: "free", Key: key, Input: canonical})
+			require.NoError(t, err)
+			require.True(t, again.Replayed)
+			require.Equal(t, res.Body, again.Body)
+		}
+	})
+}
+
+func decodeNumbers(t *testing.T, b []byte) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	require.NoError(t, dec.Decode(&v))
+	return v
+}

@@ -1,0 +1,490 @@
+// Package handler is toolgate's HTTP surface and call engine: a paid
+// tool-call gateway that turns duplicate calls with one idempotency key into
+// one upstream execution and one charge.
+//
+// The Engine does the work (scoping, claim, wait-then-replay, charge,
+// upstream under heartbeats, complete, refund); New puts the REST API of
+// openapi.json on top of it. Both depend only on package store's interfaces.
+//
+// # Keys and fingerprints
+//
+// A client's Idempotency-Key is scoped to (caller, tool, key) by ScopedKey,
+// so callers never see each other's results. The request's fingerprint is
+// the SHA-256 of the tool and the canonical JSON input (see Canonicalize):
+// whitespace and key order do not matter, and the upstream receives the
+// canonical bytes.
+//
+// # Answers
+//
+// A 2xx from the upstream is stored and answered as 200 with a JSON envelope
+// {tool, output, upstream, receipt}. Replays return the stored bytes with
+// Idempotent-Replayed: true, so they carry the original receipt.
+//
+// The 4xx rule: an upstream 4xx is the tool's final answer about that input.
+// It is refunded, stored and answered as 424 application/problem+json
+// (type upstream-rejected) holding the same envelope members; replays return
+// it unchanged. Retrying the key does not call the upstream again: send a
+// new key with corrected input.
+//
+// Any other upstream result (5xx, 1xx/3xx, timeout, network error, an answer
+// too large to store) is refunded, the key is marked failed, and the answer
+// is 502 (504 for a timeout) saying refunded and retryable: a retry with the
+// same key executes again and is charged again, so the net charge is one
+// price.
+package handler
+
+import (
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is zero.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Config configures NewEngine and New.
+type Config struct {
+	// Store holds records, the ledger and callers. Required.
+	Store store.Store
+	// Catalog lists the tools (see ParseCatalog). Required.
+	Catalog *Catalog
+	// Upstream calls the tools. Required: HTTPUpstream natively, a
+	// fetch-based one in the worker.
+	Upstream Upstream
+	// AdminToken guards /v1/admin/*, sent as a bearer token. Empty
+	// disables the admin routes: they answer 401.
+	AdminToken string
+	// NowFunc is the clock; nil means time.Now.
+	NowFunc func() time.Time
+	// Logger gets one line per call; nil means JSON lines on stderr.
+	Logger *slog.Logger
+	// WaitForInProgress is how long a duplicate waits for an in-flight call
+	// before answering 409; zero means DefaultWaitForInProgress (5 s).
+	WaitForInProgress time.Duration
+	// NoWait makes duplicates of an in-flight call fail fast with 409
+	// (waitForInProgress = 0). False means wait WaitForInProgress.
+	NoWait bool
+	// MaxBodyBytes limits request bodies (413 above); zero means
+	// DefaultMaxBodyBytes (1 MiB).
+	MaxBodyBytes int64
+	// Rand is the source of owner ids, call ids and caller keys; nil means
+	// crypto/rand.Reader.
+	Rand io.Reader
+	// CallerCacheTTL is how long a successful caller-key lookup is
+	// remembered in memory; zero means one minute, negative disables it.
+	CallerCacheTTL time.Duration
+}
+
+//go:embed openapi.json
+var openAPIFS embed.FS
+
+// OpenAPI returns the OpenAPI 3.1 document of the routes New serves.
+func OpenAPI() []byte {
+	b, _ := openAPIFS.ReadFile("openapi.json")
+	return b
+}
+
+type server struct {
+	engine     *Engine
+	adminToken string
+	maxBody    int64
+	toolsJSON  []byte
+}
+
+// route is one method and path of the API; routes() is the list the mux,
+// the 405 answers and the OpenAPI test share.
+type route struct {
+	method  string
+	path    string
+	handler http.HandlerFunc
+}
+
+func (s *server) routes() []route {
+	return []route{
+		{http.MethodPost, "/v1/tools/{tool}/call", s.handleCall},
+		{http.MethodGet, "/v1/tools", s.handleTools},
+		{http.MethodGet, "/v1/balance", s.handleBalance},
+		{http.MethodGet, "/v1/calls/{key}", s.handleGetCall},
+		{http.MethodPost, "/v1/admin/callers", s.handleCreateCaller},
+		{http.MethodPost, "/v1/admin/credits", s.handleCredit},
+		{http.MethodGet, "/healthz", s.handleHealth},
+		{http.MethodGet, "/openapi.json", s.handleOpenAPI},
+	}
+}
+
+// New returns the HTTP API over an Engine built from cfg (see openapi.json).
+// It returns the error of NewEngine.
+func New(cfg Config) (http.Handler, error) {
+	e, err := NewEngine(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new handler: %w", err)
+	}
+	s := &server{engine: e, adminToken: cfg.AdminToken, maxBody: cfg.MaxBodyBytes}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.toolsJSON, err = toolsDocument(cfg.Catalog); err != nil {
+		return nil, fmt.Errorf("new handler: %w", err)
+	}
+	return s.mux(), nil
+}
+
+func (s *server) mux() http.Handler {
+	mux := http.NewServeMux()
+	byPath := map[string]map[string]http.HandlerFunc{}
+	var order []string
+	for _, rt := range s.routes() {
+		if byPath[rt.path] == nil {
+			byPath[rt.path] = map[string]http.HandlerFunc{}
+			order = append(order, rt.path)
+		}
+		byPath[rt.path][rt.method] = rt.handler
+		if rt.method == http.MethodGet {
+			byPath[rt.path][http.MethodHead] = rt.handler
+		}
+	}
+	for _, path := range order {
+		mux.Handle(path, methods(byPath[path]))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errRouteNotFound) })
+	return recoverPanics(s.engine.logger)(countRoundTrips(mux))
+}
+
+// methods dispatches on the request method and answers 405 problem+json,
+// with Allow, for the others.
+func methods(hs map[string]http.HandlerFunc) http.Handler {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} {
+		if hs[m] != nil {
+			allow = append(allow, m)
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := hs[r.Method]
+		if h == nil {
+			writeProblem(w, &methodNotAllowedError{allow: strings.Join(allow, ", ")})
+			return
+		}
+		h(w, r)
+	})
+}
+
+// countRoundTrips installs the per-request round-trip counter that the call
+// log line reports.
+func countRoundTrips(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, _ := roundTripsFrom(r.Context())
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// recoverPanics turns a panic into a 500 problem. The engine has already
+// refunded and failed the key it held, so the ledger invariant holds.
+func recoverPanics(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sw := &statusWriter{ResponseWriter: w}
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.Error("panic", "method", r.Method, "path", r.URL.Path,
+					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				if !sw.wrote {
+					writeProblem(sw, errors.New("panic"))
+				}
+			}()
+			next.ServeHTTP(sw, r)
+		})
+	}
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// authenticate returns the request's caller, or writes the problem.
+func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (store.Caller, bool) {
+	c, err := s.engine.Authenticate(r.Context(), bearer(r))
+	if err != nil {
+		writeProblem(w, err)
+		return store.Caller{}, false
+	}
+	return c, true
+}
+
+// handleCall serves POST /v1/tools/{tool}/call.
+func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	e := s.engine
+	start := e.now()
+	reject := func(caller string, err error) {
+		_, rt := roundTripsFrom(ctx)
+		e.logCall(ctx, callLog{start: start, caller: caller, tool: r.PathValue("tool")}, rt, CallResult{}, err)
+		writeProblem(w, err)
+	}
+	caller, err := e.Authenticate(ctx, bearer(r))
+	if err != nil {
+		reject("", err)
+		return
+	}
+	keys := r.Header.Values("Idempotency-Key")
+	if len(keys) > 1 {
+		reject(caller.ID, fmt.Errorf("%w: send one Idempotency-Key header", ErrInvalidIdempotencyKey))
+		return
+	}
+	body, err := readBody(w, r, s.maxBody)
+	if err != nil {
+		reject(caller.ID, err)
+		return
+	}
+	res, err := e.Call(ctx, CallRequest{Caller: caller, Tool: r.PathValue("tool"),
+		Key: r.Header.Get("Idempotency-Key"), Input: body, Header: r.Header})
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", res.ContentType)
+	h.Set("Cache-Control", "no-store")
+	if res.Replayed {
+		h.Set("Idempotent-Replayed", "true")
+	}
+	w.WriteHeader(res.StatusCode)
+	_, _ = w.Write(res.Body)
+}
+
+// readBody reads the whole body, or returns ErrBodyTooLarge past limit.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	tooLarge := fmt.Errorf("%w: the limit is %d bytes", ErrBodyTooLarge, limit)
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, tooLarge
+	}
+	if err != nil {
+		return nil, &BadRequestError{Reason: "the body could not be read"}
+	}
+	return b, nil
+}
+
+type toolJSON struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	Price       string          `json:"price"`
+	Currency    string          `json:"currency"`
+	InputSchema json.RawMessage `json:"inputSchema"`
+}
+
+func toolsDocument(c *Catalog) ([]byte, error) {
+	var doc struct {
+		Tools []toolJSON `json:"tools"`
+	}
+	doc.Tools = []toolJSON{}
+	for _, t := range c.Tools() {
+		doc.Tools = append(doc.Tools, toolJSON{Name: t.Name, Description: t.Description,
+			Price: t.PriceString(), Currency: t.Currency, InputSchema: t.InputSchema})
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("encode tools: %w", err)
+	}
+	return b, nil
+}
+
+// handleTools serves GET /v1/tools: the public catalog, without upstreams.
+func (s *server) handleTools(w http.ResponseWriter, r *http.Request) {
+	writeRaw(w, http.StatusOK, s.toolsJSON)
+}
+
+type balanceJSON struct {
+	Currency string `json:"currency"`
+	Amount   string `json:"amount"`
+	Minor    int64  `json:"minor"`
+}
+
+// handleBalance serves GET /v1/balance[?currency=USD]: the caller's balance
+// in each currency of the catalog, or in the one asked for.
+func (s *server) handleBalance(w http.ResponseWriter, r *http.Request) {
+	caller, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	currencies := s.engine.catalog.Currencies()
+	if c := r.URL.Query().Get("currency"); c != "" {
+		if _, err := store.Decimals(c); err != nil {
+			writeProblem(w, &BadRequestError{Reason: fmt.Sprintf("currency %q is not supported", c)})
+			return
+		}
+		currencies = []string{c}
+	}
+	out := struct {
+		Caller   string        `json:"caller"`
+		Balances []balanceJSON `json:"balances"`
+	}{Caller: caller.ID, Balances: []balanceJSON{}}
+	for _, cur := range currencies {
+		b, err := s.engine.store.Balance(r.Context(), caller.ID, cur)
+		if err != nil {
+			writeProblem(w, storeError("read balance", err))
+			return
+		}
+		out.Balances = append(out.Balances, balanceJSON{Currency: cur, Amount: store.FormatAmount(b, cur), Minor: b})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type callJSON struct {
+	Tool           string       `json:"tool"`
+	Status         store.Status `json:"status"`
+	ChargeState    string       `json:"chargeState"`
+	Amount         string       `json:"amount"`
+	Currency       string       `json:"currency"`
+	Generation     int64        `json:"generation"`
+	CreatedAt      time.Time    `json:"createdAt"`
+	UpdatedAt      time.Time    `json:"updatedAt"`
+	LeaseExpiresAt time.Time    `json:"leaseExpiresAt"`
+	ExpiresAt      time.Time    `json:"expiresAt"`
+	ResponseStatus int          `json:"responseStatus,omitempty"`
+	Error          string       `json:"error,omitempty"`
+	Events         []traceEvent `json:"events"`
+}
+
+type traceEvent struct {
+	Type         string    `json:"type"`
+	At           time.Time `json:"at"`
+	Amount       string    `json:"amount,omitempty"`
+	BalanceAfter string    `json:"balanceAfter,omitempty"`
+}
+
+// handleGetCall serves GET /v1/calls/{key}[?tool=name]: the caller's own
+// records under key (one per tool), with their ledger entries as trace
+// events. It looks only at the caller's scoped keys, so another caller's
+// record under the same key string is invisible.
+func (s *server) handleGetCall(w http.ResponseWriter, r *http.Request) {
+	caller, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	key := r.PathValue("key")
+	if err := ValidateIdempotencyKey(key); err != nil {
+		writeProblem(w, err)
+		return
+	}
+	tools := s.engine.catalog.Tools()
+	if name := r.URL.Query().Get("tool"); name != "" {
+		t, ok := s.engine.catalog.Tool(name)
+		if !ok {
+			writeProblem(w, fmt.Errorf("%w: %q", ErrUnknownTool, name))
+			return
+		}
+		tools = []Tool{t}
+	}
+	ctx := r.Context()
+	out := struct {
+		Key   string     `json:"key"`
+		Calls []callJSON `json:"calls"`
+	}{Key: key}
+	for _, t := range tools {
+		scoped := ScopedKey(caller.ID, t.Name, key)
+		rec, err := s.engine.store.Peek(ctx, scoped)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			writeProblem(w, storeError("peek key", err))
+			return
+		}
+		entries, err := s.engine.store.Entries(ctx, store.EntryFilter{Caller: caller.ID, Key: scoped})
+		if err != nil {
+			writeProblem(w, storeError("read entries", err))
+			return
+		}
+		out.Calls = append(out.Calls, describeCall(t, rec, entries))
+	}
+	if len(out.Calls) == 0 {
+		writeProblem(w, ErrCallNotFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func describeCall(t Tool, rec store.Record, entries []store.Entry) callJSON {
+	cur := rec.Charge.Currency
+	if cur == "" {
+		cur = t.Currency
+	}
+	amount := int64(0)
+	if rec.Charge.State == store.ChargeCharged {
+		amount = rec.Charge.Amount
+	}
+	c := callJSON{Tool: t.Name, Status: rec.Status, ChargeState: string(rec.Charge.State),
+		Amount: store.FormatAmount(amount, cur), Currency: cur, Generation: rec.Generation,
+		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, LeaseExpiresAt: rec.LeaseExpiresAt,
+		ExpiresAt: rec.ExpiresAt, Error: rec.Error}
+	if rec.Response != nil {
+		c.ResponseStatus = rec.Response.StatusCode
+	}
+	c.Events = []traceEvent{{Type: "created", At: rec.CreatedAt}}
+	for _, en := range entries {
+		c.Events = append(c.Events, traceEvent{Type: en.Kind, At: en.CreatedAt,
+			Amount: store.FormatAmount(en.Amount, en.Currency), BalanceAfter: store.FormatAmount(en.BalanceAfter, en.Currency)})
+	}
+	if rec.Status != store.StatusInProgress {
+		c.Events = append(c.Events, traceEvent{Type: string(rec.Status), At: rec.UpdatedAt})
+	}
+	return c
+}
+
+// handleHealth serves GET /healthz. It does not touch the store.
+func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeRaw(w, http.StatusOK, []byte(`{"ok":true}`))
+}
+
+// handleOpenAPI serves GET /openapi.json.
+func (s *server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
+	writeRaw(w, http.StatusOK, OpenAPI())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeProblem(w, fmt.Errorf("encode response: %w", err))
+		return
+	}
+	writeRaw(w, status, b)
+}
+
+func writeRaw(w http.ResponseWriter, status int, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

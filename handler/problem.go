@@ -1,0 +1,188 @@
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// ProblemTypeBase prefixes every problem type URI; the suffix is a stable
+// slug such as "insufficient-funds".
+const ProblemTypeBase = "https://toolgate.dev/problems/"
+
+// Problem is an RFC 9457 problem detail. Extensions are extra members
+// (price, balance, refunded, ...) written beside the standard ones.
+type Problem struct {
+	Type       string
+	Title      string
+	Status     int
+	Detail     string
+	Extensions map[string]any
+	// RetryAfter, when positive, is sent as the Retry-After header (whole
+	// seconds, rounded up) and as the "retryAfter" member.
+	RetryAfter time.Duration
+	// Allow, when set, is sent as the Allow header (405).
+	Allow string
+}
+
+// MarshalJSON writes the standard members and the extensions as one object.
+func (p Problem) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(p.Extensions)+5)
+	for k, v := range p.Extensions {
+		m[k] = v
+	}
+	m["type"] = p.Type
+	m["title"] = p.Title
+	m["status"] = p.Status
+	if p.Detail != "" {
+		m["detail"] = p.Detail
+	}
+	if p.RetryAfter > 0 {
+		m["retryAfter"] = retryAfterSeconds(p.RetryAfter)
+	}
+	return json.Marshal(m)
+}
+
+func retryAfterSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+func newProblem(status int, slug, title, detail string) Problem {
+	return Problem{Type: ProblemTypeBase + slug, Title: title, Status: status, Detail: detail}
+}
+
+// problemFor is the one place that maps an error to an HTTP status and a
+// problem. Unrecognised errors become a generic 500 that reveals nothing.
+func problemFor(err error) Problem {
+	var (
+		inputErr    *InvalidInputError
+		badReq      *BadRequestError
+		inProgress  *InProgressError
+		upstreamErr *UpstreamError
+		fundsErr    *store.InsufficientFundsError
+		storeErr    *StoreError
+		methodErr   *methodNotAllowedError
+		maxBytes    *http.MaxBytesError
+	)
+	switch {
+	case errors.Is(err, ErrInvalidIdempotencyKey):
+		return newProblem(http.StatusBadRequest, "invalid-idempotency-key", "Invalid Idempotency-Key",
+			err.Error()+"; send 1-255 printable ASCII characters in the Idempotency-Key header")
+	case errors.As(err, &inputErr):
+		return newProblem(http.StatusBadRequest, "invalid-json", "Invalid JSON input", inputErr.Reason)
+	case errors.As(err, &badReq):
+		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request", badReq.Reason)
+	case errors.Is(err, store.ErrInvalidAmount), errors.Is(err, store.ErrUnknownCurrency):
+		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request", err.Error())
+	case errors.Is(err, ErrUnauthorized):
+		return newProblem(http.StatusUnauthorized, "unauthorized", "Unauthorized",
+			"send a valid key as Authorization: Bearer <key>")
+	case errors.As(err, &fundsErr):
+		p := newProblem(http.StatusPaymentRequired, "insufficient-funds", "Insufficient funds",
+			fmt.Sprintf("the call costs %s %s and the balance is %s %s; nothing was charged or executed",
+				store.FormatAmount(fundsErr.Required, fundsErr.Currency), fundsErr.Currency,
+				store.FormatAmount(fundsErr.Balance, fundsErr.Currency), fundsErr.Currency))
+		p.Extensions = map[string]any{
+			"price":    store.FormatAmount(fundsErr.Required, fundsErr.Currency),
+			"balance":  store.FormatAmount(fundsErr.Balance, fundsErr.Currency),
+			"currency": fundsErr.Currency,
+		}
+		return p
+	case errors.Is(err, ErrUnknownTool):
+		return newProblem(http.StatusNotFound, "unknown-tool", "Unknown tool", err.Error())
+	case errors.Is(err, ErrCallNotFound):
+		return newProblem(http.StatusNotFound, "call-not-found", "Call not found",
+			"you have no call under this Idempotency-Key")
+	case errors.Is(err, errRouteNotFound):
+		return newProblem(http.StatusNotFound, "not-found", "Not found", "no such route; see /openapi.json")
+	case errors.As(err, &methodErr):
+		p := newProblem(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed",
+			"this route accepts "+methodErr.allow)
+		p.Allow = methodErr.allow
+		return p
+	case errors.As(err, &inProgress):
+		p := newProblem(http.StatusConflict, "in-progress", "Call in progress",
+			"another request with this Idempotency-Key is still running; retry with the same key to get its result")
+		p.RetryAfter = inProgress.RetryAfter
+		return p
+	case errors.Is(err, ErrLostLease), errors.Is(err, store.ErrFencedOut):
+		p := newProblem(http.StatusConflict, "lost-lease", "Call taken over",
+			"another attempt took this Idempotency-Key over; retry with the same key to get its result")
+		p.RetryAfter = time.Second
+		return p
+	case errors.Is(err, store.ErrReferenceConflict):
+		return newProblem(http.StatusConflict, "reference-conflict", "Reference conflict",
+			"this credit reference was already used for a different credit")
+	case errors.Is(err, store.ErrConflict):
+		return newProblem(http.StatusConflict, "conflict", "Conflict", "the id is taken")
+	case errors.Is(err, ErrBodyTooLarge), errors.As(err, &maxBytes):
+		return newProblem(http.StatusRequestEntityTooLarge, "body-too-large", "Body too large", err.Error())
+	case errors.Is(err, store.ErrFingerprintMismatch):
+		return newProblem(http.StatusUnprocessableEntity, "idempotency-key-mismatch", "Idempotency-Key reused",
+			"this Idempotency-Key was used with a different tool input; nothing was charged or executed")
+	case errors.As(err, &upstreamErr):
+		return upstreamProblem(upstreamErr)
+	case errors.As(err, &storeErr), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Service unavailable",
+			"the gateway's store is unavailable; retry with the same Idempotency-Key")
+		p.RetryAfter = time.Second
+		return p
+	}
+	return newProblem(http.StatusInternalServerError, "internal", "Internal error", "the gateway failed unexpectedly")
+}
+
+func upstreamProblem(e *UpstreamError) Problem {
+	status, slug, title := http.StatusBadGateway, "upstream-failed", "Upstream failed"
+	if e.Timeout {
+		status, slug, title = http.StatusGatewayTimeout, "upstream-timeout", "Upstream timed out"
+	}
+	money := "the call was free"
+	if e.Price > 0 {
+		price := store.FormatAmount(e.Price, e.Currency) + " " + e.Currency
+		money = "the charge of " + price + " was refunded"
+		if !e.Refunded {
+			money = "the charge of " + price + " could not be refunded yet; it stays on this key and is not taken again"
+		}
+	}
+	p := newProblem(status, slug, title, e.Reason+"; "+money+"; retry with the same Idempotency-Key")
+	p.Extensions = map[string]any{"refunded": e.Refunded, "retryable": true}
+	if e.StatusCode != 0 {
+		p.Extensions["upstreamStatus"] = e.StatusCode
+	}
+	if e.Refunded {
+		p.Extensions["balance"] = store.FormatAmount(e.Balance, e.Currency)
+		p.Extensions["currency"] = e.Currency
+	}
+	return p
+}
+
+// writeProblem writes err as application/problem+json.
+func writeProblem(w http.ResponseWriter, err error) {
+	p := problemFor(err)
+	body, mErr := json.Marshal(p)
+	if mErr != nil {
+		body = []byte(`{"type":"` + ProblemTypeBase + `internal","title":"Internal error","status":500}`)
+		p.Status = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	if p.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(p.RetryAfter)))
+	}
+	if p.Allow != "" {
+		h.Set("Allow", p.Allow)
+	}
+	if p.Status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="toolgate"`)
+	}
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,79 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// UpstreamRequest is one call to a tool's upstream.
+type UpstreamRequest struct {
+	Method string
+	URL    string
+	// Header holds Content-Type, the derived Idempotency-Key, the tool's
+	// static headers and the forwarded caller headers.
+	Header http.Header
+	Body   []byte // the canonical JSON input
+	// MaxResponseBytes bounds the body the implementation reads: it reads
+	// at most MaxResponseBytes+1 bytes, so the engine can tell "too large".
+	MaxResponseBytes int64
+}
+
+// UpstreamResponse is what the upstream answered.
+type UpstreamResponse struct {
+	StatusCode  int
+	ContentType string
+	Body        []byte
+}
+
+// Upstream performs upstream calls. The native implementation is
+// HTTPUpstream; the worker plugs in one over the Workers fetch API.
+type Upstream interface {
+	// Do sends req and reads the whole response. It returns an error for a
+	// network failure or when ctx ends (the tool's timeout); any HTTP status
+	// is a response, not an error.
+	Do(ctx context.Context, req UpstreamRequest) (UpstreamResponse, error)
+}
+
+// HTTPUpstream is an Upstream over net/http.
+type HTTPUpstream struct {
+	// Client sends the requests; nil means http.DefaultClient.
+	Client *http.Client
+}
+
+var _ Upstream = (*HTTPUpstream)(nil)
+
+// Do implements Upstream.
+func (u *HTTPUpstream) Do(ctx context.Context, req UpstreamRequest) (UpstreamResponse, error) {
+	hreq, err := http.NewRequestWithContext(ctx, req.Method, req.URL, bytes.NewReader(req.Body))
+	if err != nil {
+		return UpstreamResponse{}, fmt.Errorf("build upstream request: %w", err)
+	}
+	hreq.Header = req.Header.Clone()
+	client := u.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	res, err := client.Do(hreq)
+	if err != nil {
+		return UpstreamResponse{}, fmt.Errorf("send upstream request: %w", err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, req.MaxResponseBytes+1))
+	if err != nil {
+		return UpstreamResponse{}, fmt.Errorf("read upstream response: %w", err)
+	}
+	return UpstreamResponse{StatusCode: res.StatusCode, ContentType: res.Header.Get("Content-Type"), Body: body}, nil
+}
+
+// UpstreamFunc adapts a function to Upstream.
+type UpstreamFunc func(ctx context.Context, req UpstreamRequest) (UpstreamResponse, error)
+
+var _ Upstream = UpstreamFunc(nil)
+
+// Do implements Upstream by calling f.
+func (f UpstreamFunc) Do(ctx context.Context, req UpstreamRequest) (UpstreamResponse, error) {
+	return f(ctx, req)
+}
