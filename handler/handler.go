@@ -79,6 +79,9 @@ type Config struct {
 	// Rand is the source of owner ids, call ids and caller keys; nil means
 	// crypto/rand.Reader.
 	Rand io.Reader
+	// MCP configures the MCP endpoint served at /mcp (see NewMCP). Set
+	// MCP.SessionKey from a secret shared by every instance.
+	MCP MCPOptions
 	// CallerCacheTTL is how long a successful caller-key lookup is
 	// remembered in memory; zero means one minute, negative disables it.
 	CallerCacheTTL time.Duration
@@ -98,6 +101,7 @@ type server struct {
 	adminToken string
 	maxBody    int64
 	toolsJSON  []byte
+	mcp        MCPOptions
 }
 
 // route is one method and path of the API; routes() is the list the mux,
@@ -128,7 +132,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new handler: %w", err)
 	}
-	s := &server{engine: e, adminToken: cfg.AdminToken, maxBody: cfg.MaxBodyBytes}
+	s := &server{engine: e, adminToken: cfg.AdminToken, maxBody: cfg.MaxBodyBytes, mcp: cfg.MCP}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
 	}
@@ -155,6 +159,7 @@ func (s *server) mux() http.Handler {
 	for _, path := range order {
 		mux.Handle(path, methods(byPath[path]))
 	}
+	mux.Handle("/mcp", NewMCP(s.engine, s.mcp))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errRouteNotFound) })
 	return recoverPanics(s.engine.logger)(countRoundTrips(mux))
 }
