@@ -47,25 +47,53 @@ var _ Upstream = (*HTTPUpstream)(nil)
 
 // Do implements Upstream.
 func (u *HTTPUpstream) Do(ctx context.Context, req UpstreamRequest) (UpstreamResponse, error) {
+	client := u.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return SendFunc(client.Do).Do(ctx, req)
+}
+
+// SendFunc is an Upstream over any function that sends an *http.Request:
+// an *http.Client's Do natively, the Workers fetch API in the worker (which
+// keeps net/http's client out of the wasm). Do returns when ctx ends even if
+// the function does not honour ctx, so a tool's timeout always holds.
+type SendFunc func(*http.Request) (*http.Response, error)
+
+var _ Upstream = SendFunc(nil)
+
+// Do implements Upstream.
+func (f SendFunc) Do(ctx context.Context, req UpstreamRequest) (UpstreamResponse, error) {
 	hreq, err := http.NewRequestWithContext(ctx, req.Method, req.URL, bytes.NewReader(req.Body))
 	if err != nil {
 		return UpstreamResponse{}, fmt.Errorf("build upstream request: %w", err)
 	}
 	hreq.Header = req.Header.Clone()
-	client := u.Client
-	if client == nil {
-		client = http.DefaultClient
+	type result struct {
+		res UpstreamResponse
+		err error
 	}
-	res, err := client.Do(hreq)
-	if err != nil {
-		return UpstreamResponse{}, fmt.Errorf("send upstream request: %w", err)
+	done := make(chan result, 1)
+	go func() {
+		res, err := f(hreq)
+		if err != nil {
+			done <- result{err: fmt.Errorf("send upstream request: %w", err)}
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(res.Body, req.MaxResponseBytes+1))
+		if err != nil {
+			done <- result{err: fmt.Errorf("read upstream response: %w", err)}
+			return
+		}
+		done <- result{res: UpstreamResponse{StatusCode: res.StatusCode, ContentType: res.Header.Get("Content-Type"), Body: body}}
+	}()
+	select {
+	case r := <-done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return UpstreamResponse{}, fmt.Errorf("send upstream request: %w", ctx.Err())
 	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, req.MaxResponseBytes+1))
-	if err != nil {
-		return UpstreamResponse{}, fmt.Errorf("read upstream response: %w", err)
-	}
-	return UpstreamResponse{StatusCode: res.StatusCode, ContentType: res.Header.Get("Content-Type"), Body: body}, nil
 }
 
 // UpstreamFunc adapts a function to Upstream.

@@ -2,113 +2,152 @@ package main
 
 import (
 	"context"
-	"database/sql"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"log"
-	"net"
+	"log/slog"
 	"net/http"
-	"net/url"
-	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/store"
 )
 
-// deps holds the concrete things main_js.go / main.go wire into the HTTP surface.
-//
-// SEAM: this file is the placeholder the lead replaces with handler.New(store, ...).
-// Only the recover middleware and /healthz are meant to outlive it.
-type deps struct {
-	// DB is the database behind /_smoke/d1. Nil means the route is not served.
-	DB *sql.DB
-	// FetchFunc performs outbound HTTP for /_smoke/fetch. Nil means the route is not served.
-	FetchFunc func(*http.Request) (*http.Response, error)
+// Settings is the worker's configuration, read from wrangler vars and
+// secrets (or the environment, natively) by SettingsFrom.
+type Settings struct {
+	// Tools is the catalog document (var TOOLS). Required.
+	Tools []byte
+	// AdminToken guards /v1/admin/* (secret ADMIN_TOKEN). Empty disables
+	// the admin API.
+	AdminToken string
+	// MCPSessionKey signs MCP session ids so that every isolate accepts
+	// them (secret MCP_SESSION_KEY). Empty derives it from AdminToken.
+	MCPSessionKey []byte
+	// WaitForInProgress is how long duplicates wait for an in-flight call
+	// (var WAIT_FOR_IN_PROGRESS_MS; "0" fails fast, empty means 5 s).
+	WaitForInProgress time.Duration
+	NoWait            bool
+	// Demo serves the demo upstream under /_demo/ (var DEMO_UPSTREAM=1).
+	Demo bool
+	// SweepBatch bounds each statement of the cron sweep (var SWEEP_BATCH;
+	// zero means 500).
+	SweepBatch int
+	// TursoURL and TursoToken select libSQL instead of D1 (var
+	// TURSO_DATABASE_URL, secret TURSO_AUTH_TOKEN).
+	TursoURL, TursoToken string
 }
 
-// newHandler returns the worker's HTTP surface wrapped in recoverPanics.
-func newHandler(d deps) http.Handler {
+// SettingsFrom reads Settings through getenv. It returns an error naming
+// the variable that is missing or malformed.
+func SettingsFrom(getenv func(string) string) (Settings, error) {
+	s := Settings{
+		Tools:      []byte(getenv("TOOLS")),
+		AdminToken: getenv("ADMIN_TOKEN"),
+		Demo:       getenv("DEMO_UPSTREAM") == "1",
+		TursoURL:   getenv("TURSO_DATABASE_URL"),
+		TursoToken: getenv("TURSO_AUTH_TOKEN"),
+	}
+	if len(s.Tools) == 0 {
+		return Settings{}, errors.New("settings: TOOLS is empty: set it to the tool catalog JSON (see README)")
+	}
+	switch k := getenv("MCP_SESSION_KEY"); {
+	case k != "":
+		s.MCPSessionKey = []byte(k)
+	case s.AdminToken != "":
+		mac := hmac.New(sha256.New, []byte(s.AdminToken))
+		mac.Write([]byte("toolgate mcp session key"))
+		s.MCPSessionKey = mac.Sum(nil)
+	}
+	if v := getenv("WAIT_FOR_IN_PROGRESS_MS"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms < 0 {
+			return Settings{}, fmt.Errorf("settings: WAIT_FOR_IN_PROGRESS_MS %q is not a non-negative integer", v)
+		}
+		s.WaitForInProgress, s.NoWait = time.Duration(ms)*time.Millisecond, ms == 0
+	}
+	if v := getenv("SWEEP_BATCH"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return Settings{}, fmt.Errorf("settings: SWEEP_BATCH %q is not a positive integer", v)
+		}
+		s.SweepBatch = n
+	}
+	return s, nil
+}
+
+// newApp wires the handler to a store and an upstream, and adds the demo
+// upstream when s.Demo is set.
+func newApp(st store.Store, up handler.Upstream, s Settings, logger *slog.Logger) (http.Handler, error) {
+	cat, err := handler.ParseCatalog(s.Tools)
+	if err != nil {
+		return nil, fmt.Errorf("TOOLS: %w", err)
+	}
+	h, err := handler.New(handler.Config{
+		Store:             st,
+		Catalog:           cat,
+		Upstream:          up,
+		AdminToken:        s.AdminToken,
+		Logger:            logger,
+		WaitForInProgress: s.WaitForInProgress,
+		NoWait:            s.NoWait,
+		MCP:               handler.MCPOptions{SessionKey: s.MCPSessionKey},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !s.Demo && len(extraRoutes) == 0 {
+		return h, nil
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	})
-	if d.DB != nil {
-		mux.HandleFunc("GET /_smoke/d1", func(w http.ResponseWriter, r *http.Request) {
-			n, err := bumpSmokeCounter(r.Context(), d.DB, "x")
-			if err != nil {
-				writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error()})
-				return
-			}
-			writeJSON(w, http.StatusOK, map[string]any{"n": n})
+	mux.Handle("/", h)
+	if s.Demo {
+		mux.HandleFunc("POST /_demo/echo", demoEcho)
+		mux.HandleFunc("POST /_demo/fail", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, `{"error":"the demo upstream always fails"}`, http.StatusInternalServerError)
 		})
 	}
-	if d.FetchFunc != nil {
-		mux.HandleFunc("GET /_smoke/fetch", func(w http.ResponseWriter, r *http.Request) {
-			smokeFetch(w, r, d.FetchFunc)
-		})
+	for _, add := range extraRoutes {
+		add(mux)
 	}
-	return recoverPanics(mux)
+	return mux, nil
 }
 
-// bumpSmokeCounter increments the smoke counter for key in one statement and returns its new value.
-func bumpSmokeCounter(ctx context.Context, db *sql.DB, key string) (int64, error) {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS smoke(k TEXT PRIMARY KEY, n INTEGER)`); err != nil {
-		return 0, fmt.Errorf("create smoke table: %w", err)
-	}
-	var n int64
-	err := db.QueryRowContext(ctx,
-		`INSERT INTO smoke VALUES(?, 1) ON CONFLICT(k) DO UPDATE SET n = n + 1 RETURNING n`, key).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("bump smoke counter: %w", err)
-	}
-	return n, nil
-}
+// extraRoutes are added by build-tagged files: the D1 conformance runner
+// exists only in the test build (-tags conformance).
+var extraRoutes []func(*http.ServeMux)
 
-// smokeFetch GETs ?url= (loopback hosts only, so a deployed worker is no open proxy) and relays the body.
-func smokeFetch(w http.ResponseWriter, r *http.Request, fetch func(*http.Request) (*http.Response, error)) {
-	u, err := url.Parse(r.URL.Query().Get("url"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !isLoopback(u.Hostname()) {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "url must be an http(s) loopback URL"})
+// demoEcho is the demo upstream: it answers {"echo": <input>}.
+func demoEcho(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil || !json.Valid(body) {
+		http.Error(w, `{"error":"send JSON"}`, http.StatusBadRequest)
 		return
 	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
-		return
-	}
-	res, err := fetch(req)
-	if err != nil {
-		writeJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error()})
-		return
-	}
-	defer res.Body.Close()
-	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
-	w.WriteHeader(res.StatusCode)
-	_, _ = io.Copy(w, res.Body)
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// recoverPanics turns a handler panic into a 500. In workerd an unrecovered Go panic ends the
-// wasm instance and wrangler reports a misleading "syscall/js.valueNew" TypeError instead.
-func recoverPanics(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if v := recover(); v != nil {
-				log.Printf("panic: %s %s: %v\n%s", r.Method, r.URL.Path, v, debug.Stack())
-				writeJSON(w, http.StatusInternalServerError, map[string]any{"error": "internal error"})
-			}
-		}()
-		next.ServeHTTP(w, r)
-	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	fmt.Fprintf(w, `{"echo":%s}`, body)
+}
+
+// sweep deletes expired records in batches of batch until a batch comes
+// back short or maxBatches ran, so one cron invocation stays bounded.
+func sweep(ctx context.Context, st store.Idempotency, now time.Time, batch, maxBatches int) (int, error) {
+	if batch <= 0 {
+		batch = 500
+	}
+	total := 0
+	for i := 0; i < maxBatches; i++ {
+		n, err := st.Sweep(ctx, now, batch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("sweep: %w", err)
+		}
+		if n < batch {
+			break
+		}
+	}
+	return total, nil
 }

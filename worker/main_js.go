@@ -1,39 +1,91 @@
 //go:build js && wasm
 
-// Command worker is toolgate's Cloudflare Worker (GOOS=js GOARCH=wasm, loaded by build/worker.mjs).
-// syumai's shim starts a fresh Go instance and runs main for every request and every cron event.
+// Command worker is toolgate's Cloudflare Worker (GOOS=js GOARCH=wasm,
+// loaded by build/worker.mjs). It serves the handler on D1 (binding DB), or
+// on libSQL when built with -tags turso and TURSO_DATABASE_URL is set.
 package main
 
 import (
 	"context"
-	"database/sql"
-	"log"
+	"log/slog"
 	"net/http"
+	"os"
+	"sync"
+	"time"
 
 	"github.com/syumai/workers"
+	"github.com/syumai/workers/cloudflare"
 	"github.com/syumai/workers/cloudflare/cron"
-	_ "github.com/syumai/workers/cloudflare/d1" // registers the "d1" database/sql driver
 	"github.com/syumai/workers/cloudflare/fetch"
+
+	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/store"
 )
 
-func main() {
-	// sql.Open is lazy: the DB binding is looked up on first use, inside this request's runtime context.
-	db, err := sql.Open("d1", "DB")
-	if err != nil {
-		log.Fatalf("open d1: %v", err)
-	}
-	client := fetch.NewClient()
-	d := deps{
-		DB: db,
-		FetchFunc: func(req *http.Request) (*http.Response, error) {
-			return client.Do(&fetch.Request{Request: req}, nil)
-		},
-	}
-	// Cron placeholder (wrangler.toml [triggers]): bumps the smoke counter under key "cron" so the E2E
-	// harness can prove scheduled events reach Go. The lead replaces it with the real sweep.
-	cron.ScheduleTaskNonBlock(func(ctx context.Context) error {
-		_, err := bumpSmokeCounter(ctx, db, "cron")
-		return err
+// maxSweepBatches bounds one cron invocation: D1 allows 1,000 queries per
+// invocation, and the sweep needs a few per batch.
+const maxSweepBatches = 20
+
+// app builds the handler on first use, inside a request, because bindings
+// and vars come from the runtime's env.
+type app struct {
+	once     sync.Once
+	settings Settings
+	store    store.Store
+	h        http.Handler
+	err      error
+	logger   *slog.Logger
+}
+
+func (a *app) init() {
+	a.once.Do(func() {
+		a.logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		if a.settings, a.err = SettingsFrom(cloudflare.Getenv); a.err != nil {
+			return
+		}
+		if a.store, a.err = openStore(a.settings); a.err != nil {
+			return
+		}
+		client := fetch.NewClient()
+		send := handler.SendFunc(func(r *http.Request) (*http.Response, error) {
+			return client.Do(&fetch.Request{Request: r}, nil)
+		})
+		a.h, a.err = newApp(a.store, send, a.settings, a.logger)
 	})
-	workers.Serve(newHandler(d))
+}
+
+// ServeHTTP implements http.Handler.
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.init()
+	if a.err != nil {
+		a.logger.Error("worker misconfigured", "err", a.err)
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write(problemJSON("worker misconfigured: " + a.err.Error()))
+		return
+	}
+	a.h.ServeHTTP(w, r)
+}
+
+// scheduled sweeps expired records. It logs errors instead of returning
+// them: syumai's cron runner panics on an error, which ends the instance.
+func (a *app) scheduled(ctx context.Context) error {
+	a.init()
+	if a.err != nil {
+		a.logger.Error("sweep skipped: worker misconfigured", "err", a.err)
+		return nil
+	}
+	n, err := sweep(ctx, a.store, time.Now(), a.settings.SweepBatch, maxSweepBatches)
+	if err != nil {
+		a.logger.Error("sweep failed", "deleted", n, "err", err)
+		return nil
+	}
+	a.logger.Info("sweep", "deleted", n)
+	return nil
+}
+
+func main() {
+	a := &app{}
+	cron.ScheduleTaskNonBlock(a.scheduled)
+	workers.Serve(a)
 }

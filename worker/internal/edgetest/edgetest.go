@@ -49,6 +49,9 @@ type Options struct {
 	PersistDir string
 	// ReadyTimeout bounds the wait for the workers to serve. Zero means 60s.
 	ReadyTimeout time.Duration
+	// BuildDir holds the worker to run (worker.mjs and app.wasm); empty
+	// means <repo>/build. See BuildVariant.
+	BuildDir string
 }
 
 // Edge is a running Miniflare process. Its methods are safe for concurrent use.
@@ -140,12 +143,16 @@ func mfConfig(opts Options) map[string]any {
 	for i, name := range opts.Workers {
 		workers[i] = map[string]any{"name": name, "vars": opts.WorkerVars[name]}
 	}
-	return map[string]any{
+	cfg := map[string]any{
 		"workers":       workers,
 		"vars":          opts.Vars,
 		"d1Persist":     opts.PersistDir,
 		"migrationsDir": opts.MigrationsDir,
 	}
+	if opts.BuildDir != "" {
+		cfg["buildDir"] = opts.BuildDir
+	}
+	return cfg
 }
 
 // URL returns the base URL (http://127.0.0.1:port, no trailing slash) of the named worker. It panics if
@@ -316,4 +323,30 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// BuildVariant builds the worker with extra build tags (for example
+// "turso" or "conformance") into a temporary directory holding a copy of the
+// generated shim, and returns that directory for Options.BuildDir.
+func BuildVariant(t testing.TB, tags string) string {
+	t.Helper()
+	Build(t)
+	root := RepoRoot(t)
+	dir := t.TempDir()
+	entries, err := os.ReadDir(filepath.Join(root, "build"))
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.IsDir() || strings.HasSuffix(e.Name(), ".wasm") || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(root, "build", e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644))
+	}
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", filepath.Join(dir, "app.wasm"), "./worker")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "build worker with tags %q: %s", tags, out)
+	return dir
 }

@@ -1,0 +1,51 @@
+//go:build js && wasm && conformance
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/toolgate/toolgate-go/store"
+	"github.com/toolgate/toolgate-go/store/d1"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
+	"github.com/toolgate/toolgate-go/store/storetest"
+)
+
+// The test build (-tags conformance) serves the store conformance suite
+// against the real D1 binding inside workerd. Each case starts from an
+// empty schema, so this build must never see a production database.
+func init() {
+	extraRoutes = append(extraRoutes, func(mux *http.ServeMux) {
+		mux.HandleFunc("POST /_test/d1-conformance", runD1Conformance)
+	})
+}
+
+func runD1Conformance(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	db, err := d1.Open("DB")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	results := storetest.RunAll(storetest.Harness{New: func(t storetest.TB) (store.Store, *store.CountingClient) {
+		require.NoError(t, resetSchema(ctx, db))
+		rt := &store.CountingClient{Inner: db}
+		return sqlstore.New(rt), rt
+	}})
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(results)
+}
+
+// resetSchema drops every table (their triggers go with them) and migrates.
+func resetSchema(ctx context.Context, db store.DbClient) error {
+	for _, t := range []string{"ledger_entries", "balances", "idem_records", "callers", "d1_migrations"} {
+		if _, err := db.Exec(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+			return err
+		}
+	}
+	return sqlstore.Migrate(ctx, db)
+}

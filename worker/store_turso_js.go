@@ -1,0 +1,29 @@
+//go:build js && wasm && turso
+
+package main
+
+import (
+	"github.com/toolgate/toolgate-go/store"
+	"github.com/toolgate/toolgate-go/store/d1"
+	"github.com/toolgate/toolgate-go/store/libsql"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
+)
+
+// openStore opens Turso (libSQL over HTTP) when TURSO_DATABASE_URL is set,
+// and the D1 binding DB otherwise. The schema must exist: apply it with
+// `go run ./worker -migrate -db "$TURSO_DATABASE_URL"` (see README).
+func openStore(s Settings) (store.Store, error) {
+	var (
+		db  store.DbClient
+		err error
+	)
+	if s.TursoURL != "" {
+		db, err = libsql.Open(s.TursoURL, s.TursoToken)
+	} else {
+		db, err = d1.Open("DB")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sqlstore.New(&store.CountingClient{Inner: db}), nil
+}
