@@ -159,4 +159,3 @@ func TestSweepBounded(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 }
-

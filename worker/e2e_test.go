@@ -402,4 +402,3 @@ func TestE2EMigrations(t *testing.T) {
 	require.NoError(t, db.QueryRow(`SELECT group_concat(name, ',') FROM (SELECT name FROM d1_migrations ORDER BY id)`).Scan(&names))
 	require.Equal(t, "0001_accounts.sql,0002_seed.sql", names)
 }
-
