@@ -179,7 +179,8 @@ func (s *Store) Fail(_ context.Context, f store.Fence, reason string, now time.T
 	return nil
 }
 
-// Sweep implements store.Idempotency.
+// Sweep implements store.Idempotency. Like the SQL backend, it first
+// refunds expired records that hold a charge but never completed.
 func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
@@ -187,12 +188,25 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 	now = norm(now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sweepable := func(r *record) bool {
+		return !now.Before(r.ExpiresAt) && (r.Status != store.StatusInProgress || !now.Before(r.LeaseExpiresAt))
+	}
+	refunds := 0
+	for _, r := range s.records {
+		if refunds == limit {
+			break
+		}
+		if sweepable(r) && r.Status != store.StatusCompleted && r.Charge.State == store.ChargeCharged {
+			s.refund(r, now)
+			refunds++
+		}
+	}
 	n := 0
 	for k, r := range s.records {
 		if n == limit {
 			break
 		}
-		if !now.Before(r.ExpiresAt) && (r.Status != store.StatusInProgress || !now.Before(r.LeaseExpiresAt)) {
+		if sweepable(r) && (r.Status == store.StatusCompleted || r.Charge.State != store.ChargeCharged) {
 			delete(s.records, k)
 			n++
 		}
@@ -249,12 +263,19 @@ func (s *Store) Refund(_ context.Context, f store.Fence, now time.Time) (bool, i
 	if c.State != store.ChargeCharged {
 		return false, s.balances[balanceKey{c.Caller, c.Currency}], nil
 	}
+	bal := s.refund(r, now)
+	return true, bal, nil
+}
+
+// refund posts the refund of r's open charge. Callers hold s.mu and have
+// checked that r is charged.
+func (s *Store) refund(r *record, now time.Time) int64 {
+	c := r.Charge
 	r.Charge.State = store.ChargeRefunded
 	r.UpdatedAt = norm(now)
-	bal := s.post(entry{Entry: store.Entry{Caller: c.Caller, Currency: c.Currency, Amount: c.Amount, Kind: "refund",
+	return s.post(entry{Entry: store.Entry{Caller: c.Caller, Currency: c.Currency, Amount: c.Amount, Kind: "refund",
 		Reference: "refund:" + r.Key + ":" + r.incarnation + ":" + strconv.FormatInt(c.Count, 10), Key: r.Key, CreatedAt: norm(now)},
 		incarnation: r.incarnation})
-	return true, bal, nil
 }
 
 // Credit implements store.Ledger.

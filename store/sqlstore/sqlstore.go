@@ -176,14 +176,41 @@ func (s *Store) Fail(ctx context.Context, f store.Fence, reason string, now time
 	return nil
 }
 
-// Sweep implements store.Idempotency.
+// sweepRefundSQL refunds one expired record that still holds a charge but
+// never completed (its owner crashed and nobody retried within the TTL).
+// One record per statement keeps each entry's balance_after exact.
+const sweepRefundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
+	incarnation, generation, balance_after, created_at)
+SELECT r.charge_caller, r.charge_currency, r.charge_amount, 'refund', 'refund:' || r.key || ':' || r.incarnation || ':' || r.charge_count,
+	r.key, r.incarnation, r.generation,
+	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount, ?
+FROM idem_records r
+WHERE r.key = (SELECT key FROM idem_records ` + sweepable + ` AND status <> 'completed' AND charge_state = 'charged' LIMIT 1)
+RETURNING idem_key`
+
+// sweepable selects records past their TTL and not held by a live lease.
+const sweepable = `WHERE expires_at <= ? AND (status <> 'in_progress' OR lease_expires_at <= ?)`
+
+// Sweep implements store.Idempotency. Before deleting, it refunds expired
+// records that hold a charge but never completed, so an abandoned paid call
+// never keeps the caller's money; such a record is deleted only once its
+// refund is in the ledger.
 func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
 	}
 	t := store.UnixMilli(now)
+	for i := 0; i < limit; i++ {
+		rows, err := s.db.Query(ctx, sweepRefundSQL, t, t, t)
+		if err != nil {
+			return 0, fmt.Errorf("sweep: refund abandoned charge: %w", err)
+		}
+		if len(rows) == 0 {
+			break
+		}
+	}
 	n, err := s.db.Exec(ctx, `DELETE FROM idem_records WHERE key IN (
-		SELECT key FROM idem_records WHERE expires_at <= ? AND (status <> 'in_progress' OR lease_expires_at <= ?)
+		SELECT key FROM idem_records `+sweepable+` AND (status = 'completed' OR charge_state <> 'charged')
 		LIMIT ?)`, t, t, int64(limit))
 	if err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)

@@ -484,6 +484,38 @@ var Cases = []Case{
 		require.ErrorIs(t, err, store.ErrInvalidArgument)
 	}},
 
+	{"SweepRefundsAbandonedCharge", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 1000)
+		// A charged and completed call keeps its charge when swept.
+		done := mustClaim(t, s, claim("done", "A", "fp", t0), store.OutcomeClaimed)
+		_, err := s.Charge(ctx, charge(fence(done), "alice", 100, t0))
+		require.NoError(t, err)
+		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(done), Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: t0}))
+		// Two owners charged, then crashed; nobody retried within the TTL.
+		for _, k := range []string{"lost1", "lost2"} {
+			r := mustClaim(t, s, claim(k, "A", "fp", t0), store.OutcomeClaimed)
+			_, err := s.Charge(ctx, charge(fence(r), "alice", 100, t0))
+			require.NoError(t, err)
+		}
+		bal, err := s.Balance(ctx, "alice", "USD")
+		require.NoError(t, err)
+		require.Equal(t, int64(700), bal)
+		n, err := s.Sweep(ctx, at(ttl+time.Second), 10)
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+		bal, err = s.Balance(ctx, "alice", "USD")
+		require.NoError(t, err)
+		require.Equal(t, int64(900), bal, "abandoned charges are refunded, the completed one is kept")
+		for _, k := range []string{"lost1", "lost2"} {
+			entries, err := s.Entries(ctx, store.EntryFilter{Key: k})
+			require.NoError(t, err)
+			require.Len(t, entries, 2, k)
+			require.Equal(t, "refund", entries[1].Kind)
+			_, err = s.Peek(ctx, k)
+			require.ErrorIs(t, err, store.ErrNotFound)
+		}
+	}},
+
 	{"MoneyLimits", func(t TB, s store.Store, rt *store.CountingClient) {
 		r, err := s.Credit(ctx, store.CreditParams{Caller: "alice", Currency: "USD", Amount: store.MaxAmount, Reference: "max", Now: t0})
 		require.NoError(t, err)
