@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -112,6 +113,14 @@ func (s *server) handleCredit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e := s.engine
+	// A credit to a mistyped id would create a balance nobody can spend.
+	if _, err := e.store.CallerByID(r.Context(), in.Caller); errors.Is(err, store.ErrNotFound) {
+		writeProblem(w, fmt.Errorf("%w: %q", ErrUnknownCaller, in.Caller))
+		return
+	} else if err != nil {
+		writeProblem(w, storeError("find caller", err))
+		return
+	}
 	res, err := e.store.Credit(r.Context(), store.CreditParams{Caller: in.Caller, Currency: in.Currency,
 		Amount: amount, Reference: in.Reference, Now: e.now()})
 	if err != nil {

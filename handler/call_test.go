@@ -524,6 +524,11 @@ func TestAdminRoutes(t *testing.T) {
 		problem(t, http.StatusBadRequest, "invalid-request")
 	e.do(http.MethodPost, "/v1/admin/callers", adminToken, nil, `{"name": "x", "extra": 1}`).
 		problem(t, http.StatusBadRequest, "invalid-request")
+	e.do(http.MethodPost, "/v1/admin/credits", adminToken, nil, strings.Replace(body, alice.id, "typo", 1)).
+		problem(t, http.StatusNotFound, "unknown-caller")
+	entries, err := e.st.Entries(context.Background(), store.EntryFilter{Caller: "typo"})
+	require.NoError(t, err)
+	require.Empty(t, entries, "a credit to an unknown caller writes nothing")
 	require.EqualValues(t, 500, e.balance(alice))
 
 	r = e.do(http.MethodPost, "/v1/admin/callers", adminToken, nil, `{"name": "bob", "id": "bob"}`)

@@ -19,6 +19,9 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrBodyTooLarge means the request body is over Config.MaxBodyBytes.
 	ErrBodyTooLarge = errors.New("request body too large")
+	// ErrUnknownCaller means an admin request named a caller that does not
+	// exist.
+	ErrUnknownCaller = errors.New("unknown caller")
 	// ErrCallNotFound means the caller has no record under that key.
 	ErrCallNotFound = errors.New("call not found")
 	// ErrLostLease means another attempt took the record over while this one

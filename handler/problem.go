@@ -97,6 +97,8 @@ func problemFor(err error) Problem {
 		return p
 	case errors.Is(err, ErrUnknownTool):
 		return newProblem(http.StatusNotFound, "unknown-tool", "Unknown tool", err.Error())
+	case errors.Is(err, ErrUnknownCaller):
+		return newProblem(http.StatusNotFound, "unknown-caller", "Unknown caller", err.Error())
 	case errors.Is(err, ErrCallNotFound):
 		return newProblem(http.StatusNotFound, "call-not-found", "Call not found",
 			"you have no call under this Idempotency-Key")

@@ -288,6 +288,8 @@ type Callers interface {
 	// CallerByKeyHash returns the caller whose key hashes to hash, or
 	// ErrNotFound.
 	CallerByKeyHash(ctx context.Context, hash []byte) (Caller, error)
+	// CallerByID returns the caller with id, or ErrNotFound.
+	CallerByID(ctx context.Context, id string) (Caller, error)
 }
 
 // Store is everything a toolgate backend provides.

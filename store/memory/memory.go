@@ -355,6 +355,17 @@ func (s *Store) CallerByKeyHash(_ context.Context, hash []byte) (store.Caller, e
 	return store.Caller{}, store.ErrNotFound
 }
 
+// CallerByID implements store.Callers.
+func (s *Store) CallerByID(_ context.Context, id string) (store.Caller, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.callers[id]
+	if !ok {
+		return store.Caller{}, store.ErrNotFound
+	}
+	return c, nil
+}
+
 // CheckInvariants implements store.Store, with the same checks as the SQL
 // backend.
 func (s *Store) CheckInvariants(_ context.Context) error {

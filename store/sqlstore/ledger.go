@@ -205,10 +205,19 @@ func (s *Store) CreateCaller(ctx context.Context, c store.Caller) error {
 
 // CallerByKeyHash implements store.Callers.
 func (s *Store) CallerByKeyHash(ctx context.Context, hash []byte) (store.Caller, error) {
-	rows, err := s.db.Query(ctx, `SELECT id, name, key_hash, created_at FROM callers WHERE key_hash = ?`,
-		hex.EncodeToString(hash))
+	return s.caller(ctx, "key_hash", hex.EncodeToString(hash))
+}
+
+// CallerByID implements store.Callers.
+func (s *Store) CallerByID(ctx context.Context, id string) (store.Caller, error) {
+	return s.caller(ctx, "id", id)
+}
+
+// caller reads the caller whose column (a constant) equals v.
+func (s *Store) caller(ctx context.Context, column, v string) (store.Caller, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, name, key_hash, created_at FROM callers WHERE `+column+` = ?`, v)
 	if err != nil {
-		return store.Caller{}, fmt.Errorf("caller by key: %w", err)
+		return store.Caller{}, fmt.Errorf("caller by %s: %w", column, err)
 	}
 	if len(rows) == 0 {
 		return store.Caller{}, store.ErrNotFound
@@ -216,7 +225,7 @@ func (s *Store) CallerByKeyHash(ctx context.Context, hash []byte) (store.Caller,
 	r := rows[0]
 	kh, err := hex.DecodeString(asString(r[2]))
 	if err != nil {
-		return store.Caller{}, fmt.Errorf("caller by key: decode hash: %w", err)
+		return store.Caller{}, fmt.Errorf("caller by %s: decode hash: %w", column, err)
 	}
 	return store.Caller{ID: asString(r[0]), Name: asString(r[1]), KeyHash: kh, CreatedAt: store.FromUnixMilli(asInt64(r[3]))}, nil
 }

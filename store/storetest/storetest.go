@@ -575,5 +575,10 @@ var Cases = []Case{
 		require.ErrorIs(t, s.CreateCaller(ctx, store.Caller{ID: "c2", KeyHash: []byte{1, 2, 3}, CreatedAt: t0}), store.ErrConflict)
 		_, err = s.CallerByKeyHash(ctx, []byte{9})
 		require.ErrorIs(t, err, store.ErrNotFound)
+		got, err = s.CallerByID(ctx, "c1")
+		require.NoError(t, err)
+		require.Equal(t, c, got)
+		_, err = s.CallerByID(ctx, "nobody")
+		require.ErrorIs(t, err, store.ErrNotFound)
 	}},
 }
