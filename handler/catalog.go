@@ -247,8 +247,11 @@ func parseTool(raw json.RawMessage) (Tool, error) {
 	if t.TTL, err = durationOr(d.TTL, store.DefaultTTL, "ttl"); err != nil {
 		return t, err
 	}
-	if t.TTL <= t.Lease {
-		return t, fmt.Errorf("ttl %s must be longer than lease %s", t.TTL, t.Lease)
+	if t.TTL <= t.Timeout+t.Lease {
+		// A call may run for its timeout plus a lease before anyone takes it
+		// over; the record must outlive that, or duplicates would find it
+		// expired and execute (and charge) again.
+		return t, fmt.Errorf("ttl %s must be longer than timeout %s plus lease %s", t.TTL, t.Timeout, t.Lease)
 	}
 	t.InputSchema = json.RawMessage(`{"type":"object"}`)
 	if len(d.InputSchema) > 0 && string(d.InputSchema) != "null" {

@@ -383,9 +383,9 @@ func (a *attempt) execute(ctx context.Context, f store.Fence) (res CallResult, e
 	}
 	if len(res.Body) > e.maxStored {
 		return CallResult{}, a.refundAndFail(ctx, f, &UpstreamError{StatusCode: up.StatusCode,
-			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, charged)
+			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, charged && !rcpt.Refunded)
 	}
-	err = e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(),
+	err = e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL,
 		Response: store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body}})
 	if errors.Is(err, store.ErrTooLarge) {
 		return CallResult{}, a.refundAndFail(ctx, f, &UpstreamError{StatusCode: up.StatusCode,

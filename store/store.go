@@ -12,7 +12,9 @@
 // atomically, in one statement:
 //
 //   - no record, or a record whose TTL has expired: a fresh claim (the old
-//     record, its response and its charge state are forgotten);
+//     record and its response are forgotten). A record that never completed
+//     and still holds a charge is not fresh: the same request takes it over
+//     with its charge, and Sweep refunds it;
 //   - a stored fingerprint that differs: ErrFingerprintMismatch, untouched;
 //   - completed within TTL: OutcomeCompleted, for replay;
 //   - in_progress, same owner: OutcomeClaimed with the same generation
@@ -164,6 +166,9 @@ type CompleteParams struct {
 	Fence
 	Response Response
 	Now      time.Time
+	// TTL, if set, keeps the answer for replay at least this long after
+	// completion, even when the call outlived the TTL given at claim.
+	TTL time.Duration
 }
 
 // DefaultTTL is how long a record is kept for replay when ClaimParams.TTL is zero.
@@ -257,7 +262,8 @@ type Ledger interface {
 	Charge(ctx context.Context, p ChargeParams) (ChargeResult, error)
 	// Refund returns the key's charge to the caller. It is a no-op returning
 	// false when the key holds no charge (never charged, or already
-	// refunded). It returns ErrFencedOut unless f still holds the record.
+	// refunded). It returns ErrFencedOut unless f still holds the record in
+	// progress: a completed answer is never refunded after the fact.
 	Refund(ctx context.Context, f Fence, now time.Time) (refunded bool, balance int64, err error)
 	// Balance returns the caller's balance, 0 if it never had one.
 	Balance(ctx context.Context, caller, currency string) (int64, error)

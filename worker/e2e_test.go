@@ -80,7 +80,7 @@ func (u *upstream) tools() string {
 		tool("echo", "/echo", ""),
 		tool("slow", "/slow", `,"timeout":"10s"`),
 		tool("flaky", "/flaky", ""),
-		tool("brief", "/brief", `,"lease":"1s","ttl":"2s"`),
+		tool("brief", "/brief", `,"timeout":"500ms","lease":"1s","ttl":"2s"`),
 	}, ",") + `]}`
 }
 

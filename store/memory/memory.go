@@ -75,7 +75,8 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.records[p.Key]
-	fresh := !ok || (!now.Before(r.ExpiresAt) && !(r.Status == store.StatusInProgress && r.LeaseExpiresAt.After(now)))
+	fresh := !ok || (!now.Before(r.ExpiresAt) && !(r.Status == store.StatusInProgress && r.LeaseExpiresAt.After(now)) &&
+		(r.Status == store.StatusCompleted || r.Charge.State != store.ChargeCharged))
 	if fresh {
 		gen, count := int64(1), int64(0)
 		if ok {
@@ -163,6 +164,9 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 	}
 	r.Status, r.Response, r.Error = store.StatusCompleted, &resp, ""
 	r.LeaseExpiresAt, r.UpdatedAt = norm(p.Now), norm(p.Now)
+	if keep := norm(p.Now).Add(p.TTL); keep.After(r.ExpiresAt) {
+		r.ExpiresAt = keep
+	}
 	return nil
 }
 
@@ -193,7 +197,7 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 	}
 	refunds := 0
 	for _, r := range s.records {
-		if refunds == limit {
+		if refunds == min(limit, 10) {
 			break
 		}
 		if sweepable(r) && r.Status != store.StatusCompleted && r.Charge.State == store.ChargeCharged {
@@ -255,9 +259,9 @@ func (s *Store) Charge(_ context.Context, p store.ChargeParams) (store.ChargeRes
 func (s *Store) Refund(_ context.Context, f store.Fence, now time.Time) (bool, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.records[f.Key]
-	if !ok || r.Owner != f.Owner || r.Generation != f.Generation {
-		return false, 0, store.ErrFencedOut
+	r, err := s.held(f)
+	if err != nil {
+		return false, 0, err
 	}
 	c := r.Charge
 	if c.State != store.ChargeCharged {

@@ -55,7 +55,7 @@ SELECT r.charge_caller, r.charge_currency, r.charge_amount, 'refund', 'refund:' 
 	r.key, r.incarnation, r.generation,
 	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount, ?
 FROM idem_records r
-WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.charge_state = 'charged'
+WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress' AND r.charge_state = 'charged'
 RETURNING balance_after, caller, currency`
 
 // Refund implements store.Ledger.
@@ -71,7 +71,7 @@ func (s *Store) Refund(ctx context.Context, f store.Fence, now time.Time) (bool,
 	if err != nil {
 		return false, 0, fmt.Errorf("refund: %w", err)
 	}
-	if !st.holds {
+	if !st.holds || st.status != store.StatusInProgress {
 		return false, 0, store.ErrFencedOut
 	}
 	return false, st.balance, nil

@@ -15,6 +15,7 @@ package sqlstore
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -44,8 +45,11 @@ const recordCols = `key, status, owner, generation, lease_expires_at, expires_at
 // The claim's conditions, over the existing row and the proposed one
 // (excluded.*, whose created_at is now).
 const (
-	// condFresh: the TTL has expired (and no live lease remains).
-	condFresh = `(expires_at <= excluded.created_at AND NOT (status = 'in_progress' AND lease_expires_at > excluded.created_at))`
+	// condFresh: the TTL has expired, no live lease remains, and no charge
+	// is open on an unfinished call (that one is taken over with its
+	// charge, or refunded by Sweep; never forgotten).
+	condFresh = `(expires_at <= excluded.created_at AND NOT (status = 'in_progress' AND lease_expires_at > excluded.created_at)
+		AND (status = 'completed' OR charge_state <> 'charged'))`
 	// condTake: same request, and the record failed or its lease expired.
 	condTake = `(fingerprint = excluded.fingerprint AND (status = 'failed' OR (status = 'in_progress' AND lease_expires_at <= excluded.created_at)))`
 	// condOwn: the same owner retries a claim it holds.
@@ -150,9 +154,9 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 	}
 	now := store.UnixMilli(p.Now)
 	n, err := s.db.Exec(ctx, `UPDATE idem_records SET status = 'completed', resp_status = ?, resp_type = ?,
-		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?`+fenceWhere,
+		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?, expires_at = max(expires_at, ?)`+fenceWhere,
 		int64(p.Response.StatusCode), p.Response.ContentType, base64.StdEncoding.EncodeToString(p.Response.Body),
-		now, now, p.Key, p.Owner, p.Generation)
+		now, now, now+p.TTL.Milliseconds(), p.Key, p.Owner, p.Generation)
 	if err != nil {
 		return fmt.Errorf("complete: %w", err)
 	}
@@ -175,6 +179,10 @@ func (s *Store) Fail(ctx context.Context, f store.Fence, reason string, now time
 	}
 	return nil
 }
+
+// MaxSweepRefunds bounds the refund statements of one Sweep call, so a
+// cron invocation stays within D1's per-invocation query limit.
+const MaxSweepRefunds = 10
 
 // sweepRefundSQL refunds one expired record that still holds a charge but
 // never completed (its owner crashed and nobody retried within the TTL).
@@ -200,10 +208,13 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
 	}
 	t := store.UnixMilli(now)
-	for i := 0; i < limit; i++ {
+	var refundErr error
+	for i := 0; i < min(limit, MaxSweepRefunds); i++ {
 		rows, err := s.db.Query(ctx, sweepRefundSQL, t, t, t)
 		if err != nil {
-			return 0, fmt.Errorf("sweep: refund abandoned charge: %w", err)
+			// The delete below skips charged rows, so going on is safe.
+			refundErr = fmt.Errorf("sweep: refund abandoned charge: %w", err)
+			break
 		}
 		if len(rows) == 0 {
 			break
@@ -213,9 +224,9 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 		SELECT key FROM idem_records `+sweepable+` AND (status = 'completed' OR charge_state <> 'charged')
 		LIMIT ?)`, t, t, int64(limit))
 	if err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
+		return 0, errors.Join(refundErr, fmt.Errorf("sweep: %w", err))
 	}
-	return int(n), nil
+	return int(n), refundErr
 }
 
 func scanRecord(r []any) (store.Record, error) {

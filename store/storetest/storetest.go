@@ -516,6 +516,56 @@ var Cases = []Case{
 		}
 	}},
 
+	{"OpenChargeOutlivesTTL", func(t TB, s store.Store, rt *store.CountingClient) {
+		// A charged call abandoned past its TTL is not "fresh": its charge is
+		// neither forgotten nor taken twice.
+		credit(t, s, "alice", 1000)
+		a := mustClaim(t, s, claim("k", "A", "fp", t0), store.OutcomeClaimed)
+		_, err := s.Charge(ctx, charge(fence(a), "alice", 100, t0))
+		require.NoError(t, err)
+		_, err = s.Claim(ctx, claim("k", "C", "other", at(ttl+time.Second)))
+		require.ErrorIs(t, err, store.ErrFingerprintMismatch, "a different request waits for the sweep's refund")
+		b := mustClaim(t, s, claim("k", "B", "fp", at(ttl+time.Second)), store.OutcomeClaimed)
+		require.Equal(t, a.Record.Generation+1, b.Record.Generation)
+		require.Equal(t, store.ChargeCharged, b.Record.Charge.State)
+		res, err := s.Charge(ctx, charge(fence(b), "alice", 100, at(ttl+time.Second)))
+		require.NoError(t, err)
+		require.False(t, res.Charged)
+		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(b), Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: at(ttl + 2*time.Second), TTL: ttl}))
+		bal, err := s.Balance(ctx, "alice", "USD")
+		require.NoError(t, err)
+		require.Equal(t, int64(900), bal)
+	}},
+
+	{"RefundOnlyWhileInProgress", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 1000)
+		for i, finish := range []func(store.Fence) error{
+			func(f store.Fence) error {
+				return s.Complete(ctx, store.CompleteParams{Fence: f, Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: t0})
+			},
+			func(f store.Fence) error { return s.Fail(ctx, f, "x", t0) },
+		} {
+			r := mustClaim(t, s, claim(fmt.Sprint("k", i), "A", "fp", t0), store.OutcomeClaimed)
+			_, err := s.Charge(ctx, charge(fence(r), "alice", 100, t0))
+			require.NoError(t, err)
+			require.NoError(t, finish(fence(r)))
+			_, _, err = s.Refund(ctx, fence(r), t0)
+			require.ErrorIs(t, err, store.ErrFencedOut, "a finished record is no longer held")
+		}
+		bal, err := s.Balance(ctx, "alice", "USD")
+		require.NoError(t, err)
+		require.Equal(t, int64(800), bal)
+	}},
+
+	{"CompleteKeepsAnswerForTTL", func(t TB, s store.Store, rt *store.CountingClient) {
+		a := mustClaim(t, s, claim("k", "A", "fp", t0), store.OutcomeClaimed)
+		require.NoError(t, s.Heartbeat(ctx, fence(a), at(ttl+time.Minute), at(50*time.Minute)))
+		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(a), Response: store.Response{StatusCode: 200, Body: []byte("late")}, Now: at(ttl + 30*time.Second), TTL: ttl}))
+		r := mustClaim(t, s, claim("k", "B", "fp", at(ttl+time.Minute)), store.OutcomeCompleted)
+		require.Equal(t, "late", string(r.Record.Response.Body))
+		require.Equal(t, at(2*ttl+30*time.Second), r.Record.ExpiresAt)
+	}},
+
 	{"MoneyLimits", func(t TB, s store.Store, rt *store.CountingClient) {
 		r, err := s.Credit(ctx, store.CreditParams{Caller: "alice", Currency: "USD", Amount: store.MaxAmount, Reference: "max", Now: t0})
 		require.NoError(t, err)
