@@ -23,7 +23,7 @@ import (
 )
 
 // maxSweepBatches bounds one cron invocation: D1 allows 1,000 queries per
-// invocation, and the sweep needs a few per batch.
+// invocation, and one Sweep call makes at most sqlstore.MaxSweepRefunds+2.
 const maxSweepBatches = 20
 
 // app builds the handler on first use, inside a request, because bindings
