@@ -13,7 +13,7 @@ DEV_PORT ?= 8787
 # -s -w -trimpath: about 2% off the gzip size, and no local paths in the binary.
 GOFLAGS_WASM := -trimpath -ldflags='-s -w'
 
-.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test e2e bench deploy clean
+.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test e2e bench bench-go deploy clean
 
 # build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
 # Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
@@ -24,18 +24,27 @@ build: shim
 	@# (the wasm is only replaced when it changed, so a running `wrangler dev` reloads only when needed)
 	@echo "build/app.wasm: $$(wc -c < build/app.wasm) bytes raw, $$(gzip -9 -c build/app.wasm | wc -c) bytes gzip -9"
 
-# shim: the generator wipes its output dir, so it writes to a temp dir and each file is renamed into build/:
-# build/README.md survives and a running wrangler dev never sees a half-written file. The patch is idempotent.
+# shim: build/worker.mjs and build/goruntime.mjs are toolgate's shim (templates in worker/js/shim: one Go
+# runtime per isolate, see worker/internal/bridge); build/wasm_exec.js comes from syumai/workers' generator
+# (once per version), patched by worker/js/patch-wasm-exec.mjs. The generator wipes its output dir, so it writes
+# to a temp dir; every file lands in build/ by a rename (build/README.md survives, a running wrangler dev never
+# sees a half-written file) and is only replaced when it changed. The patch is idempotent.
+SHIM_TEMPLATES := $(wildcard worker/js/shim/*.mjs)
 shim:
-	@if [ ! -f build/worker.mjs ] || [ "$$(cat build/.shim-version 2>/dev/null)" != "$(WORKERS_VERSION)" ]; then \
+	@if [ ! -f build/wasm_exec.js ] || [ "$$(cat build/.shim-version 2>/dev/null)" != "$(WORKERS_VERSION)" ]; then \
 		set -e; tmp=$$(mktemp -d build/.shim.XXXXXX); \
 		go run github.com/syumai/workers/cmd/workers-assets-gen -mode=go -o "$$tmp"; \
 		node worker/js/patch-wasm-exec.mjs "$$tmp/wasm_exec.js"; \
 		echo "$(WORKERS_VERSION)" > "$$tmp/.shim-version"; \
-		for f in "$$tmp"/* "$$tmp/.shim-version"; do mv "$$f" build/; done; rmdir "$$tmp"; \
-		echo "shim: generated build/ with syumai/workers $(WORKERS_VERSION)"; \
+		mv "$$tmp/wasm_exec.js" build/; mv "$$tmp/.shim-version" build/; rm -rf "$$tmp"; \
+		echo "shim: build/wasm_exec.js from syumai/workers $(WORKERS_VERSION)"; \
 	fi
 	@node worker/js/patch-wasm-exec.mjs build/wasm_exec.js
+	@for f in $(SHIM_TEMPLATES); do \
+		dst=build/$$(basename $$f); \
+		cmp -s $$f $$dst || { cp $$f $$dst.$$$$.tmp && mv $$dst.$$$$.tmp $$dst; }; \
+	done
+	@rm -f build/runtime.mjs # syumai's, unused since toolgate's shim
 
 # build-turso: the same worker with the libSQL client (TURSO_DATABASE_URL), into build/ as app.wasm.
 # It is bigger (see README); `make build` switches back to the D1-only build.
@@ -85,9 +94,15 @@ test: node_modules
 e2e: node_modules
 	go test -count=1 -run 'E2E' -v ./worker/...
 
-# bench: placeholder until real benchmarks exist.
-bench:
-	go test -run XXX -bench . ./...
+# bench: the Go worker in both runtime modes and the plain-JS reference (worker/js/reference), side by side on
+# one workerd, loopback only, every phase bounded; writes BENCHMARKS.md (see worker/bench). About 3 minutes.
+# BENCH_RSS_CALLS=20000 adds the 20k-call memory point (several more minutes); BENCH_GOFLAGS passes build flags.
+bench: node_modules
+	go test -run '^$$' -bench Edge -benchtime 1x -timeout 40m ./worker/bench
+
+# bench-go: the Go micro-benchmarks of every package (store, handler).
+bench-go:
+	go test -run '^$$' -bench . $$(go list ./... | grep -v /worker/bench)
 
 deploy: node_modules build
 	npx --no-install wrangler deploy

@@ -196,10 +196,22 @@ func countCharges(t *testing.T, db *sql.DB, caller string) (charges, refunds int
 	return charges, refunds
 }
 
+// TestE2EWorker runs the suite in both of the shim's Go runtime modes: one
+// runtime per isolate (the default) and one per request (the fallback).
 func TestE2EWorker(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []string{edgetest.ModePersistent, edgetest.ModePerRequest} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			testWorker(t, mode)
+		})
+	}
+}
+
+func testWorker(t *testing.T, mode string) {
 	up := newUpstream(t)
 	edge := edgetest.Start(t, edgetest.Options{
+		Mode:          mode,
 		Workers:       []string{"w0", "w1", "fast"},
 		MigrationsDir: "store/sqlstore/migrations",
 		Vars:          map[string]string{"TOOLS": up.tools(), "ADMIN_TOKEN": e2eAdminToken},

@@ -1,7 +1,7 @@
 //go:build js && wasm
 
 // Command worker is toolgate's Cloudflare Worker (GOOS=js GOARCH=wasm,
-// loaded by build/worker.mjs). It serves the handler on D1 (binding DB), or
+// loaded by build/worker.mjs, toolgate's shim). It serves the handler on D1 (binding DB), or
 // on libSQL when built with -tags turso and TURSO_DATABASE_URL is set.
 package main
 
@@ -13,13 +13,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/syumai/workers"
 	"github.com/syumai/workers/cloudflare"
-	"github.com/syumai/workers/cloudflare/cron"
 	"github.com/syumai/workers/cloudflare/fetch"
 
 	"github.com/toolgate/toolgate-go/handler"
 	"github.com/toolgate/toolgate-go/store"
+	"github.com/toolgate/toolgate-go/worker/internal/bridge"
 )
 
 // maxSweepBatches bounds one cron invocation: D1 allows 1,000 queries per
@@ -84,8 +83,12 @@ func (a *app) scheduled(ctx context.Context) error {
 	return nil
 }
 
+// main hands the app to the bridge: one Go runtime per isolate serves
+// every request and cron event (worker/js/shim), each with its own env and
+// waitUntil. GO_RUNTIME=per-request selects the old one-runtime-per-request
+// mode in the shim.
 func main() {
 	a := &app{}
-	cron.ScheduleTaskNonBlock(a.scheduled)
-	workers.Serve(a)
+	bridge.OnScheduled(a.scheduled)
+	bridge.Serve(a)
 }

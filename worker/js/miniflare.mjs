@@ -11,7 +11,8 @@
 //     "migrationsDir": "store/sqlstore/migrations", // optional: *.sql applied before serving, like wrangler
 //     "buildDir": "build",            // default: <repo>/build
 //     "d1DatabaseId": "...",          // default: wrangler.toml's placeholder id
-//     "compatibilityDate": "2026-04-26"
+//     "compatibilityDate": "2026-04-26",
+//     "inspectorPort": 9229           // optional: V8 inspector (DevTools protocol) on 127.0.0.1, for profiling
 //   }
 // Stdout carries exactly one line: {"ready":true,"urls":{"w0":"http://127.0.0.1:P",...},"entry":"http://..."}
 // ("entry" is Miniflare's router: GET /cdn-cgi/handler/scheduled?cron=... with header MF-Route-Override: <name>
@@ -153,6 +154,7 @@ async function main() {
     log: new Log(LogLevel.WARN),
     d1Persist: resolve(config.d1Persist),
     unsafeTriggerHandlers: true, // enables /cdn-cgi/handler/scheduled on the entry URL
+    ...(config.inspectorPort ? { inspectorPort: config.inspectorPort } : {}),
     handleRuntimeStdio(out, err) {
       out.pipe(process.stderr); // worker console output and Go panics
       err.pipe(process.stderr);

@@ -52,7 +52,19 @@ type Options struct {
 	// BuildDir holds the worker to run (worker.mjs and app.wasm); empty
 	// means <repo>/build. See BuildVariant.
 	BuildDir string
+	// Mode selects the shim's Go runtime for every worker: ModePersistent or ModePerRequest (the
+	// GO_RUNTIME var; a GO_RUNTIME in Vars or WorkerVars still wins). Empty means $TOOLGATE_GO_RUNTIME,
+	// else the shim's default: persistent for a bridge.Serve program.
+	Mode string
 }
+
+// Go runtime modes of toolgate's shim (worker/js/shim/worker.mjs).
+const (
+	// ModePersistent runs one Go instance per isolate and dispatches every event into it.
+	ModePersistent = "persistent"
+	// ModePerRequest starts a new Go instance and runs main() for every event.
+	ModePerRequest = "per-request"
+)
 
 // Edge is a running Miniflare process. Its methods are safe for concurrent use.
 type Edge struct {
@@ -79,8 +91,13 @@ type readyLine struct {
 // step fails, and registers Close with t.Cleanup. On failure, the process's log is in the test output.
 func Start(t testing.TB, opts Options) *Edge {
 	t.Helper()
-	Build(t)
 	root := RepoRoot(t)
+	if opts.BuildDir == "" {
+		Build(t)
+	}
+	if opts.Mode == "" {
+		opts.Mode = os.Getenv("TOOLGATE_GO_RUNTIME")
+	}
 	if len(opts.Workers) == 0 {
 		opts.Workers = []string{"w0"}
 	}
@@ -143,9 +160,16 @@ func mfConfig(opts Options) map[string]any {
 	for i, name := range opts.Workers {
 		workers[i] = map[string]any{"name": name, "vars": opts.WorkerVars[name]}
 	}
+	vars := opts.Vars
+	if opts.Mode != "" {
+		vars = map[string]string{"GO_RUNTIME": opts.Mode}
+		for k, v := range opts.Vars {
+			vars[k] = v
+		}
+	}
 	cfg := map[string]any{
 		"workers":       workers,
-		"vars":          opts.Vars,
+		"vars":          vars,
 		"d1Persist":     opts.PersistDir,
 		"migrationsDir": opts.MigrationsDir,
 	}
@@ -226,6 +250,9 @@ func D1File(persistDir string) (string, error) {
 	}
 	return dbs[0], nil
 }
+
+// PID returns the process id of the Miniflare process (node); workerd is its child.
+func (e *Edge) PID() int { return e.cmd.Process.Pid }
 
 // Logs returns the tail of the process's stderr: Miniflare warnings, workerd output, worker console
 // output and Go panics.

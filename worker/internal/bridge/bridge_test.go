@@ -1,0 +1,277 @@
+//go:build !js
+
+package bridge_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/toolgate/toolgate-go/worker/internal/benchharness"
+	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
+)
+
+// These tests run the testworker (worker/internal/bridge/testworker: bridge.Serve over test routes)
+// inside workerd through toolgate's shim, in both of the shim's modes.
+
+var (
+	buildDir string // the testworker with the shim, built once by TestMain
+	buildErr error
+	// client bounds every request: a request the shim loses (e.g. its I/O cancelled with another
+	// request's context) fails the test instead of hanging it.
+	client = &http.Client{Timeout: 20 * time.Second}
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bridge-testworker-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buildDir, buildErr = dir, benchharness.BuildGo(dir, "./worker/internal/bridge/testworker")
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func setup(t *testing.T, mode string) *edgetest.Edge {
+	t.Helper()
+	require.NoError(t, buildErr)
+	return edgetest.Start(t, edgetest.Options{
+		BuildDir:      buildDir,
+		Mode:          mode,
+		MigrationsDir: "store/sqlstore/migrations",
+		Vars:          map[string]string{"TOOLGATE_RUNTIME_STATS": "on"},
+	})
+}
+
+type runtimeStats struct {
+	Mode      string `json:"mode"`
+	Boots     int    `json:"boots"`
+	Instance  int    `json:"instance"`
+	Served    int    `json:"served"`
+	HeapAlloc int64  `json:"heapAlloc"`
+	JSValues  int    `json:"jsValuesHeldByGo"`
+	Routines  int    `json:"goroutines"`
+}
+
+func stats(t *testing.T, base string) runtimeStats {
+	t.Helper()
+	status, body := do(t, http.MethodGet, base+"/_toolgate/runtime?gc=1")
+	require.Equal(t, http.StatusOK, status, body)
+	var s runtimeStats
+	require.NoError(t, json.Unmarshal([]byte(body), &s))
+	return s
+}
+
+func do(t *testing.T, method, u string) (int, string) {
+	t.Helper()
+	status, body, err := try(method, u)
+	require.NoError(t, err)
+	return status, body
+}
+
+// try is do without t, for goroutines.
+func try(method, u string) (int, string, error) {
+	req, err := http.NewRequest(method, u, strings.NewReader(`{"n":1}`))
+	if err != nil {
+		return 0, "", err
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), err
+}
+
+// parallel runs fn(i) for i in [0, n) on n goroutines and returns the statuses.
+func parallel(t *testing.T, n int, fn func(i int) (int, string, error)) []int {
+	t.Helper()
+	statuses := make([]int, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var body string
+			statuses[i], body, errs[i] = fn(i)
+			if errs[i] == nil && statuses[i] == 0 {
+				errs[i] = fmt.Errorf("no status: %s", body)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	return statuses
+}
+
+func countStatus(statuses []int, want int) int {
+	n := 0
+	for _, s := range statuses {
+		if s == want {
+			n++
+		}
+	}
+	return n
+}
+
+// jobsDone returns how many of ids are in the jobs table, waiting up to 10 s for all of them (jobs run
+// after their responses).
+func jobsDone(t *testing.T, db *sql.DB, ids []string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := 0
+		for _, id := range ids {
+			var x int
+			if db.QueryRow(`SELECT 1 FROM jobs WHERE id = ?`, id).Scan(&x) == nil {
+				n++
+			}
+		}
+		if n == len(ids) || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestBridgePersistent(t *testing.T) {
+	t.Parallel()
+	edge := setup(t, edgetest.ModePersistent)
+	base := edge.URL("w0")
+	status, body := do(t, http.MethodPost, base+"/seed?caller=c1&amount=1000000")
+	require.Equal(t, http.StatusOK, status, body)
+
+	t.Run("one instance serves every request, concurrently", func(t *testing.T) {
+		before := stats(t, base)
+		statuses := parallel(t, 24, func(i int) (int, string, error) {
+			if i%2 == 0 {
+				return try(http.MethodGet, base+"/slow?ms=200")
+			}
+			return try(http.MethodPost, fmt.Sprintf("%s/paid?caller=c1&key=conc-%d", base, i))
+		})
+		require.Equal(t, 24, countStatus(statuses, http.StatusOK))
+		after := stats(t, base)
+		require.Equal(t, before.Instance, after.Instance)
+		require.Equal(t, 1, after.Boots)
+		require.Equal(t, before.Served+24, after.Served)
+	})
+
+	t.Run("waitUntil jobs finish while other requests come and go", func(t *testing.T) {
+		// Each job sleeps past its own response and past many other requests' lifetimes: the Go timer
+		// and the D1 write of a job may be started from any of those requests' contexts.
+		var ids []string
+		statuses := parallel(t, 40, func(i int) (int, string, error) {
+			switch i % 4 {
+			case 0:
+				return try(http.MethodPost, fmt.Sprintf("%s/job?id=job-%d&ms=%d", base, i, 100+10*i))
+			case 1:
+				return try(http.MethodGet, base+"/healthz")
+			case 2:
+				return try(http.MethodPost, fmt.Sprintf("%s/paid?caller=c1&key=wu-%d", base, i))
+			}
+			return try(http.MethodGet, fmt.Sprintf("%s/slow?ms=%d", base, 5*i))
+		})
+		for i := 0; i < 40; i += 4 {
+			ids = append(ids, fmt.Sprintf("job-%d", i))
+			require.Equal(t, http.StatusAccepted, statuses[i])
+		}
+		require.Equal(t, 40, countStatus(statuses, http.StatusOK)+countStatus(statuses, http.StatusAccepted))
+		require.Equal(t, len(ids), jobsDone(t, edge.OpenD1(t), ids))
+	})
+
+	t.Run("a panic fails only its own request", func(t *testing.T) {
+		before := stats(t, base)
+		statuses := parallel(t, 30, func(i int) (int, string, error) {
+			if i%3 == 0 {
+				return try(http.MethodGet, base+"/panic")
+			}
+			return try(http.MethodGet, base+"/slow?ms=100")
+		})
+		require.Equal(t, 10, countStatus(statuses, http.StatusInternalServerError))
+		require.Equal(t, 20, countStatus(statuses, http.StatusOK))
+		require.Equal(t, before.Instance, stats(t, base).Instance)
+	})
+
+	t.Run("the heap stays bounded over many requests", func(t *testing.T) {
+		call := func(n, from int) {
+			statuses := parallel(t, 8, func(w int) (int, string, error) {
+				for i := w; i < n; i += 8 {
+					if s, b, err := try(http.MethodPost, fmt.Sprintf("%s/paid?caller=c1&key=heap-%d", base, from+i)); err != nil || s != http.StatusOK {
+						return s, b, err
+					}
+				}
+				return http.StatusOK, "", nil
+			})
+			require.Equal(t, 8, countStatus(statuses, http.StatusOK))
+		}
+		call(200, 0) // warm
+		warm := stats(t, base)
+		call(800, 200)
+		hot := stats(t, base)
+		require.Equal(t, warm.Instance, hot.Instance)
+		t.Logf("after 200 calls: heap %d B, %d JS values held by Go, %d goroutines; after 1000: heap %d B, %d JS values, %d goroutines",
+			warm.HeapAlloc, warm.JSValues, warm.Routines, hot.HeapAlloc, hot.JSValues, hot.Routines)
+		require.Less(t, hot.HeapAlloc, warm.HeapAlloc+512<<10, "Go heap (after GC) grew by more than the allowance over 800 calls")
+		require.LessOrEqual(t, hot.Routines, warm.Routines+2, "goroutines leak")
+	})
+
+	t.Run("scheduled events use the same instance", func(t *testing.T) {
+		before := stats(t, base)
+		require.NoError(t, edge.Scheduled(context.Background(), "w0", "*/5 * * * *"))
+		require.Equal(t, 1, jobsDone(t, edge.OpenD1(t), []string{"cron:*/5 * * * *"}))
+		require.Equal(t, before.Instance, stats(t, base).Instance)
+	})
+
+	t.Run("a dead instance is replaced by the next request", func(t *testing.T) {
+		before := stats(t, base)
+		status, _ := do(t, http.MethodGet, base+"/crash")
+		require.Equal(t, http.StatusInternalServerError, status)
+		status, body := do(t, http.MethodPost, base+"/paid?caller=c1&key=after-crash")
+		require.Equal(t, http.StatusOK, status, body)
+		after := stats(t, base)
+		require.Equal(t, before.Boots+1, after.Boots)
+		require.NotEqual(t, before.Instance, after.Instance)
+	})
+}
+
+func TestBridgePerRequest(t *testing.T) {
+	t.Parallel()
+	edge := setup(t, edgetest.ModePerRequest)
+	base := edge.URL("w0")
+	status, body := do(t, http.MethodPost, base+"/seed?caller=c1&amount=1000")
+	require.Equal(t, http.StatusOK, status, body)
+
+	before := stats(t, base)
+	require.Equal(t, "per-request", before.Mode)
+	statuses := parallel(t, 12, func(i int) (int, string, error) {
+		switch i % 3 {
+		case 0:
+			return try(http.MethodPost, fmt.Sprintf("%s/job?id=pr-job-%d&ms=150", base, i))
+		case 1:
+			return try(http.MethodPost, fmt.Sprintf("%s/paid?caller=c1&key=pr-%d", base, i))
+		}
+		return try(http.MethodGet, base+"/panic")
+	})
+	require.Equal(t, 4, countStatus(statuses, http.StatusAccepted))
+	require.Equal(t, 4, countStatus(statuses, http.StatusOK))
+	require.Equal(t, 4, countStatus(statuses, http.StatusInternalServerError))
+	// Every event booted its own instance: 12 requests + this stats request.
+	require.Equal(t, before.Boots+13, stats(t, base).Boots)
+	require.Equal(t, 4, jobsDone(t, edge.OpenD1(t), []string{"pr-job-0", "pr-job-3", "pr-job-6", "pr-job-9"}))
+	require.NoError(t, edge.Scheduled(context.Background(), "w0", "0 * * * *"))
+	require.Equal(t, 1, jobsDone(t, edge.OpenD1(t), []string{"cron:0 * * * *"}))
+}

@@ -1,0 +1,73 @@
+//go:build js && wasm
+
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"syscall/js"
+)
+
+// D1 runs statements on a D1 binding. Its Exec and Query make it a store.DbClient, like store/d1's
+// client over syumai's database/sql driver, with three differences that matter in a long-lived
+// instance: the binding is looked up in the env of each call's event (see Env), every statement is one
+// call into the shim (prepare, bind and run happen there), and awaiting it creates no js.Func (syumai's
+// driver leaks one per statement, see calls_js.go).
+//
+// Bound values may be nil, bool, int, int64, float64, string or []byte; integers travel as JS numbers
+// (exact below 2^53). Query returns integers as int64, other numbers as float64, TEXT as string, BLOB
+// as []byte and NULL as nil.
+type D1 struct {
+	binding string
+}
+
+// OpenD1 returns a client for the D1 binding named binding (e.g. "DB"). It does not check that the
+// binding exists: each statement does, and fails if it does not.
+func OpenD1(binding string) *D1 {
+	return &D1{binding: binding}
+}
+
+// Exec runs one statement and returns the number of rows it changed (meta.changes). Errors are
+// prefixed "d1: exec:".
+func (d *D1) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	v, err := d.run(ctx, query, args, false)
+	if err != nil {
+		return 0, fmt.Errorf("d1: exec: %w", err)
+	}
+	return int64(v.Float()), nil
+}
+
+// Query runs one statement (a SELECT, or a write with RETURNING) and returns all its rows. Errors are
+// prefixed "d1: query:".
+func (d *D1) Query(ctx context.Context, query string, args ...any) ([][]any, error) {
+	v, err := d.run(ctx, query, args, true)
+	if err != nil {
+		return nil, fmt.Errorf("d1: query: %w", err)
+	}
+	rows, err := decodeRows(v.String())
+	if err != nil {
+		return nil, fmt.Errorf("d1: query: %w", err)
+	}
+	return rows, nil
+}
+
+// run finds the binding in ctx's env and runs the statement in the shim: rows as JSON (raw) or the
+// number of changes.
+func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (js.Value, error) {
+	env := Env(ctx)
+	if env.Type() != js.TypeObject {
+		env = js.Global().Get("context").Get("env") // the env of the event whose context is current
+	}
+	if env.Type() != js.TypeObject {
+		return js.Value{}, fmt.Errorf("no env: call it while an event is served")
+	}
+	db := env.Get(d.binding)
+	if db.Type() != js.TypeObject {
+		return js.Value{}, fmt.Errorf("no D1 binding %q in env", d.binding)
+	}
+	bound, blobs, err := appendArgs(make([]byte, 0, 256), args)
+	if err != nil {
+		return js.Value{}, err
+	}
+	return call("d1", db, query, string(bound), blobs, raw)
+}

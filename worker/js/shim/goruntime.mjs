@@ -1,0 +1,457 @@
+// goruntime.mjs: one Go (GOOS=js GOARCH=wasm) instance and the events it serves. Used by worker.mjs;
+// `make build` copies both into build/. The Go side is worker/internal/bridge.
+//
+// Why this is more than "keep the instance in a variable": workerd runs every event (fetch, scheduled)
+// in its own I/O context, and I/O started in a context belongs to it: a D1 query, a fetch or a
+// setTimeout started while context A is current is cancelled when A ends, and A ends when its response
+// is sent and its waitUntil promises have settled. ctx.waitUntil itself always extends the *current*
+// context, whichever ctx object it is called on. Go runs goroutines of any event whenever JavaScript
+// calls into the instance, so event B's goroutine can start a D1 query while A's context is current.
+// If A then ends, B's query never settles and B hangs.
+//
+// So every event is a "host": each time JavaScript enters Go we know whose context is current (the
+// event we dispatch, the host a timer or callback was created in), and every promise or timer Go creates
+// is counted against that host. An event's ctx.waitUntil(ev.done) settles only once its own answer is
+// out, its bridge.WaitUntil jobs are done and nothing Go started in its context is pending.
+import "./wasm_exec.js"; // defines globalThis.Go (syumai's copy, patched by worker/js/patch-wasm-exec.mjs)
+import { connect } from "cloudflare:sockets";
+
+// wasm_exec.js stores a reference to a JS object as a NaN whose high word is this (NaN head | type 1).
+const OBJECT_REF_HIGH = 0x7ff80000 | 1;
+// An event whose Go work has not settled this long after its handler returned stops waiting for it. This
+// is the platform's own limit for waitUntil after a response.
+const KEEPALIVE_CAP_MS = 30_000;
+// While an event waits for Go, a timer of its own must be pending: workerd cancels an invocation whose
+// context has nothing pending ("hung") even if Go, running in another event's context, is about to answer.
+const TICK_MS = 1_000;
+
+const getInt64 = (mem, addr) => mem.getUint32(addr, true) + mem.getInt32(addr + 4, true) * 4294967296;
+
+// Headers cross between JS and Go as one string of "name:value\n" lines: one call instead of one per
+// header (names never contain ':', values never a newline).
+export function encodeHeaders(headers) {
+  let s = "";
+  for (const [name, value] of headers) s += `${name}:${value}\n`;
+  return s;
+}
+
+export function decodeHeaders(lines) {
+  const headers = new Headers();
+  for (const line of lines.split("\n")) {
+    const i = line.indexOf(":");
+    if (i > 0) headers.append(line.slice(0, i), line.slice(i + 1));
+  }
+  return headers;
+}
+
+// reviveBlob turns the bridge's {"$b": base64} arguments back into bytes.
+function reviveBlob(_, v) {
+  if (v !== null && typeof v === "object" && typeof v.$b === "string") {
+    return Uint8Array.from(atob(v.$b), (c) => c.charCodeAt(0));
+  }
+  return v;
+}
+
+// d1Rows turns raw() rows into JSON for Go: one string instead of a call per value. BLOBs (ArrayBuffer)
+// become {"$b": base64}.
+function d1Rows(rows) {
+  return JSON.stringify(rows, (_, v) => {
+    if (v instanceof ArrayBuffer) {
+      let bin = "";
+      for (const b of new Uint8Array(v)) bin += String.fromCharCode(b);
+      return { $b: btoa(bin) };
+    }
+    return v;
+  });
+}
+
+// Event is one fetch or scheduled invocation and the I/O context it runs in. Go receives it as a JS
+// object and calls answer/fail/hold/release on it.
+export class Event {
+  // The caller must construct an Event inside the invocation (so its promises and timers belong to
+  // it) and pass ev.done to ctx.waitUntil. The event starts with one hold: the JS handler itself.
+  constructor(kind, env, ctx) {
+    this.kind = kind;
+    this.env = env;
+    this.ctx = ctx;
+    this.open = 1;
+    this.settled = false;
+    this.answered = new Promise((resolve, reject) => {
+      this._resolveAnswer = resolve;
+      this._rejectAnswer = reject;
+    });
+    this.answered.catch(() => {}); // a failed answer is read by the handler, never unhandled
+    this._hasAnswer = false;
+    this.done = new Promise((resolve) => (this._resolveDone = resolve));
+    this._onDone = [];
+    this._returnedAt = 0;
+    this._ticker = setInterval(() => {
+      if (this._returnedAt > 0 && Date.now() - this._returnedAt >= KEEPALIVE_CAP_MS) this._finish(true);
+    }, TICK_MS);
+    this._arm();
+  }
+
+  // answer delivers the Go handler's response (status, "name:value\n" header lines, body bytes or null).
+  answer(status, headers, body) {
+    if (this._hasAnswer) return;
+    this._hasAnswer = true;
+    this._resolveAnswer({ status, headers, body });
+  }
+
+  // fail delivers an error instead of a response.
+  fail(message) {
+    if (this._hasAnswer) return;
+    this._hasAnswer = true;
+    this._rejectAnswer(new Error(message));
+  }
+
+  // hold and release count work that needs this event's context to stay alive.
+  hold() {
+    this.open++;
+  }
+
+  release() {
+    if (this.open > 0 && --this.open === 0) this._fireZero();
+  }
+
+  // track holds the event until promise p settles.
+  track(p) {
+    this.hold();
+    p.then(
+      () => this.release(),
+      () => this.release(),
+    );
+  }
+
+  // handlerReturned starts the KEEPALIVE_CAP_MS bound on how long the event outlives its handler.
+  handlerReturned() {
+    if (this._returnedAt === 0) this._returnedAt = Date.now();
+  }
+
+  // abandon ends the event because the Go instance serving it died.
+  abandon(reason) {
+    this.fail(reason);
+    this.open = 0;
+    this._fireZero();
+  }
+
+  onDone(fn) {
+    if (this.settled) fn();
+    else this._onDone.push(fn);
+  }
+
+  // The zero check runs in this event's own context (a promise created here is resolved from whatever
+  // context, and workerd runs its reaction here), one timer tick later, so Go continuations queued in
+  // the same turn (they may start new work here) run first.
+  _arm() {
+    let fire;
+    const zero = new Promise((resolve) => (fire = resolve));
+    this._fireZero = fire;
+    zero.then(() => setTimeout(() => this._check(), 0));
+  }
+
+  _check() {
+    if (this.settled) return;
+    if (this.open > 0) {
+      this._arm();
+      return;
+    }
+    this._finish(false);
+  }
+
+  _finish(capped) {
+    if (this.settled) return;
+    this.settled = true;
+    if (capped) {
+      console.warn(`toolgate: ${this.kind} event still had ${this.open} pending Go operations ${KEEPALIVE_CAP_MS} ms after its answer; no longer waiting for them`);
+    }
+    clearInterval(this._ticker);
+    this._resolveDone();
+    for (const fn of this._onDone) fn();
+    this._onDone = [];
+  }
+}
+
+let nextInstanceID = 1;
+
+// GoInstance is one instantiation of the wasm module: one Go runtime, started once and entered for
+// every event it serves.
+export class GoInstance {
+  constructor(module) {
+    this.id = nextInstanceID++;
+    this.module = module;
+    this.dead = false;
+    this.deathReason = "";
+    this.api = null; // {fetch, scheduled, stats} registered by bridge.Serve
+    this.legacy = null; // syumai's binding object, for programs still built on workers.Serve
+    this.current = null; // the event whose context is current while Go runs
+    this.depth = 0; // nesting of JS -> Go entries (Go -> JS -> Go calls are synchronous)
+    this.events = new Set(); // events dispatched here that are not done
+    this.served = 0;
+    this.started = Date.now();
+  }
+
+  // boot instantiates the module and runs main() until it registers with bridge.Serve (or syumai's
+  // workers.Serve). It runs in ev's context, and main()'s own I/O counts against ev.
+  boot(ev) {
+    const go = new Go();
+    this.go = go;
+    // Go's exit is noticed synchronously through exit(); the run() promise must not wait for it (that
+    // promise belongs to the booting event, which may be long gone when Go exits).
+    go._exitPromise = undefined;
+    go._resolveExitPromise = () => {};
+    go.exit = (code) => this._die(`Go program exited with code ${code}`, code === 0);
+    this._instrument(go);
+
+    this.ready = new Promise((resolve, reject) => {
+      this._bootOK = resolve;
+      this._bootFail = reject;
+    });
+    this.ready.catch(() => {});
+    const rt = this;
+    // The runtime context Go reads as globalThis.context (wasm_exec.js's Proxy). syumai's packages read
+    // env (d1.OpenConnector, cloudflare.Getenv/GetBinding) and ctx (cloudflare.WaitUntil) from it at call
+    // time: env is the current event's, and waitUntil holds the current event, which is what workerd's
+    // ctx.waitUntil does anyway.
+    const context = {
+      get env() {
+        return rt.current?.env;
+      },
+      ctx: {
+        waitUntil: (p) => rt.current?.track(Promise.resolve(p)),
+        passThroughOnException: () => rt.current?.ctx?.passThroughOnException?.(),
+      },
+      binding: {}, // syumai's workers/cron packages register their handlers here at init
+      connect,
+      // The bridge's side (worker/internal/bridge): registration, and asynchronous calls that answer
+      // Go through one settle(id, ok, value) callback, entered in the host that made the call.
+      toolgate: {
+        register(api) {
+          rt.api = api;
+          rt._bootOK();
+        },
+        init(settle) {
+          rt.settle = settle;
+        },
+        await(id, p) {
+          rt._await(id, Promise.resolve(p));
+        },
+        d1(id, db, sql, argsJSON, blobs, raw) {
+          rt._call(id, () => {
+            const stmt = db.prepare(sql).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
+            return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
+          });
+        },
+        fetch(id, method, url, headers, body) {
+          rt._call(id, async () => {
+            const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body });
+            return {
+              status: res.status,
+              statusText: res.statusText,
+              headers: encodeHeaders(res.headers),
+              body: new Uint8Array(await res.arrayBuffer()),
+            };
+          });
+        },
+      },
+    };
+    this.context = context;
+    const imports = {
+      ...go.importObject,
+      // syumai's workers.Ready(): a program still built on workers.Serve (served per request).
+      workers: {
+        ready: () => {
+          rt.legacy = context.binding;
+          rt._bootOK();
+        },
+      },
+    };
+    const instance = new WebAssembly.Instance(this.module, imports);
+    this.events.add(ev);
+    ev.onDone(() => this.events.delete(ev));
+    this.enter(ev, () => go.run(instance, context)).catch((e) => this._die(`Go run failed: ${e?.stack ?? e}`));
+    return this.ready;
+  }
+
+  // fetch dispatches a request into Go; the answer arrives through ev.answer or ev.fail.
+  fetch(ev, method, url, headers, body) {
+    this._dispatch(ev, () => this.api.fetch(ev, method, url, headers, body));
+  }
+
+  // scheduled dispatches a cron event into Go; Go answers with ev.answer or ev.fail.
+  scheduled(ev, cron, scheduledTime) {
+    this._dispatch(ev, () => this.api.scheduled(ev, cron, scheduledTime));
+  }
+
+  // stats returns the Go runtime's statistics (a JSON string) merged with this instance's.
+  stats(ev, gc) {
+    const goStats = JSON.parse(this.enter(ev, () => this.api.stats(gc)));
+    const go = this.go;
+    return {
+      instance: this.id,
+      served: this.served,
+      uptimeMs: Date.now() - this.started,
+      liveEvents: this.events.size,
+      jsValuesHeldByGo: go._values ? go._values.length - go._idPool.length : 0,
+      ...goStats,
+    };
+  }
+
+  // legacyFetch serves a request through syumai's protocol (binding.handleRequest). Such an instance
+  // serves one request: syumai's Serve returns after the first response.
+  legacyFetch(ev, request) {
+    this._track(ev);
+    return this.enter(ev, () => this.legacy.handleRequest(request));
+  }
+
+  legacyScheduled(ev, controller) {
+    this._track(ev);
+    return this.enter(ev, () => this.legacy.runScheduler(controller));
+  }
+
+  // _await settles Go's call id with p's outcome, in the host that made the call, which stays alive
+  // until then.
+  _await(id, p) {
+    const host = this.current;
+    host.hold();
+    const settle = (ok, v) => {
+      try {
+        if (!this.dead) this.enter(host, () => this.settle(id, ok, v));
+      } finally {
+        host.release();
+      }
+    };
+    p.then(
+      (v) => settle(true, v),
+      (e) => settle(false, `${e?.message ?? e}`),
+    );
+  }
+
+  // _call settles Go's call id with the outcome of fn(), a promise; fn throwing rejects it.
+  _call(id, fn) {
+    let p;
+    try {
+      p = fn();
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    this._await(id, p);
+  }
+
+  _dispatch(ev, call) {
+    if (this.dead) throw new Error(`Go instance #${this.id} is dead: ${this.deathReason}`);
+    this._track(ev);
+    this.served++;
+    this.enter(ev, call);
+  }
+
+  _track(ev) {
+    if (!this.events.has(ev)) {
+      this.events.add(ev);
+      ev.onDone(() => this.events.delete(ev));
+    }
+  }
+
+  // enter runs fn (which calls into Go) with host as the current event.
+  enter(host, fn) {
+    const prev = this.current;
+    this.current = host;
+    this.depth++;
+    try {
+      return fn();
+    } catch (e) {
+      // JS exceptions inside Go's calls reach Go as errors; one escaping here means the instance broke
+      // (a wasm trap, or "Go program has already exited").
+      this._die(`${e?.stack ?? e}`);
+      throw e;
+    } finally {
+      this.depth--;
+      this.current = prev;
+    }
+  }
+
+  _die(reason, clean = false) {
+    if (this.dead) return;
+    this.dead = true;
+    this.deathReason = reason;
+    if (!clean || this.api !== null) console.error(`toolgate: Go instance #${this.id} stopped: ${reason}`);
+    this._bootFail?.(new Error(reason));
+    for (const ev of this.events) ev.abandon(`the Go runtime stopped: ${reason}`);
+    this.events.clear();
+  }
+
+  // _instrument hooks wasm_exec.js so that we always know the current host and count what Go leaves
+  // pending in it: promises returned by JS calls, and Go's wake-up timer.
+  _instrument(go) {
+    const rt = this;
+    const gojs = go.importObject.gojs;
+
+    // func valueCall(v ref, m string, args []ref) (ref, bool); valueInvoke and valueNew: (v, args) (ref, bool).
+    const trackResult = (name, offset) => {
+      const call = gojs[name];
+      gojs[name] = (sp) => {
+        call(sp);
+        if (go.exited) return;
+        const at = (go._inst.exports.getsp() >>> 0) + offset; // the stack may have moved during the call
+        const mem = go.mem;
+        if (mem.getUint8(at + 8) !== 1 || mem.getUint32(at + 4, true) !== OBJECT_REF_HIGH) return;
+        const v = go._values[mem.getUint32(at, true)];
+        if (v instanceof Promise) rt.current?.track(v);
+      };
+    };
+    trackResult("syscall/js.valueCall", 56);
+    trackResult("syscall/js.valueInvoke", 40);
+    trackResult("syscall/js.valueNew", 40);
+
+    // Go keeps one pending wake-up timer (for time.Sleep, timeouts, tickers). It belongs to the host
+    // that scheduled it; when it fires, Go runs in that host. clearTimeout from another context cannot
+    // reach it, so a cleared timer is also dropped by id when it fires.
+    gojs["runtime.scheduleTimeoutEvent"] = (sp) => {
+      sp >>>= 0;
+      const id = go._nextCallbackTimeoutID++;
+      const host = rt.current;
+      const timeout = { host, handle: 0 };
+      timeout.handle = setTimeout(() => {
+        if (go._scheduledTimeouts.get(id) !== timeout) return;
+        if (rt.dead) {
+          go._scheduledTimeouts.delete(id);
+          host.release();
+          return;
+        }
+        rt.enter(host, () => {
+          go._resume(); // Go clears this timeout (clearTimeoutEvent) while handling it
+          for (let i = 0; i < 10 && !go.exited && go._scheduledTimeouts.get(id) === timeout; i++) {
+            go._resume(); // wasm_exec.js's workaround for golang/go#28975
+          }
+        });
+      }, getInt64(go.mem, sp + 8));
+      host.hold();
+      go._scheduledTimeouts.set(id, timeout);
+      go.mem.setInt32(sp + 16, id, true);
+    };
+    gojs["runtime.clearTimeoutEvent"] = (sp) => {
+      sp >>>= 0;
+      const id = go.mem.getInt32(sp + 8, true);
+      const timeout = go._scheduledTimeouts.get(id);
+      if (timeout === undefined) return;
+      go._scheduledTimeouts.delete(id);
+      clearTimeout(timeout.handle);
+      timeout.host.release();
+    };
+
+    // A js.FuncOf callback invoked by the event loop (a promise reaction, typically) runs in the context
+    // of the host that was current when Go created it: Go creates the callback and calls .then() in the
+    // same run, and workerd runs the reaction there. Calls made while Go is already running (depth > 0)
+    // keep the current host.
+    const makeFuncWrapper = go._makeFuncWrapper;
+    go._makeFuncWrapper = function (id) {
+      const callback = makeFuncWrapper.call(this, id);
+      const host = rt.current;
+      return function (...args) {
+        if (rt.depth > 0) return callback.apply(this, args);
+        if (rt.dead) return undefined;
+        return rt.enter(host, () => callback.apply(this, args));
+      };
+    };
+  }
+}

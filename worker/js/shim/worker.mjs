@@ -1,0 +1,114 @@
+// toolgate's worker shim (template: worker/js/shim/worker.mjs; `make build` copies it into build/ with
+// goruntime.mjs, next to app.wasm and the patched wasm_exec.js). It replaces syumai's generated
+// worker.mjs, which started a new Go instance and ran main() for every request.
+//
+// Modes, chosen per event by the GO_RUNTIME var (wrangler.toml [vars], or a Miniflare binding):
+//   unset or "persistent": one Go instance per isolate, booted by the first event (concurrent first
+//     events share the boot); every fetch and scheduled event is dispatched into it with its own env
+//     and ctx and served by its own goroutine. If the instance dies (exit, trap), the events in flight
+//     get a 500 and the next event boots a new one.
+//   "per-request": a new instance and main() for every event (syumai's model), for comparison and as a
+//     fallback.
+// A program still built on syumai's workers.Serve (not bridge.Serve) is always served per request: it
+// cannot serve twice.
+//
+// With TOOLGATE_RUNTIME_STATS = "on", GET /_toolgate/runtime[?gc=1] answers the instance's statistics
+// (Go heap from runtime.MemStats, goroutines, events served) without reaching the Go handler.
+import mod from "./app.wasm";
+import { Event, GoInstance, decodeHeaders, encodeHeaders } from "./goruntime.mjs";
+
+const STATS_PATH = "/_toolgate/runtime";
+const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
+
+let shared = null; // this isolate's persistent instance
+let sharedReady = null; // its boot
+let boots = 0;
+let legacyProgram = false; // app.wasm uses syumai's workers.Serve
+
+const perRequest = (env) => legacyProgram || env.GO_RUNTIME === "per-request";
+
+// instanceFor returns a booted instance for ev: the isolate's shared one, or ev's own.
+async function instanceFor(ev) {
+  if (!perRequest(ev.env)) {
+    if (shared === null || shared.dead) {
+      shared = new GoInstance(mod);
+      boots++;
+      sharedReady = shared.boot(ev);
+    }
+    const inst = shared;
+    await sharedReady;
+    if (inst.legacy === null) return inst;
+    // The first boot revealed a workers.Serve program: its instance serves one event (the first to
+    // claim it), everyone else boots their own from now on.
+    legacyProgram = true;
+    if (shared === inst) shared = null;
+    if (!inst.claimed) {
+      inst.claimed = true;
+      return inst;
+    }
+  }
+  const inst = new GoInstance(mod);
+  boots++;
+  await inst.boot(ev);
+  return inst;
+}
+
+function internalError(err) {
+  console.error(`toolgate: ${err?.stack ?? err}`);
+  return new Response(JSON.stringify({ error: "internal error" }) + "\n", {
+    status: 500,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+async function fetch(request, env, ctx) {
+  const ev = new Event("fetch", env, ctx);
+  ctx.waitUntil(ev.done);
+  try {
+    const url = new URL(request.url);
+    if (url.pathname === STATS_PATH && env.TOOLGATE_RUNTIME_STATS === "on") {
+      const inst = await instanceFor(ev);
+      const stats = inst.legacy ? { instance: inst.id } : inst.stats(ev, url.searchParams.get("gc") === "1");
+      return Response.json({ mode: perRequest(env) ? "per-request" : "persistent", boots, ...stats });
+    }
+    let body = null;
+    if (request.body !== null) {
+      body = new Uint8Array(await request.arrayBuffer());
+      if (body.byteLength === 0) body = null;
+    }
+    const inst = await instanceFor(ev);
+    if (inst.legacy !== null) {
+      return await inst.legacyFetch(ev, new Request(request.url, { method: request.method, headers: request.headers, body }));
+    }
+    inst.fetch(ev, request.method, request.url, encodeHeaders(request.headers), body);
+    const res = await ev.answered;
+    return new Response(NULL_BODY_STATUS.has(res.status) ? null : res.body, {
+      status: res.status,
+      headers: decodeHeaders(res.headers),
+    });
+  } catch (err) {
+    return internalError(err);
+  } finally {
+    ev.handlerReturned();
+    ev.release();
+  }
+}
+
+async function scheduled(controller, env, ctx) {
+  const ev = new Event("scheduled", env, ctx);
+  ctx.waitUntil(ev.done);
+  try {
+    const inst = await instanceFor(ev);
+    if (inst.legacy !== null) {
+      await inst.legacyScheduled(ev, controller);
+      return;
+    }
+    inst.scheduled(ev, controller.cron, controller.scheduledTime);
+    await ev.answered; // rejects with the scheduled function's error, failing the event
+  } finally {
+    ev.handlerReturned();
+    ev.release();
+  }
+}
+
+export default { fetch, scheduled };
