@@ -9,12 +9,10 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/syumai/workers/cloudflare"
-	"github.com/syumai/workers/cloudflare/fetch"
 
 	"github.com/toolgate/toolgate-go/handler"
 	"github.com/toolgate/toolgate-go/store"
@@ -38,18 +36,16 @@ type app struct {
 
 func (a *app) init() {
 	a.once.Do(func() {
-		a.logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		a.logger = slog.New(slog.NewJSONHandler(bridge.Console, nil))
 		if a.settings, a.err = SettingsFrom(cloudflare.Getenv); a.err != nil {
 			return
 		}
 		if a.store, a.err = openStore(a.settings); a.err != nil {
 			return
 		}
-		client := fetch.NewClient()
-		send := handler.SendFunc(func(r *http.Request) (*http.Response, error) {
-			return client.Do(&fetch.Request{Request: r}, nil)
-		})
-		a.h, a.err = newApp(a.store, send, a.settings, a.logger)
+		// bridge's D1 and fetch release their JS callbacks per call; syumai's
+		// leak two per await, which adds up in a runtime that lives on.
+		a.h, a.err = newApp(a.store, handler.SendFunc(bridge.Fetch), a.settings, a.logger)
 	})
 }
 

@@ -6,8 +6,8 @@ import (
 	"errors"
 
 	"github.com/toolgate/toolgate-go/store"
-	"github.com/toolgate/toolgate-go/store/d1"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
+	"github.com/toolgate/toolgate-go/worker/internal/bridge"
 )
 
 // openStore opens the D1 binding DB. The D1 build carries no libSQL client
@@ -16,9 +16,5 @@ func openStore(s Settings) (store.Store, error) {
 	if s.TursoURL != "" {
 		return nil, errors.New("TURSO_DATABASE_URL is set, but this is the D1 build: deploy the Turso build (make build-turso)")
 	}
-	db, err := d1.Open("DB")
-	if err != nil {
-		return nil, err
-	}
-	return sqlstore.New(&store.CountingClient{Inner: db}), nil
+	return sqlstore.New(&store.CountingClient{Inner: bridge.OpenD1("DB")}), nil
 }

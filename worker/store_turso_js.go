@@ -4,9 +4,9 @@ package main
 
 import (
 	"github.com/toolgate/toolgate-go/store"
-	"github.com/toolgate/toolgate-go/store/d1"
 	"github.com/toolgate/toolgate-go/store/libsql"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
+	"github.com/toolgate/toolgate-go/worker/internal/bridge"
 )
 
 // openStore opens Turso (libSQL over HTTP) when TURSO_DATABASE_URL is set,
@@ -20,7 +20,7 @@ func openStore(s Settings) (store.Store, error) {
 	if s.TursoURL != "" {
 		db, err = libsql.Open(s.TursoURL, s.TursoToken)
 	} else {
-		db, err = d1.Open("DB")
+		db = bridge.OpenD1("DB")
 	}
 	if err != nil {
 		return nil, err
