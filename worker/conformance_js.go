@@ -13,6 +13,7 @@ import (
 	"github.com/toolgate/toolgate-go/store/d1"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/store/storetest"
+	"github.com/toolgate/toolgate-go/worker/internal/bridge"
 )
 
 // The test build (-tags conformance) serves the store conformance suite
@@ -26,10 +27,16 @@ func init() {
 
 func runD1Conformance(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	db, err := d1.Open("DB")
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+	// ?client=bridge tests the DbClient the worker uses in production;
+	// the default tests the store/d1 adapter (syumai's driver).
+	var db store.DbClient = bridge.OpenD1("DB")
+	if r.URL.Query().Get("client") != "bridge" {
+		c, err := d1.Open("DB")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		db = c
 	}
 	results := storetest.RunAll(storetest.Harness{New: func(t storetest.TB) (store.Store, *store.CountingClient) {
 		require.NoError(t, resetSchema(ctx, db))

@@ -386,13 +386,17 @@ func TestE2ED1Conformance(t *testing.T) {
 		BuildDir: dir,
 		Vars:     map[string]string{"TOOLS": newUpstream(t).tools()},
 	})
-	res, body := client{t: t, base: edge.URL("w0")}.do(http.MethodPost, "/_test/d1-conformance", nil, nil)
-	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
-	var results []storetest.Result
-	require.NoError(t, json.Unmarshal(body, &results))
-	require.Len(t, results, len(storetest.Cases))
-	for _, r := range results {
-		require.True(t, r.Passed, "D1 %s: %s", r.Name, r.Failure)
+	// Both D1 clients: store/d1 (syumai's driver) and the bridge's, which
+	// the worker uses in production.
+	for _, path := range []string{"/_test/d1-conformance", "/_test/d1-conformance?client=bridge"} {
+		res, body := client{t: t, base: edge.URL("w0")}.do(http.MethodPost, path, nil, nil)
+		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+		var results []storetest.Result
+		require.NoError(t, json.Unmarshal(body, &results))
+		require.Len(t, results, len(storetest.Cases))
+		for _, r := range results {
+			require.True(t, r.Passed, "D1 %s %s: %s", path, r.Name, r.Failure)
+		}
 	}
 }
 
