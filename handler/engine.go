@@ -234,15 +234,26 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	// claim retried after a lost reply, is the same attempt.
 	p := store.ClaimParams{Key: a.key, Owner: owner, Fingerprint: Fingerprint(tool.Name, canonical),
 		Now: e.now(), Lease: tool.Lease, TTL: tool.TTL}
-	cr, err := e.store.Claim(ctx, p)
-	if err != nil {
+	// A paid tool claims and charges in one step (one round trip on D1 and
+	// SQLite); the charge is taken only if this claim wins the key.
+	var cr store.ClaimResult
+	var paid *chargeOutcome
+	if tool.Price > 0 {
+		ccr, err := e.store.ClaimCharge(ctx, store.ClaimChargeParams{ClaimParams: p,
+			Caller: a.caller.ID, Currency: tool.Currency, Amount: tool.Price})
+		if err != nil {
+			return CallResult{}, storeError("claim key", err)
+		}
+		cr = ccr.ClaimResult
+		paid = &chargeOutcome{res: ccr.Charge, err: ccr.ChargeErr}
+	} else if cr, err = e.store.Claim(ctx, p); err != nil {
 		return CallResult{}, storeError("claim key", err)
 	}
 	switch cr.Outcome {
 	case store.OutcomeCompleted:
 		return replay(cr.Record, OutcomeReplayed)
 	case store.OutcomeClaimed:
-		res, err := a.execute(ctx, fenceOf(cr.Record))
+		res, err := a.execute(ctx, fenceOf(cr.Record), paid)
 		if errors.Is(err, ErrLostLease) {
 			// Another attempt took the key over (our lease ran out before a
 			// heartbeat got through): it executes, we wait for its answer.
@@ -297,15 +308,22 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		case store.OutcomeCompleted:
 			return replay(cr.Record, OutcomeWaited)
 		case store.OutcomeClaimed:
-			return a.execute(ctx, fenceOf(cr.Record))
+			return a.execute(ctx, fenceOf(cr.Record), nil)
 		}
 		rec = cr.Record
 	}
 }
 
-// execute runs a claimed key: charge, upstream under heartbeats, then
-// complete (2xx, 4xx) or refund and fail (anything else).
-func (a *attempt) execute(ctx context.Context, f store.Fence) (res CallResult, err error) {
+// chargeOutcome is a charge already attempted with the claim (ClaimCharge).
+type chargeOutcome struct {
+	res store.ChargeResult
+	err error
+}
+
+// execute runs a claimed key: charge (unless paid holds the charge taken
+// with the claim), upstream under heartbeats, then complete (2xx, 4xx) or
+// refund and fail (anything else).
+func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcome) (res CallResult, err error) {
 	e := a.e
 	// The caller going away must not strand a charged key half-way.
 	ctx = context.WithoutCancel(ctx)
@@ -322,8 +340,13 @@ func (a *attempt) execute(ctx context.Context, f store.Fence) (res CallResult, e
 	}()
 	var balance int64
 	if a.tool.Price > 0 {
-		cr, err := e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
-			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now()})
+		var cr store.ChargeResult
+		if paid != nil {
+			cr, err = paid.res, paid.err
+		} else {
+			cr, err = e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
+				Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now()})
+		}
 		if errors.Is(err, store.ErrInsufficientFunds) {
 			// Nothing was taken; free the key so a retry after a top-up runs.
 			if ferr := e.store.Fail(ctx, f, "insufficient funds", e.now()); ferr != nil {

@@ -51,6 +51,14 @@
 //
 // Backends verify 1–6 in CheckInvariants, which tests call after every
 // scenario.
+//
+// # Claim and charge in one step
+//
+// ClaimCharge is Claim followed, only when the claim is won, by Charge on
+// the fence it won. It moves no money unless the caller now holds the record
+// in progress, so it keeps 1–6 by the same rules as the two calls, and on
+// engines that run statements as one atomic batch (D1, SQLite) it costs one
+// round trip instead of two.
 package store
 
 import (
@@ -213,6 +221,29 @@ type ChargeParams struct {
 	Now      time.Time
 }
 
+// ClaimChargeParams are the arguments of ClaimCharge: a claim, and the
+// charge to take if this claim wins the key.
+type ClaimChargeParams struct {
+	ClaimParams
+	Caller   string
+	Currency string
+	Amount   int64
+}
+
+// ClaimChargeResult is the claim's result and, when the claim was won, the
+// charge's.
+type ClaimChargeResult struct {
+	ClaimResult
+	// Charge is Charge's result; set only when Outcome is OutcomeClaimed
+	// and ChargeErr is nil. Charged is false when the key already held a
+	// charge (a takeover of an abandoned, charged attempt).
+	Charge ChargeResult
+	// ChargeErr is Charge's error when the claim was won but the charge was
+	// not taken: an *InsufficientFundsError (nothing changed but the claim:
+	// the caller holds the key and must Fail it) or a database error.
+	ChargeErr error
+}
+
 // ChargeResult reports a charge.
 type ChargeResult struct {
 	// Charged is false when the key already held a charge (a takeover after
@@ -303,8 +334,37 @@ type Store interface {
 	Idempotency
 	Ledger
 	Callers
+	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
+	// charges p.Amount to p.Caller for it, exactly as Claim followed by
+	// Charge on the claimed fence would. The claim's errors are returned
+	// as err with nothing changed; the charge's, once the claim is won, in
+	// the result's ChargeErr. Backends whose DbClient is a Batcher do both
+	// in one round trip.
+	ClaimCharge(ctx context.Context, p ClaimChargeParams) (ClaimChargeResult, error)
 	// CheckInvariants verifies the charge invariant (see the package doc)
 	// over the whole store and returns an error describing the first
 	// violation.
 	CheckInvariants(ctx context.Context) error
+}
+
+// ClaimThenCharge is ClaimCharge as two calls on s: Claim, then, if the
+// claim was won, Charge on the fence it won. Backends that cannot do both
+// in one step use it; the result is the same, in two round trips.
+func ClaimThenCharge(ctx context.Context, s Store, p ClaimChargeParams) (ClaimChargeResult, error) {
+	if err := ValidateAmount(p.Amount, p.Currency); err != nil {
+		return ClaimChargeResult{}, err
+	}
+	cr, err := s.Claim(ctx, p.ClaimParams)
+	if err != nil {
+		return ClaimChargeResult{}, err
+	}
+	res := ClaimChargeResult{ClaimResult: cr}
+	if cr.Outcome != OutcomeClaimed {
+		return res, nil
+	}
+	res.Charge, res.ChargeErr = s.Charge(ctx, ChargeParams{
+		Fence:  Fence{Key: cr.Record.Key, Owner: cr.Record.Owner, Generation: cr.Record.Generation},
+		Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Now: p.Now,
+	})
+	return res, nil
 }

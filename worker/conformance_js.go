@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"github.com/stretchr/testify/require"
 
@@ -38,6 +39,10 @@ func runD1Conformance(w http.ResponseWriter, r *http.Request) {
 		}
 		db = c
 	}
+	// The header says which path ClaimCharge took (the suite accepts both):
+	// the bridge's client must batch, store/d1 over database/sql cannot.
+	_, batches := store.BatcherOf(db)
+	w.Header().Set("Toolgate-D1-Batch", strconv.FormatBool(batches))
 	results := storetest.RunAll(storetest.Harness{New: func(t storetest.TB) (store.Store, *store.CountingClient) {
 		require.NoError(t, resetSchema(ctx, db))
 		rt := &store.CountingClient{Inner: db}

@@ -388,9 +388,10 @@ func TestE2ED1Conformance(t *testing.T) {
 	})
 	// Both D1 clients: store/d1 (syumai's driver) and the bridge's, which
 	// the worker uses in production.
-	for _, path := range []string{"/_test/d1-conformance", "/_test/d1-conformance?client=bridge"} {
+	for path, batches := range map[string]string{"/_test/d1-conformance": "false", "/_test/d1-conformance?client=bridge": "true"} {
 		res, body := client{t: t, base: edge.URL("w0")}.do(http.MethodPost, path, nil, nil)
 		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+		require.Equal(t, batches, res.Header.Get("Toolgate-D1-Batch"), "%s: claims and charges in one D1 batch", path)
 		var results []storetest.Result
 		require.NoError(t, json.Unmarshal(body, &results))
 		require.Len(t, results, len(storetest.Cases))

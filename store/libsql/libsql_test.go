@@ -32,6 +32,16 @@ func setupHTTP(t storetest.TB, dir string) (*sqlstore.Store, *store.CountingClie
 	return sqlstore.New(rt), rt, srv
 }
 
+// TestDoesNotBatch pins that libSQL over HTTP claims and charges in two
+// round trips: a transaction through libsql-client-go would cost one HTTP
+// request per statement plus BEGIN and COMMIT.
+func TestDoesNotBatch(t *testing.T) {
+	t.Parallel()
+	_, rt, srv := setupHTTP(t, t.TempDir())
+	defer srv.Close()
+	require.False(t, rt.CanBatch())
+}
+
 func TestConformanceHTTP(t *testing.T) {
 	t.Parallel()
 	storetest.Exercise(t, storetest.Harness{New: func(tb storetest.TB) (store.Store, *store.CountingClient) {

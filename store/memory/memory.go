@@ -255,6 +255,12 @@ func (s *Store) Charge(_ context.Context, p store.ChargeParams) (store.ChargeRes
 	return store.ChargeResult{Charged: true, Balance: bal}, nil
 }
 
+// ClaimCharge implements store.Store as Claim then Charge: both run under
+// the store's lock, and the charge is fenced to the generation the claim won.
+func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (store.ClaimChargeResult, error) {
+	return store.ClaimThenCharge(ctx, s, p)
+}
+
 // Refund implements store.Ledger.
 func (s *Store) Refund(_ context.Context, f store.Fence, now time.Time) (bool, int64, error) {
 	s.mu.Lock()

@@ -29,5 +29,5 @@ func Open(path string) (*store.SQLClient, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	return store.NewSQLClient("sqlite", db), nil
+	return store.NewTxSQLClient("sqlite", db), nil
 }

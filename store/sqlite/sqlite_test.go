@@ -32,6 +32,14 @@ func TestConformance(t *testing.T) {
 	}})
 }
 
+// TestBatches pins that SQLite claims and charges in one round trip (the
+// conformance suite accepts two from engines that cannot batch).
+func TestBatches(t *testing.T) {
+	t.Parallel()
+	_, rt := setup(t, t.TempDir())
+	require.True(t, rt.CanBatch())
+}
+
 func BenchmarkStore(b *testing.B) {
 	storetest.Bench(b, storetest.Harness{New: func(tb storetest.TB) (store.Store, *store.CountingClient) {
 		return setup(tb, b.TempDir())

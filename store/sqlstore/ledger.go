@@ -21,6 +21,12 @@ WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress
 	AND b.caller = ? AND b.currency = ? AND b.balance >= ?
 RETURNING balance_after`
 
+// chargeClaimedSQL is chargeSQL fenced by owner alone, for the batch that
+// claims and charges: the generation is not known before the claim, and
+// within one atomic batch the owner holding the record in progress is the
+// claim that just won (owners are unique per attempt).
+var chargeClaimedSQL = strings.Replace(chargeSQL, "r.owner = ? AND r.generation = ?", "r.owner = ?", 1)
+
 // Charge implements store.Ledger. The fast path is one statement; when it
 // inserts nothing, one read says why.
 func (s *Store) Charge(ctx context.Context, p store.ChargeParams) (store.ChargeResult, error) {
@@ -32,6 +38,56 @@ func (s *Store) Charge(ctx context.Context, p store.ChargeParams) (store.ChargeR
 	if err != nil {
 		return store.ChargeResult{}, fmt.Errorf("charge: %w", err)
 	}
+	return s.chargeOutcome(ctx, p, rows)
+}
+
+// ClaimCharge implements store.Store. With a Batcher it is one round trip:
+// claimSQL and chargeClaimedSQL in one atomic batch, so the charge sees
+// exactly the row the claim left, and inserts nothing unless that claim was
+// won. Otherwise it is Claim, then Charge if the claim was won.
+func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (store.ClaimChargeResult, error) {
+	if err := store.ValidateClaim(&p.ClaimParams); err != nil {
+		return store.ClaimChargeResult{}, err
+	}
+	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+		return store.ClaimChargeResult{}, err
+	}
+	b, ok := store.BatcherOf(s.db)
+	if !ok {
+		return store.ClaimThenCharge(ctx, s, p)
+	}
+	out, err := b.Batch(ctx, []store.Stmt{
+		{Query: claimSQL, Args: claimArgs(p.ClaimParams)},
+		{Query: chargeClaimedSQL, Args: []any{p.Amount, p.Amount, store.UnixMilli(p.Now),
+			p.Key, p.Owner, p.Caller, p.Currency, p.Amount}},
+	})
+	if err != nil {
+		return store.ClaimChargeResult{}, fmt.Errorf("claim and charge: %w", err)
+	}
+	if len(out) != 2 {
+		return store.ClaimChargeResult{}, fmt.Errorf("claim and charge: got %d results, want 2", len(out))
+	}
+	cr, err := claimOutcome(p.ClaimParams, out[0])
+	if err != nil {
+		return store.ClaimChargeResult{}, err
+	}
+	res := store.ClaimChargeResult{ClaimResult: cr}
+	if cr.Outcome != store.OutcomeClaimed {
+		if len(out[1]) != 0 {
+			// Cannot happen: the charge's WHERE holds only for the winner.
+			return res, fmt.Errorf("claim and charge: charged a claim that was not won (%s)", cr.Outcome)
+		}
+		return res, nil
+	}
+	res.Charge, res.ChargeErr = s.chargeOutcome(ctx, store.ChargeParams{Fence: store.Fence{Key: p.Key,
+		Owner: p.Owner, Generation: cr.Record.Generation}, Caller: p.Caller, Currency: p.Currency,
+		Amount: p.Amount, Now: p.Now}, out[1])
+	return res, nil
+}
+
+// chargeOutcome reads a charge statement's returned rows: the new balance,
+// or, when nothing was inserted, one read that says why.
+func (s *Store) chargeOutcome(ctx context.Context, p store.ChargeParams, rows [][]any) (store.ChargeResult, error) {
 	if len(rows) == 1 {
 		return store.ChargeResult{Charged: true, Balance: asInt64(rows[0][0])}, nil
 	}

@@ -88,14 +88,24 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.ClaimResu
 	if err := store.ValidateClaim(&p); err != nil {
 		return store.ClaimResult{}, err
 	}
-	now := store.UnixMilli(p.Now)
-	incarnation := p.Owner + ":" + strconv.FormatInt(now, 10)
-	rows, err := s.db.Query(ctx, claimSQL,
-		p.Key, p.Owner, incarnation, now+p.Lease.Milliseconds(), now+p.TTL.Milliseconds(),
-		p.Fingerprint, now, now)
+	rows, err := s.db.Query(ctx, claimSQL, claimArgs(p)...)
 	if err != nil {
 		return store.ClaimResult{}, fmt.Errorf("claim: %w", err)
 	}
+	return claimOutcome(p, rows)
+}
+
+// claimArgs are claimSQL's arguments.
+func claimArgs(p store.ClaimParams) []any {
+	now := store.UnixMilli(p.Now)
+	incarnation := p.Owner + ":" + strconv.FormatInt(now, 10)
+	return []any{p.Key, p.Owner, incarnation, now + p.Lease.Milliseconds(), now + p.TTL.Milliseconds(),
+		p.Fingerprint, now, now}
+}
+
+// claimOutcome reads claimSQL's returned row: the record as it stands, and
+// what that means for p's owner.
+func claimOutcome(p store.ClaimParams, rows [][]any) (store.ClaimResult, error) {
 	if len(rows) != 1 {
 		return store.ClaimResult{}, fmt.Errorf("claim: got %d rows, want 1", len(rows))
 	}

@@ -115,6 +115,40 @@ func requireTrips(t TB, rt *store.CountingClient, want int64, fn func(), what st
 	}
 }
 
+func claimCharge(key, owner, caller string, amount int64, now time.Time) store.ClaimChargeParams {
+	return store.ClaimChargeParams{ClaimParams: claim(key, owner, "fp", now), Caller: caller, Currency: "USD", Amount: amount}
+}
+
+func mustClaimCharge(t TB, s store.Store, p store.ClaimChargeParams, want store.Outcome) store.ClaimChargeResult {
+	t.Helper()
+	res, err := s.ClaimCharge(ctx, p)
+	require.NoError(t, err)
+	require.Equal(t, want.String(), res.Outcome.String(), "claim and charge by %s", p.Owner)
+	return res
+}
+
+func requireBalance(t TB, s store.Store, caller string, want int64) {
+	t.Helper()
+	bal, err := s.Balance(ctx, caller, "USD")
+	require.NoError(t, err)
+	require.Equal(t, want, bal, "balance of %s", caller)
+}
+
+// requireKinds checks the kinds of key's ledger entries, oldest first.
+func requireKinds(t TB, s store.Store, key string, want ...string) {
+	t.Helper()
+	entries, err := s.Entries(ctx, store.EntryFilter{Key: key})
+	require.NoError(t, err)
+	kinds := []string{}
+	for _, e := range entries {
+		kinds = append(kinds, e.Kind)
+	}
+	if want == nil {
+		want = []string{}
+	}
+	require.Equal(t, want, kinds, "ledger entries of %s", key)
+}
+
 func binaryBody() []byte {
 	b := make([]byte, 0, 512)
 	for i := 0; i < 512; i++ {
@@ -613,6 +647,159 @@ var Cases = []Case{
 		require.NoError(t, err)
 		require.Equal(t, store.StatusInProgress, got.Status)
 		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(a), Response: store.Response{StatusCode: 200, Body: big[:store.DefaultMaxResponseBytes]}, Now: t0}))
+	}},
+
+	{"ClaimChargeOneStep", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 100)
+		trips := int64(2) // Claim, then Charge
+		if rt != nil && rt.CanBatch() {
+			trips = 1 // one atomic batch
+		}
+		var a store.ClaimChargeResult
+		requireTrips(t, rt, trips, func() { a = mustClaimCharge(t, s, claimCharge("k", "A", "alice", 30, t0), store.OutcomeClaimed) }, "claim and charge")
+		require.NoError(t, a.ChargeErr)
+		require.Equal(t, store.ChargeResult{Charged: true, Balance: 70}, a.Charge)
+		require.Equal(t, int64(1), a.Record.Generation)
+		got, err := s.Peek(ctx, "k")
+		require.NoError(t, err)
+		require.Equal(t, store.ChargeCharged, got.Charge.State)
+		require.Equal(t, int64(30), got.Charge.Amount)
+
+		// A duplicate while A holds the key: no charge, one round trip either way.
+		var b store.ClaimChargeResult
+		requireTrips(t, rt, 1, func() {
+			b = mustClaimCharge(t, s, claimCharge("k", "B", "alice", 30, at(time.Second)), store.OutcomeInProgress)
+		}, "duplicate")
+		require.Equal(t, store.ChargeResult{}, b.Charge)
+		require.NoError(t, b.ChargeErr)
+		requireBalance(t, s, "alice", 70)
+
+		// The stale-owner fence holds for what ClaimCharge returned.
+		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(a.ClaimResult), Now: at(2 * time.Second),
+			Response: store.Response{StatusCode: 200, Body: []byte("ok")}}))
+		var c store.ClaimChargeResult
+		requireTrips(t, rt, 1, func() {
+			c = mustClaimCharge(t, s, claimCharge("k", "C", "alice", 30, at(3*time.Second)), store.OutcomeCompleted)
+		}, "replay")
+		require.Equal(t, []byte("ok"), c.Record.Response.Body)
+		requireBalance(t, s, "alice", 70)
+		requireKinds(t, s, "k", "charge")
+	}},
+
+	{"ClaimChargeInsufficientThenTopUp", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 10)
+		a := mustClaimCharge(t, s, claimCharge("k", "A", "alice", 30, t0), store.OutcomeClaimed)
+		var ife *store.InsufficientFundsError
+		require.ErrorAs(t, a.ChargeErr, &ife)
+		require.Equal(t, int64(10), ife.Balance)
+		require.Equal(t, int64(30), ife.Required)
+		require.Equal(t, store.ChargeResult{}, a.Charge)
+		got, err := s.Peek(ctx, "k")
+		require.NoError(t, err)
+		require.Equal(t, store.StatusInProgress, got.Status)
+		require.Equal(t, store.ChargeNone, got.Charge.State)
+		requireBalance(t, s, "alice", 10)
+		requireKinds(t, s, "k")
+		// The holder frees the key; after a top-up the retry is charged once.
+		require.NoError(t, s.Fail(ctx, fence(a.ClaimResult), "insufficient funds", at(time.Second)))
+		credit(t, s, "alice", 90)
+		b := mustClaimCharge(t, s, claimCharge("k", "B", "alice", 30, at(2*time.Second)), store.OutcomeClaimed)
+		require.NoError(t, b.ChargeErr)
+		require.Equal(t, store.ChargeResult{Charged: true, Balance: 70}, b.Charge)
+		require.Equal(t, int64(2), b.Record.Generation)
+		requireKinds(t, s, "k", "charge")
+	}},
+
+	{"ClaimChargeTakeoverInheritsCharge", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 100)
+		a := mustClaimCharge(t, s, claimCharge("k", "A", "alice", 30, t0), store.OutcomeClaimed)
+		require.True(t, a.Charge.Charged)
+		// A crashes; its lease runs out; B takes over and must not pay again.
+		b := mustClaimCharge(t, s, claimCharge("k", "B", "alice", 30, at(lease+time.Millisecond)), store.OutcomeClaimed)
+		require.NoError(t, b.ChargeErr)
+		require.Equal(t, store.ChargeResult{Charged: false, Balance: 70}, b.Charge)
+		require.Equal(t, int64(2), b.Record.Generation)
+		require.Equal(t, store.ChargeCharged, b.Record.Charge.State)
+		requireBalance(t, s, "alice", 70)
+		// A is fenced out of everything.
+		_, _, err := s.Refund(ctx, fence(a.ClaimResult), at(lease+time.Second))
+		require.ErrorIs(t, err, store.ErrFencedOut)
+		requireKinds(t, s, "k", "charge")
+	}},
+
+	{"ClaimChargeMismatchAndBadInputChangeNothing", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 100)
+		mustClaimCharge(t, s, claimCharge("k", "A", "alice", 30, t0), store.OutcomeClaimed)
+		p := claimCharge("k", "B", "alice", 30, at(time.Second))
+		p.Fingerprint = "other"
+		_, err := s.ClaimCharge(ctx, p)
+		require.ErrorIs(t, err, store.ErrFingerprintMismatch)
+		for name, amount := range map[string]int64{"zero": 0, "negative": -5} {
+			_, err = s.ClaimCharge(ctx, claimCharge("fresh", "C", "alice", amount, t0))
+			require.ErrorIs(t, err, store.ErrInvalidAmount, name)
+		}
+		p = claimCharge("fresh", "C", "alice", 30, t0)
+		p.Currency = "XXX"
+		_, err = s.ClaimCharge(ctx, p)
+		require.ErrorIs(t, err, store.ErrUnknownCurrency)
+		_, err = s.ClaimCharge(ctx, claimCharge("", "C", "alice", 30, t0))
+		require.ErrorIs(t, err, store.ErrInvalidKey)
+		_, err = s.Peek(ctx, "fresh")
+		require.ErrorIs(t, err, store.ErrNotFound)
+		requireBalance(t, s, "alice", 70)
+	}},
+
+	{"ClaimChargeRace", func(t TB, s store.Store, rt *store.CountingClient) {
+		// 20 attempts on one key and 3 on each of 6 other keys, on a balance
+		// that covers 4 charges: one charge per key that is won and paid for.
+		credit(t, s, "alice", 400)
+		type try struct{ key, owner string }
+		var tries []try
+		for i := 0; i < 20; i++ {
+			tries = append(tries, try{"hot", fmt.Sprintf("h%d", i)})
+		}
+		for k := 0; k < 6; k++ {
+			for i := 0; i < 3; i++ {
+				tries = append(tries, try{fmt.Sprintf("k%d", k), fmt.Sprintf("o%d-%d", k, i)})
+			}
+		}
+		results := make([]store.ClaimChargeResult, len(tries))
+		errs := make([]error, len(tries))
+		var wg sync.WaitGroup
+		for i, tr := range tries {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i], errs[i] = s.ClaimCharge(ctx, claimCharge(tr.key, tr.owner, "alice", 100, t0))
+			}()
+		}
+		wg.Wait()
+		won := map[string]int{}
+		charged, broke := 0, 0
+		for i, r := range results {
+			require.NoError(t, errs[i])
+			if r.Outcome != store.OutcomeClaimed {
+				require.Equal(t, store.OutcomeInProgress.String(), r.Outcome.String())
+				continue
+			}
+			won[tries[i].key]++
+			switch {
+			case r.ChargeErr == nil:
+				require.True(t, r.Charge.Charged)
+				charged++
+			case errors.Is(r.ChargeErr, store.ErrInsufficientFunds):
+				broke++
+			default:
+				require.NoError(t, r.ChargeErr)
+			}
+		}
+		require.Len(t, won, 7)
+		for k, n := range won {
+			require.Equal(t, 1, n, "winners of %s", k)
+		}
+		require.Equal(t, 4, charged)
+		require.Equal(t, 3, broke)
+		requireBalance(t, s, "alice", 0)
 	}},
 
 	{"Callers", func(t TB, s store.Store, rt *store.CountingClient) {

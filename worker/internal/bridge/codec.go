@@ -148,7 +148,56 @@ func (p *rowsParser) list(item func() error) error {
 	}
 }
 
+// decodeBatch decodes the shim's JSON for a D1 batch: an array holding each statement's rows, in the
+// shape decodeRows reads.
+func decodeBatch(s string) ([][][]any, error) {
+	p := rowsParser{s: s}
+	var out [][][]any
+	err := p.list(func() error {
+		rows, err := p.rowList()
+		out = append(out, rows)
+		return err
+	})
+	if err == nil && p.next() != 0 {
+		err = errSyntax
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decode batch: %w at offset %d", err, p.i)
+	}
+	return out, nil
+}
+
+// appendBatch appends statements as the shim's d1batch reads them: a JSON array of [sql, [args...]].
+// blobs reports whether any argument is a BLOB.
+func appendBatch(dst []byte, queries []string, args [][]any) (out []byte, blobs bool, err error) {
+	dst = append(dst, '[')
+	for i, q := range queries {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '[')
+		dst = appendJSONString(dst, q)
+		dst = append(dst, ',')
+		var b bool
+		if dst, b, err = appendArgs(dst, args[i]); err != nil {
+			return nil, false, fmt.Errorf("statement %d: %w", i+1, err)
+		}
+		blobs = blobs || b
+		dst = append(dst, ']')
+	}
+	return append(dst, ']'), blobs, nil
+}
+
 func (p *rowsParser) rows() ([][]any, error) {
+	rows, err := p.rowList()
+	if err == nil && p.next() != 0 {
+		err = errSyntax
+	}
+	return rows, err
+}
+
+// rowList parses one statement's rows: an array of arrays of values.
+func (p *rowsParser) rowList() ([][]any, error) {
 	var rows [][]any
 	err := p.list(func() error {
 		row := []any{}
@@ -160,9 +209,6 @@ func (p *rowsParser) rows() ([][]any, error) {
 		rows = append(rows, row)
 		return err
 	})
-	if err == nil && p.next() != 0 {
-		err = errSyntax
-	}
 	return rows, err
 }
 

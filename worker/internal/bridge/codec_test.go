@@ -93,6 +93,38 @@ func TestDecodeRows(t *testing.T) {
 	}
 }
 
+func TestDecodeBatch(t *testing.T) {
+	t.Parallel()
+	got, err := decodeBatch(`[[[1,"a"],[2,"b"]],[],[[{"$b":"aGk="}]]]`)
+	require.NoError(t, err)
+	require.Equal(t, [][][]any{{{int64(1), "a"}, {int64(2), "b"}}, nil, {{[]byte("hi")}}}, got)
+	got, err = decodeBatch(`[]`)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	for _, bad := range []string{`[[1]]`, `[[[1]]`, `[[[1]]] x`, `[[[1]],]`, `{}`} {
+		_, err := decodeBatch(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+func TestAppendBatch(t *testing.T) {
+	t.Parallel()
+	got, blobs, err := appendBatch(nil, []string{"SELECT ?", "INSERT \"x\""}, [][]any{{1}, {[]byte("hi"), "s"}})
+	require.NoError(t, err)
+	require.True(t, blobs)
+	require.Equal(t, `[["SELECT ?",[1]],["INSERT \"x\"",[{"$b":"aGk="},"s"]]]`, string(got))
+	var decoded []any
+	require.NoError(t, json.Unmarshal(got, &decoded), "valid JSON")
+
+	got, blobs, err = appendBatch(nil, []string{"SELECT 1"}, [][]any{nil})
+	require.NoError(t, err)
+	require.False(t, blobs)
+	require.Equal(t, `[["SELECT 1",[]]]`, string(got))
+
+	_, _, err = appendBatch(nil, []string{"a", "b"}, [][]any{{1}, {math.NaN()}})
+	require.ErrorContains(t, err, "statement 2")
+}
+
 func TestAppendArgs(t *testing.T) {
 	t.Parallel()
 	got, blobs, err := appendArgs(nil, []any{nil, true, 1, int64(-2), 2.5, "a\"\\\n\x01ż", []byte("hi")})

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"syscall/js"
+
+	"github.com/toolgate/toolgate-go/store"
 )
 
 // D1 runs statements on a D1 binding. Its Exec and Query make it a store.DbClient, like store/d1's
@@ -20,6 +22,8 @@ import (
 type D1 struct {
 	binding string
 }
+
+var _ store.Batcher = (*D1)(nil)
 
 // OpenD1 returns a client for the D1 binding named binding (e.g. "DB"). It does not check that the
 // binding exists: each statement does, and fails if it does not.
@@ -51,9 +55,54 @@ func (d *D1) Query(ctx context.Context, query string, args ...any) ([][]any, err
 	return rows, nil
 }
 
+// Batch runs stmts with D1's batch(): in order, as one transaction (if one fails, none is applied),
+// in one call. It returns each statement's rows. D1 hands batch rows back as objects keyed by column
+// name, so each statement's result columns must have distinct names that are not integers (the shim
+// reads the values back in column order).
+func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
+	db, err := d.lookup(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("d1: batch: %w", err)
+	}
+	queries := make([]string, len(stmts))
+	args := make([][]any, len(stmts))
+	for i, st := range stmts {
+		queries[i], args[i] = st.Query, st.Args
+	}
+	batch, blobs, err := appendBatch(make([]byte, 0, 1024), queries, args)
+	if err != nil {
+		return nil, fmt.Errorf("d1: batch: %w", err)
+	}
+	v, err := call("d1batch", db, string(batch), blobs)
+	if err != nil {
+		return nil, fmt.Errorf("d1: batch: %w", err)
+	}
+	out, err := decodeBatch(v.String())
+	if err != nil {
+		return nil, fmt.Errorf("d1: batch: %w", err)
+	}
+	if len(out) != len(stmts) {
+		return nil, fmt.Errorf("d1: batch: %d results for %d statements", len(out), len(stmts))
+	}
+	return out, nil
+}
+
 // run finds the binding in ctx's env and runs the statement in the shim: rows as JSON (raw) or the
 // number of changes.
 func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (js.Value, error) {
+	db, err := d.lookup(ctx)
+	if err != nil {
+		return js.Value{}, err
+	}
+	bound, blobs, err := appendArgs(make([]byte, 0, 256), args)
+	if err != nil {
+		return js.Value{}, err
+	}
+	return call("d1", db, query, string(bound), blobs, raw)
+}
+
+// lookup returns the D1 binding from ctx's env (or, failing that, the current event's).
+func (d *D1) lookup(ctx context.Context) (js.Value, error) {
 	env := Env(ctx)
 	if env.Type() != js.TypeObject {
 		env = js.Global().Get("context").Get("env") // the env of the event whose context is current
@@ -65,9 +114,5 @@ func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (js.Va
 	if db.Type() != js.TypeObject {
 		return js.Value{}, fmt.Errorf("no D1 binding %q in env", d.binding)
 	}
-	bound, blobs, err := appendArgs(make([]byte, 0, 256), args)
-	if err != nil {
-		return js.Value{}, err
-	}
-	return call("d1", db, query, string(bound), blobs, raw)
+	return db, nil
 }

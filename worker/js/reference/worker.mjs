@@ -84,9 +84,22 @@ async function claim(db, key, owner, fingerprint) {
   return record(rows[0]);
 }
 
-async function execute(db, tool, caller, rec, body) {
+// claimCharge claims and, if the claim wins, charges, in one batch (one D1 call), as
+// sqlstore.Store.ClaimCharge does. It returns the record and the charge's rows.
+async function claimCharge(db, tool, caller, key, owner, fingerprint) {
   const now = Date.now();
-  const charged = await db.prepare(SQL.charge)
+  const [claimed, charged] = await db.batch([
+    db.prepare(SQL.claim).bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now),
+    db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, key, owner, caller.id, tool.currency, tool.price),
+  ]);
+  // Batch rows are objects; their values are in column order.
+  return { rec: record(Object.values(claimed.results[0])), charged: charged.results.map((r) => Object.values(r)) };
+}
+
+// execute runs a claimed key; charged holds the charge's rows if the claim already took it.
+async function execute(db, tool, caller, rec, body, charged) {
+  const now = Date.now();
+  charged ??= await db.prepare(SQL.charge)
     .bind(tool.price, tool.price, now, rec.key, rec.owner, rec.generation, caller.id, tool.currency, tool.price).raw();
   if (charged.length !== 1) return problem(402, "Insufficient funds");
   const balance = charged[0][0];
@@ -135,10 +148,11 @@ async function callInner(request, env, toolName) {
   const fingerprint = "v1:" + (await sha256hex(`${tool.name}\0${body}`));
   const owner = randomID("o_");
 
-  let rec = await claim(db, key, owner, fingerprint);
+  const first = await claimCharge(db, tool, caller, key, owner, fingerprint);
+  let rec = first.rec;
   if (rec.fingerprint !== fingerprint) return problem(422, "Idempotency-Key reused with a different input");
   if (rec.status === "completed") return answer(rec, true);
-  if (rec.status === "in_progress" && rec.owner === owner) return execute(db, tool, caller, rec, body);
+  if (rec.status === "in_progress" && rec.owner === owner) return execute(db, tool, caller, rec, body, first.charged);
   // In progress elsewhere: wait for it, as Engine.waitThenReplay does.
   let delay = 25;
   for (let waited = 0; waited < WAIT_MS; ) {

@@ -56,13 +56,15 @@ function reviveBlob(_, v) {
 // become {"$b": base64}.
 function d1Rows(rows) {
   return JSON.stringify(rows, (_, v) => {
-    if (v instanceof ArrayBuffer) {
-      let bin = "";
-      for (const b of new Uint8Array(v)) bin += String.fromCharCode(b);
-      return { $b: btoa(bin) };
-    }
+    if (v instanceof ArrayBuffer) return blobJSON(new Uint8Array(v));
     return v;
   });
+}
+
+function blobJSON(bytes) {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return { $b: btoa(bin) };
 }
 
 // Event is one fetch or scheduled invocation and the I/O context it runs in. Go receives it as a JS
@@ -242,6 +244,17 @@ export class GoInstance {
             return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
           });
         },
+        // d1batch runs [[sql, args], ...] with db.batch (one transaction, one call) and answers each
+        // statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
+        // values are in column order (the bridge requires distinct, non-integer column names).
+        d1batch(id, db, batchJSON, blobs) {
+          rt._call(id, async () => {
+            const list = JSON.parse(batchJSON, blobs ? reviveBlob : undefined);
+            const results = await db.batch(list.map(([sql, args]) => db.prepare(sql).bind(...args)));
+            const value = (v) => (Array.isArray(v) ? blobJSON(Uint8Array.from(v)) : v); // a BLOB as number[]
+            return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
+          });
+        },
         fetch(id, method, url, headers, body) {
           rt._call(id, async () => {
             const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body });
@@ -293,6 +306,7 @@ export class GoInstance {
       uptimeMs: Date.now() - this.started,
       liveEvents: this.events.size,
       jsValuesHeldByGo: go._values ? go._values.length - go._idPool.length : 0,
+      wasmMemoryBytes: go.mem ? go.mem.buffer.byteLength : 0,
       ...goStats,
     };
   }
