@@ -13,7 +13,7 @@ DEV_PORT ?= 8787
 # -s -w -trimpath: about 2% off the gzip size, and no local paths in the binary.
 GOFLAGS_WASM := -trimpath -ldflags='-s -w'
 
-.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test e2e bench bench-go deploy clean
+.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test e2e bench bench-go profile deploy clean
 
 # build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
 # Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
@@ -103,6 +103,15 @@ bench: node_modules
 # bench-go: the Go micro-benchmarks of every package (store, handler).
 bench-go:
 	go test -run '^$$' -bench . $$(go list ./... | grep -v /worker/bench)
+
+# profile: a V8 CPU profile of the Go worker's isolate under 1500 paid calls (PROFILE_CALLS), by area, Go package
+# and function (see worker/bench/profile.mjs). Builds an unstripped app.wasm in a temp dir; loopback only.
+PROFILE_CALLS ?= 1500
+profile: node_modules shim
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	cp build/worker.mjs build/goruntime.mjs build/wasm_exec.js "$$dir/"; \
+	GOOS=js GOARCH=wasm go build -trimpath -o "$$dir/app.wasm" ./worker; \
+	PROFILE_OUT=$${PROFILE_OUT:-build/worker.cpuprofile} node worker/bench/profile.mjs "$$dir" $(PROFILE_CALLS)
 
 deploy: node_modules build
 	npx --no-install wrangler deploy
