@@ -95,8 +95,9 @@ e2e: node_modules
 	go test -count=1 -run 'E2E' -v ./worker/...
 
 # bench: the Go worker in both runtime modes and the plain-JS reference (worker/js/reference), side by side on
-# one workerd, loopback only, every phase bounded; writes BENCHMARKS.md (see worker/bench). About 3 minutes.
-# BENCH_RSS_CALLS=20000 adds the 20k-call memory point (several more minutes); BENCH_GOFLAGS passes build flags.
+# one workerd, phases interleaved across targets, loopback only, every phase bounded; writes BENCHMARKS.md (see
+# worker/bench). About 7 minutes. BENCH_RSS_CALLS (default 20000) sizes the memory run, BENCH_ROUNDS (default 3)
+# the paid c=8 rounds; BENCH_GOFLAGS passes build flags.
 bench: node_modules
 	go test -run '^$$' -bench Edge -benchtime 1x -timeout 40m ./worker/bench
 

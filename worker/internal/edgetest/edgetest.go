@@ -258,6 +258,13 @@ func (e *Edge) PID() int { return e.cmd.Process.Pid }
 // output and Go panics.
 func (e *Edge) Logs() string { return e.logs.String() }
 
+// LogMark returns the current end of the log, for LogsSince.
+func (e *Edge) LogMark() int64 { return e.logs.mark() }
+
+// LogsSince returns what the tail still holds of the log written after mark (all of it, unless more than
+// the tail's size was written since).
+func (e *Edge) LogsSince(mark int64) string { return e.logs.since(mark) }
+
 // Close stops the workers and waits for the process to exit. It is idempotent; Start registers it with
 // t.Cleanup, so tests call it only to stop early (e.g. before reading D1 after a clean shutdown).
 func (e *Edge) Close() {
@@ -331,14 +338,16 @@ func RepoRoot(t testing.TB) string {
 
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	max     int
+	written int64 // bytes written so far, kept or not
 }
 
 func (b *tailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.written += int64(len(p))
 	b.buf.Write(p)
 	if over := b.buf.Len() - b.max; over > 0 {
 		b.buf.Next(over)
@@ -350,6 +359,23 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// since returns what is still kept of the output written after mark (a position from mark()).
+func (b *tailBuffer) since(mark int64) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if keep := b.written - mark; keep < int64(len(s)) {
+		s = s[len(s)-int(max(keep, 0)):]
+	}
+	return s
+}
+
+func (b *tailBuffer) mark() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.written
 }
 
 // BuildVariant builds the worker with extra build tags (for example
