@@ -336,10 +336,14 @@ type Store interface {
 	Callers
 	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
 	// charges p.Amount to p.Caller for it, exactly as Claim followed by
-	// Charge on the claimed fence would. The claim's errors are returned
-	// as err with nothing changed; the charge's, once the claim is won, in
-	// the result's ChargeErr. Backends whose DbClient is a Batcher do both
-	// in one round trip.
+	// Charge on the claimed fence would. The claim's errors
+	// (ErrInvalidKey, ErrFingerprintMismatch, ...) are returned as err with
+	// nothing changed; the charge's, once the claim is won, in the result's
+	// ChargeErr. Backends whose DbClient is a Batcher do both in one round
+	// trip. As with any write, a database error may come after the commit
+	// (a lost reply): the key is then claimed and perhaps charged by an
+	// owner that never learns it, and a retry after the lease takes it over
+	// with the charge inherited (or Sweep refunds it after the TTL).
 	ClaimCharge(ctx context.Context, p ClaimChargeParams) (ClaimChargeResult, error)
 	// CheckInvariants verifies the charge invariant (see the package doc)
 	// over the whole store and returns an error describing the first

@@ -255,8 +255,9 @@ func (s *Store) Charge(_ context.Context, p store.ChargeParams) (store.ChargeRes
 	return store.ChargeResult{Charged: true, Balance: bal}, nil
 }
 
-// ClaimCharge implements store.Store as Claim then Charge: both run under
-// the store's lock, and the charge is fenced to the generation the claim won.
+// ClaimCharge implements store.Store as Claim then Charge, each under the
+// store's lock: the charge is fenced to the generation the claim won, so
+// whatever happens in between, it is taken only by the holder.
 func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (store.ClaimChargeResult, error) {
 	return store.ClaimThenCharge(ctx, s, p)
 }

@@ -21,11 +21,13 @@ WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress
 	AND b.caller = ? AND b.currency = ? AND b.balance >= ?
 RETURNING balance_after`
 
-// chargeClaimedSQL is chargeSQL fenced by owner alone, for the batch that
-// claims and charges: the generation is not known before the claim, and
-// within one atomic batch the owner holding the record in progress is the
-// claim that just won (owners are unique per attempt).
-var chargeClaimedSQL = strings.Replace(chargeSQL, "r.owner = ? AND r.generation = ?", "r.owner = ?", 1)
+// chargeClaimedSQL is chargeSQL for the batch that claims and charges. The
+// generation is not known before the claim, so it is fenced by what makes
+// claimOutcome say OutcomeClaimed: within one atomic batch, the record is in
+// progress under this owner (owners are unique per attempt) with this
+// fingerprint. Without the fingerprint, the holder asking with another
+// input would be charged and then told ErrFingerprintMismatch.
+var chargeClaimedSQL = strings.Replace(chargeSQL, "r.owner = ? AND r.generation = ?", "r.owner = ? AND r.fingerprint = ?", 1)
 
 // Charge implements store.Ledger. The fast path is one statement; when it
 // inserts nothing, one read says why.
@@ -59,7 +61,7 @@ func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (sto
 	out, err := b.Batch(ctx, []store.Stmt{
 		{Query: claimSQL, Args: claimArgs(p.ClaimParams)},
 		{Query: chargeClaimedSQL, Args: []any{p.Amount, p.Amount, store.UnixMilli(p.Now),
-			p.Key, p.Owner, p.Caller, p.Currency, p.Amount}},
+			p.Key, p.Owner, p.Fingerprint, p.Caller, p.Currency, p.Amount}},
 	})
 	if err != nil {
 		return store.ClaimChargeResult{}, fmt.Errorf("claim and charge: %w", err)

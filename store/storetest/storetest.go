@@ -749,6 +749,35 @@ var Cases = []Case{
 		requireBalance(t, s, "alice", 70)
 	}},
 
+	{"ClaimChargeSameOwner", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 100)
+		mustClaim(t, s, claim("k", "A", "fp", t0), store.OutcomeClaimed)
+		// The holder with another input: a mismatch, and no money moves.
+		p := claimCharge("k", "A", "alice", 30, at(time.Second))
+		p.Fingerprint = "other"
+		_, err := s.ClaimCharge(ctx, p)
+		require.ErrorIs(t, err, store.ErrFingerprintMismatch)
+		requireBalance(t, s, "alice", 100)
+		requireKinds(t, s, "k")
+		// The holder retrying with its input: charged once, however often.
+		for i := range 2 {
+			r := mustClaimCharge(t, s, claimCharge("k", "A", "alice", 30, at(time.Duration(2+i)*time.Second)), store.OutcomeClaimed)
+			require.NoError(t, r.ChargeErr)
+			require.Equal(t, int64(1), r.Record.Generation)
+			require.Equal(t, store.ChargeResult{Charged: i == 0, Balance: 70}, r.Charge, "attempt %d", i)
+		}
+		requireKinds(t, s, "k", "charge")
+		// A failed, refunded key taken over is charged again, once.
+		a := mustClaim(t, s, claim("k", "A", "fp", at(5*time.Second)), store.OutcomeClaimed)
+		refunded, _, err := s.Refund(ctx, fence(a), at(5*time.Second))
+		require.NoError(t, err)
+		require.True(t, refunded)
+		require.NoError(t, s.Fail(ctx, fence(a), "upstream failed", at(5*time.Second)))
+		b := mustClaimCharge(t, s, claimCharge("k", "B", "alice", 30, at(6*time.Second)), store.OutcomeClaimed)
+		require.Equal(t, store.ChargeResult{Charged: true, Balance: 70}, b.Charge)
+		requireKinds(t, s, "k", "charge", "refund", "charge")
+	}},
+
 	{"ClaimChargeRace", func(t TB, s store.Store, rt *store.CountingClient) {
 		// 20 attempts on one key and 3 on each of 6 other keys, on a balance
 		// that covers 4 charges: one charge per key that is won and paid for.

@@ -90,7 +90,7 @@ async function claimCharge(db, tool, caller, key, owner, fingerprint) {
   const now = Date.now();
   const [claimed, charged] = await db.batch([
     db.prepare(SQL.claim).bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now),
-    db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, key, owner, caller.id, tool.currency, tool.price),
+    db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, key, owner, fingerprint, caller.id, tool.currency, tool.price),
   ]);
   // Batch rows are objects; their values are in column order.
   return { rec: record(Object.values(claimed.results[0])), charged: charged.results.map((r) => Object.values(r)) };
