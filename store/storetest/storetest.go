@@ -214,9 +214,7 @@ var Cases = []Case{
 		after, err := s.Peek(ctx, "k")
 		require.NoError(t, err)
 		require.Equal(t, before, after, "the winner's record is unchanged")
-		bal, err := s.Balance(ctx, "alice", "USD")
-		require.NoError(t, err)
-		require.Equal(t, int64(1000), bal)
+		requireBalance(t, s, "alice", 1000)
 	}},
 
 	{"HeartbeatKeepsLease", func(t TB, s store.Store, rt *store.CountingClient) {
@@ -358,9 +356,7 @@ var Cases = []Case{
 		}
 		require.Equal(t, 1, charged)
 		require.Equal(t, n-1, broke)
-		bal, err := s.Balance(ctx, "alice", "USD")
-		require.NoError(t, err)
-		require.Equal(t, int64(0), bal)
+		requireBalance(t, s, "alice", 0)
 	}},
 
 	{"CrashAfterChargeThenTakeover", func(t TB, s store.Store, rt *store.CountingClient) {
@@ -415,13 +411,7 @@ var Cases = []Case{
 		require.True(t, res.Charged)
 		require.Equal(t, int64(900), res.Balance)
 		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(b), Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: at(3 * time.Second)}))
-		entries, err := s.Entries(ctx, store.EntryFilter{Key: "k"})
-		require.NoError(t, err)
-		kinds := make([]string, len(entries))
-		for i, e := range entries {
-			kinds[i] = e.Kind
-		}
-		require.Equal(t, []string{"charge", "refund", "charge"}, kinds)
+		requireKinds(t, s, "k", "charge", "refund", "charge")
 		got, err := s.Peek(ctx, "k")
 		require.NoError(t, err)
 		require.Equal(t, store.ChargeCharged, got.Charge.State)
@@ -477,9 +467,7 @@ var Cases = []Case{
 		p.Amount = 700
 		_, err = s.Credit(ctx, p)
 		require.ErrorIs(t, err, store.ErrReferenceConflict)
-		bal, err := s.Balance(ctx, "alice", "USD")
-		require.NoError(t, err)
-		require.Equal(t, int64(500), bal)
+		requireBalance(t, s, "alice", 500)
 		entries, err := s.Entries(ctx, store.EntryFilter{Caller: "alice"})
 		require.NoError(t, err)
 		require.Len(t, entries, 1)
@@ -531,13 +519,11 @@ var Cases = []Case{
 			_, err := s.Charge(ctx, charge(fence(r), "alice", 100, t0))
 			require.NoError(t, err)
 		}
-		bal, err := s.Balance(ctx, "alice", "USD")
-		require.NoError(t, err)
-		require.Equal(t, int64(700), bal)
+		requireBalance(t, s, "alice", 700)
 		n, err := s.Sweep(ctx, at(ttl+time.Second), 10)
 		require.NoError(t, err)
 		require.Equal(t, 3, n)
-		bal, err = s.Balance(ctx, "alice", "USD")
+		bal, err := s.Balance(ctx, "alice", "USD")
 		require.NoError(t, err)
 		require.Equal(t, int64(900), bal, "abandoned charges are refunded, the completed one is kept")
 		for _, k := range []string{"lost1", "lost2"} {
@@ -566,9 +552,7 @@ var Cases = []Case{
 		require.NoError(t, err)
 		require.False(t, res.Charged)
 		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(b), Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: at(ttl + 2*time.Second), TTL: ttl}))
-		bal, err := s.Balance(ctx, "alice", "USD")
-		require.NoError(t, err)
-		require.Equal(t, int64(900), bal)
+		requireBalance(t, s, "alice", 900)
 	}},
 
 	{"RefundOnlyWhileInProgress", func(t TB, s store.Store, rt *store.CountingClient) {
@@ -586,9 +570,7 @@ var Cases = []Case{
 			_, _, err = s.Refund(ctx, fence(r), t0)
 			require.ErrorIs(t, err, store.ErrFencedOut, "a finished record is no longer held")
 		}
-		bal, err := s.Balance(ctx, "alice", "USD")
-		require.NoError(t, err)
-		require.Equal(t, int64(800), bal)
+		requireBalance(t, s, "alice", 800)
 	}},
 
 	{"CompleteKeepsAnswerForTTL", func(t TB, s store.Store, rt *store.CountingClient) {
@@ -606,9 +588,7 @@ var Cases = []Case{
 		require.Equal(t, store.MaxAmount, r.Balance)
 		_, err = s.Credit(ctx, store.CreditParams{Caller: "alice", Currency: "USD", Amount: 1, Reference: "over", Now: t0})
 		require.ErrorIs(t, err, store.ErrInvalidAmount, "balance may not pass 2^53-1")
-		bal, err := s.Balance(ctx, "alice", "USD")
-		require.NoError(t, err)
-		require.Equal(t, store.MaxAmount, bal)
+		requireBalance(t, s, "alice", store.MaxAmount)
 		a := mustClaim(t, s, claim("k", "A", "fp", t0), store.OutcomeClaimed)
 		res, err := s.Charge(ctx, charge(fence(a), "alice", store.MaxAmount, t0))
 		require.NoError(t, err)
