@@ -293,8 +293,12 @@ func durationOr(s string, def time.Duration, field string) (time.Duration, error
 }
 
 // decodeStrict decodes exactly one JSON value into v, refusing unknown
-// fields and trailing data.
+// fields, trailing data, nesting deeper than MaxJSONDepth and lone
+// surrogate escapes (checked first, without recursion).
 func decodeStrict(data []byte, v any) error {
+	if reason := checkJSON(data, MaxJSONDepth); reason != "" {
+		return errors.New(reason)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -503,6 +503,11 @@ func (a *attempt) upstreamFailure(up UpstreamResponse, err error, timedOut bool)
 	case len(up.Body) > a.e.maxStored:
 		return &UpstreamError{StatusCode: up.StatusCode,
 			Reason: fmt.Sprintf("the tool's answer is larger than %d bytes", a.e.maxStored)}
+	case isJSONType(up.ContentType) && tooDeep(up.Body, MaxJSONDepth):
+		// Stored, it would be parsed again on every MCP replay; deep enough,
+		// that recursion kills the isolate's runtime.
+		return &UpstreamError{StatusCode: up.StatusCode,
+			Reason: fmt.Sprintf("the tool's JSON answer nests deeper than %d levels", MaxJSONDepth)}
 	}
 	return nil
 }
@@ -559,8 +564,7 @@ func encodeOutput(up UpstreamResponse) (json.RawMessage, string) {
 	if len(up.Body) == 0 {
 		return json.RawMessage("null"), ""
 	}
-	mt, _, _ := mime.ParseMediaType(up.ContentType)
-	if (mt == "application/json" || strings.HasSuffix(mt, "+json")) && json.Valid(up.Body) {
+	if isJSONType(up.ContentType) && json.Valid(up.Body) {
 		var buf bytes.Buffer
 		if json.Compact(&buf, up.Body) == nil {
 			return buf.Bytes(), "json"
@@ -572,6 +576,12 @@ func encodeOutput(up UpstreamResponse) (json.RawMessage, string) {
 	}
 	s, _ := json.Marshal(base64.StdEncoding.EncodeToString(up.Body))
 	return s, "base64"
+}
+
+// isJSONType reports whether a Content-Type is application/json or +json.
+func isJSONType(contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 func marshalNoEscape(v any) ([]byte, error) {

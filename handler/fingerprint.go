@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"unicode/utf8"
+	"strings"
 )
 
 // MaxIdempotencyKeyLen is the longest Idempotency-Key accepted, in bytes.
@@ -29,6 +29,65 @@ func ValidateIdempotencyKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// ParseIdempotencyKey returns the key that the Idempotency-Key header
+// values carry, as the IETF draft defines the field: an RFC 8941 sf-string
+// ("a quoted string", with \" and \\ escapes). The common bare form
+// (order-42, without quotes) is accepted too. No values means no key ("").
+//
+// One request carries one key. A proxy or the Workers runtime joins repeated
+// headers with ", " before the gateway sees them, so a value that is more
+// than one member ("a", "b"), or a bare value with a comma, is refused with
+// ErrInvalidIdempotencyKey instead of running under the joined key; a key
+// that needs a comma is sent quoted. Parameters (;p=1) are refused too. The
+// caller then validates the key itself (ValidateIdempotencyKey).
+func ParseIdempotencyKey(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", fmt.Errorf("%w: %d Idempotency-Key headers; send one", ErrInvalidIdempotencyKey, len(values))
+	}
+	v := strings.Trim(values[0], " \t")
+	if !strings.HasPrefix(v, `"`) {
+		if strings.Contains(v, ",") {
+			return "", fmt.Errorf("%w: the value has a comma outside a quoted string, so it may be two Idempotency-Key "+
+				"headers joined; send one key, quoted (\"a,b\") if it holds a comma", ErrInvalidIdempotencyKey)
+		}
+		return v, nil
+	}
+	var b strings.Builder
+	for i := 1; i < len(v); i++ {
+		switch c := v[i]; c {
+		case '\\':
+			if i+1 < len(v) && (v[i+1] == '"' || v[i+1] == '\\') {
+				b.WriteByte(v[i+1])
+				i++
+				continue
+			}
+			return "", fmt.Errorf("%w: a quoted key may only escape \" and \\", ErrInvalidIdempotencyKey)
+		case '"':
+			rest := strings.TrimLeft(v[i+1:], " \t")
+			switch {
+			case rest == "":
+				return b.String(), nil
+			case rest[0] == ',':
+				return "", fmt.Errorf("%w: the value holds more than one key, so it may be two Idempotency-Key "+
+					"headers joined; send one", ErrInvalidIdempotencyKey)
+			case rest[0] == ';':
+				return "", fmt.Errorf("%w: parameters after the quoted key are not supported", ErrInvalidIdempotencyKey)
+			}
+			return "", fmt.Errorf("%w: unexpected characters after the quoted key", ErrInvalidIdempotencyKey)
+		default:
+			if c < 0x20 || c > 0x7e {
+				return "", fmt.Errorf("%w: byte %d is not printable ASCII", ErrInvalidIdempotencyKey, i)
+			}
+			b.WriteByte(c)
+		}
+	}
+	return "", fmt.Errorf("%w: the quoted key has no closing quote", ErrInvalidIdempotencyKey)
 }
 
 // ScopedKey is the store key of (caller, tool, key): "k1:" followed by the
@@ -60,10 +119,11 @@ func logKey(scoped string) string {
 // sorted bytewise, string escapes normalised, no HTML escaping, and numbers
 // kept as their literal text (so 1 and 1.0 differ). A repeated object key keeps its
 // last value. It returns an *InvalidInputError for anything else, including
-// an empty body and trailing data.
+// an empty body, trailing data, nesting deeper than MaxJSONDepth and lone
+// UTF-16 surrogate escapes (checked before any recursive decoding).
 func Canonicalize(input []byte) ([]byte, error) {
-	if !utf8.Valid(input) {
-		return nil, &InvalidInputError{Reason: "the body is not valid UTF-8"}
+	if reason := checkJSON(input, MaxJSONDepth); reason != "" {
+		return nil, &InvalidInputError{Reason: reason}
 	}
 	dec := json.NewDecoder(bytes.NewReader(input))
 	dec.UseNumber()

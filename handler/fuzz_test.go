@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -29,6 +30,9 @@ var fingerprintRE = regexp.MustCompile(`^v1:[0-9a-f]{64}$`)
 // testdata/fuzz/FuzzCallRequest.
 func FuzzCallRequest(f *testing.F) {
 	f.Add("k", []byte(`{"a":1}`))
+	f.Add("k", []byte(`{"t":"\ud800"}`))
+	f.Add("k", []byte(`{"t":"\ud83d\ude00"}`))
+	f.Add("k", []byte(strings.Repeat("[", 200)+strings.Repeat("]", 200)))
 	st, _ := openStore(f)
 	cat, err := handler.ParseCatalog([]byte(`{"tools": [{"name": "free", "description": "d", "price": "0",
 		"currency": "USD", "upstream": {"url": "http://upstream.test/"}}]}`))
@@ -88,4 +92,30 @@ func decodeNumbers(t *testing.T, b []byte) any {
 	var v any
 	require.NoError(t, dec.Decode(&v))
 	return v
+}
+
+// FuzzParseIdempotencyKey checks the Idempotency-Key parser: it never
+// panics, a parsed key written back as an sf-string parses to itself, and a
+// bare value without a comma is its own key.
+func FuzzParseIdempotencyKey(f *testing.F) {
+	for _, s := range []string{`k`, `"k"`, `"a, b"`, `a, b`, `"a\"b"`, `"`, `"a";p`, `order:42;retry 1`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		key, err := handler.ParseIdempotencyKey([]string{v})
+		if err != nil {
+			require.ErrorIs(t, err, handler.ErrInvalidIdempotencyKey)
+			return
+		}
+		trimmed := strings.Trim(v, " \t")
+		if !strings.HasPrefix(trimmed, `"`) {
+			require.Equal(t, trimmed, key)
+			require.NotContains(t, key, ",")
+			return
+		}
+		quoted := `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(key) + `"`
+		again, err := handler.ParseIdempotencyKey([]string{quoted})
+		require.NoError(t, err, quoted)
+		require.Equal(t, key, again)
+	})
 }

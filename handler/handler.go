@@ -41,6 +41,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -161,7 +162,26 @@ func (s *server) mux() http.Handler {
 	}
 	mux.Handle("/mcp", NewMCP(s.engine, s.mcp))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errRouteNotFound) })
-	return recoverPanics(s.engine.logger)(countRoundTrips(mux))
+	return recoverPanics(s.engine.logger)(countRoundTrips(refuseUncleanPaths(mux)))
+}
+
+// refuseUncleanPaths answers 404 for a path that is not in its clean form
+// (with "." or ".." segments, or "//"), where http.ServeMux would redirect
+// to the cleaned path. In the worker, the URL parser has already resolved
+// dot segments, so the native server and the worker answer alike.
+func refuseUncleanPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		clean := path.Clean(p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		if p != clean {
+			writeProblem(w, errRouteNotFound)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // methods dispatches on the request method and answers 405 problem+json,
@@ -259,9 +279,9 @@ func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 		reject("", err)
 		return
 	}
-	keys := r.Header.Values("Idempotency-Key")
-	if len(keys) > 1 {
-		reject(caller.ID, fmt.Errorf("%w: send one Idempotency-Key header", ErrInvalidIdempotencyKey))
+	key, err := ParseIdempotencyKey(r.Header.Values("Idempotency-Key"))
+	if err != nil {
+		reject(caller.ID, err)
 		return
 	}
 	body, err := readBody(w, r, s.maxBody)
@@ -270,7 +290,7 @@ func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := e.Call(ctx, CallRequest{Caller: caller, Tool: r.PathValue("tool"),
-		Key: r.Header.Get("Idempotency-Key"), Input: body, Header: r.Header})
+		Key: key, Input: body, Header: r.Header})
 	if err != nil {
 		writeProblem(w, err)
 		return

@@ -365,6 +365,10 @@ func parseRPC(body []byte) (rpcMessage, *rpcError) {
 	if !json.Valid(body) {
 		return msg, &rpcError{Code: rpcParseError, Message: "Parse error: the body is not one valid JSON value"}
 	}
+	// Before any recursive decoding (the id, params, arguments, _meta).
+	if reason := checkJSON(body, MaxJSONDepth); reason != "" {
+		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: " + reason}
+	}
 	switch {
 	case body[0] == '[':
 		return msg, &rpcError{Code: rpcInvalidRequest,
@@ -520,12 +524,12 @@ func idempotencyKey(r *http.Request, meta map[string]json.RawMessage, sid, tool 
 		}
 		return key, nil
 	}
-	switch keys := r.Header.Values("Idempotency-Key"); len(keys) {
-	case 0:
-	case 1:
-		return keys[0], ValidateIdempotencyKey(keys[0])
-	default:
-		return "", fmt.Errorf("%w: send one Idempotency-Key header", ErrInvalidIdempotencyKey)
+	if keys := r.Header.Values("Idempotency-Key"); len(keys) > 0 {
+		key, err := ParseIdempotencyKey(keys)
+		if err != nil {
+			return "", err
+		}
+		return key, ValidateIdempotencyKey(key)
 	}
 	canonical, err := Canonicalize(args)
 	if err != nil {
@@ -682,7 +686,9 @@ func parseSession(sid string) (payload, mac []byte) {
 	if !ok {
 		return nil, nil
 	}
-	enc := base64.RawURLEncoding
+	// Strict: one spelling per id, so an ended session can't be revived
+	// under another spelling (other unused trailing bits).
+	enc := base64.RawURLEncoding.Strict()
 	payload, err1 := enc.DecodeString(p64)
 	mac, err2 := enc.DecodeString(m64)
 	if err1 != nil || err2 != nil || len(payload) != 24 || len(mac) != 16 {

@@ -90,6 +90,76 @@ func TestEveryRejectionLeavesStateUnchanged(t *testing.T) {
 			send:   func(e *env, a caller) response { return e.call(a.key, "echo", "k", ``) },
 			status: http.StatusBadRequest, slug: "invalid-json",
 		},
+		"400 two Idempotency-Keys joined by a proxy": {
+			send: func(e *env, a caller) response { return e.call(a.key, "echo", "k, j", `{}`) },
+			key:  "k, j", status: http.StatusBadRequest, slug: "invalid-idempotency-key",
+			check: func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "two Idempotency-Key") },
+		},
+		"400 one Idempotency-Key sent twice, joined": {
+			send: func(e *env, a caller) response { return e.call(a.key, "echo", "k, k", `{}`) },
+			key:  "k, k", status: http.StatusBadRequest, slug: "invalid-idempotency-key",
+		},
+		"400 two quoted Idempotency-Keys joined": {
+			send: func(e *env, a caller) response { return e.call(a.key, "echo", `"k", "j"`, `{}`) },
+			status: http.StatusBadRequest, slug: "invalid-idempotency-key",
+			check: func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "more than one key") },
+		},
+		"400 quoted Idempotency-Key without its closing quote": {
+			send:   func(e *env, a caller) response { return e.call(a.key, "echo", `"k`, `{}`) },
+			status: http.StatusBadRequest, slug: "invalid-idempotency-key",
+		},
+		"400 quoted Idempotency-Key with parameters": {
+			send:   func(e *env, a caller) response { return e.call(a.key, "echo", `"k";a=1`, `{}`) },
+			status: http.StatusBadRequest, slug: "invalid-idempotency-key",
+		},
+		"400 JSON nested 10,000 arrays deep": {
+			send: func(e *env, a caller) response {
+				return e.call(a.key, "echo", "k", strings.Repeat("[", 10000)+strings.Repeat("]", 10000))
+			},
+			status: http.StatusBadRequest, slug: "invalid-json",
+			check: func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "deeper than 128") },
+		},
+		"400 JSON nested 10,000 objects deep": {
+			send: func(e *env, a caller) response {
+				return e.call(a.key, "echo", "k", strings.Repeat(`{"a":`, 10000)+"1"+strings.Repeat("}", 10000))
+			},
+			status: http.StatusBadRequest, slug: "invalid-json",
+		},
+		"400 JSON one level past the limit": {
+			send: func(e *env, a caller) response {
+				return e.call(a.key, "echo", "k", strings.Repeat("[", handler.MaxJSONDepth+1)+strings.Repeat("]", handler.MaxJSONDepth+1))
+			},
+			status: http.StatusBadRequest, slug: "invalid-json",
+		},
+		"400 lone high surrogate": {
+			send:   func(e *env, a caller) response { return e.call(a.key, "echo", "k", `{"t":"\ud800"}`) },
+			status: http.StatusBadRequest, slug: "invalid-json",
+			check:  func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "surrogate") },
+		},
+		"400 lone low surrogate": {
+			send:   func(e *env, a caller) response { return e.call(a.key, "echo", "k", `{"t":"\udc00"}`) },
+			status: http.StatusBadRequest, slug: "invalid-json",
+		},
+		"400 high surrogate without its low half": {
+			send:   func(e *env, a caller) response { return e.call(a.key, "echo", "k", `{"t":"\ud800\u0041"}`) },
+			status: http.StatusBadRequest, slug: "invalid-json",
+		},
+		"400 lone surrogate in an object key": {
+			send:   func(e *env, a caller) response { return e.call(a.key, "echo", "k", `{"\udbff":1}`) },
+			status: http.StatusBadRequest, slug: "invalid-json",
+		},
+		"404 unclean path, not a redirect": {
+			send: func(e *env, a caller) response {
+				return e.do(http.MethodPost, "/v1/tools/x/../echo/call", a.key, map[string]string{"Idempotency-Key": "k"}, `{}`)
+			},
+			status: http.StatusNotFound, slug: "not-found",
+		},
+		"404 double slash": {
+			send: func(e *env, a caller) response {
+				return e.do(http.MethodPost, "/v1/tools//echo/call", a.key, map[string]string{"Idempotency-Key": "k"}, `{}`)
+			},
+			status: http.StatusNotFound, slug: "not-found",
+		},
 		"401 no caller key": {
 			send:   func(e *env, a caller) response { return e.call("", "echo", "k", `{}`) },
 			status: http.StatusUnauthorized, slug: "unauthorized",

@@ -36,6 +36,7 @@ const adminToken = "test-admin-token-0123456789"
 //	/bad          400 {"error":"bad input"}
 //	/block        waits until release is closed (or the request ends)
 //	/text         200 text/plain
+//	/deep         400 with JSON nested 9,000 levels deep
 type upstream struct {
 	srv         *httptest.Server
 	calls       atomic.Int64
@@ -108,6 +109,12 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 			ok()
 		case <-r.Context().Done():
 		}
+	case "/deep":
+		// A 400 whose JSON nests 9,000 levels: stored, it would be parsed
+		// again on every MCP replay.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(strings.Repeat(`{"e":`, 9000) + "1" + strings.Repeat("}", 9000)))
 	case "/text":
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("plain <text> & more"))
@@ -143,6 +150,7 @@ func testCatalog(t testing.TB, base string) *handler.Catalog {
 	  "upstream": {"url": "%[1]s/block"}},
 	 {"name": "unreachable", "description": "no server", "price": "0.05", "currency": "USD",
 	  "upstream": {"url": "http://127.0.0.1:1/x"}},
+	 {"name": "deep", "description": "deep 400", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/deep"}},
 	 {"name": "text", "description": "text", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/text"}},
 	 {"name": "free", "description": "free", "price": "0", "currency": "USD", "upstream": {"url": "%[1]s/ok"}},
 	 {"name": "boom", "description": "panics", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok?boom=1"}}
