@@ -93,16 +93,20 @@ func TestEveryRejectionLeavesStateUnchanged(t *testing.T) {
 		"400 two Idempotency-Keys joined by a proxy": {
 			send: func(e *env, a caller) response { return e.call(a.key, "echo", "k, j", `{}`) },
 			key:  "k, j", status: http.StatusBadRequest, slug: "invalid-idempotency-key",
-			check: func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "two Idempotency-Key") },
+			check: func(t *testing.T, r response, m map[string]any) {
+				require.Contains(t, m["detail"], "two Idempotency-Key")
+			},
 		},
 		"400 one Idempotency-Key sent twice, joined": {
 			send: func(e *env, a caller) response { return e.call(a.key, "echo", "k, k", `{}`) },
 			key:  "k, k", status: http.StatusBadRequest, slug: "invalid-idempotency-key",
 		},
 		"400 two quoted Idempotency-Keys joined": {
-			send: func(e *env, a caller) response { return e.call(a.key, "echo", `"k", "j"`, `{}`) },
+			send:   func(e *env, a caller) response { return e.call(a.key, "echo", `"k", "j"`, `{}`) },
 			status: http.StatusBadRequest, slug: "invalid-idempotency-key",
-			check: func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "more than one key") },
+			check: func(t *testing.T, r response, m map[string]any) {
+				require.Contains(t, m["detail"], "more than one key")
+			},
 		},
 		"400 quoted Idempotency-Key without its closing quote": {
 			send:   func(e *env, a caller) response { return e.call(a.key, "echo", `"k`, `{}`) },
@@ -134,7 +138,7 @@ func TestEveryRejectionLeavesStateUnchanged(t *testing.T) {
 		"400 lone high surrogate": {
 			send:   func(e *env, a caller) response { return e.call(a.key, "echo", "k", `{"t":"\ud800"}`) },
 			status: http.StatusBadRequest, slug: "invalid-json",
-			check:  func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "surrogate") },
+			check: func(t *testing.T, r response, m map[string]any) { require.Contains(t, m["detail"], "surrogate") },
 		},
 		"400 lone low surrogate": {
 			send:   func(e *env, a caller) response { return e.call(a.key, "echo", "k", `{"t":"\udc00"}`) },
