@@ -71,9 +71,12 @@ node_modules:
 dev: node_modules build migrate-local seed-local .dev.vars
 	$(WRANGLER) dev --local --ip 127.0.0.1 --port $(DEV_PORT)
 
-# .dev.vars: local-only secrets for wrangler dev (git-ignored). Never used by deploy.
+# .dev.vars: local-only vars and secrets for wrangler dev (git-ignored; never used by deploy): a dev ADMIN_TOKEN,
+# the demo upstream and the demo catalog (testdata/tools.demo.json). wrangler.toml itself carries no demo.
 .dev.vars:
-	printf 'ADMIN_TOKEN=dev-admin-token\n' > .dev.vars
+	@node worker/js/dev-vars.mjs > .dev.vars.tmp
+	@mv .dev.vars.tmp .dev.vars
+	@echo ".dev.vars: demo catalog, DEMO_UPSTREAM=1, ADMIN_TOKEN=dev-admin-token (local only)"
 
 migrate-local: node_modules
 	@if ls $(MIGRATIONS_DIR)/*.sql >/dev/null 2>&1; then \
@@ -114,7 +117,13 @@ profile: node_modules shim
 	GOOS=js GOARCH=wasm go build -trimpath -o "$$dir/app.wasm" ./worker; \
 	PROFILE_OUT=$${PROFILE_OUT:-build/worker.cpuprofile} node worker/bench/profile.mjs "$$dir" $(PROFILE_CALLS)
 
+# deploy refuses an unedited wrangler.toml: the placeholder D1 id or an empty TOOLS would deploy a worker that
+# answers nothing useful.
 deploy: node_modules build
+	@if grep -q '^database_id = "00000000-0000-4000-8000-000000000000"' wrangler.toml; then \
+		echo "deploy: wrangler.toml still has the placeholder database_id: run 'npx wrangler d1 create toolgate' and put its id there (README: Deploy)"; exit 1; fi
+	@if grep -q '^TOOLS = ""' wrangler.toml; then \
+		echo "deploy: TOOLS is empty in wrangler.toml: set [vars] TOOLS to your tool catalog (README: Configuration)"; exit 1; fi
 	npx --no-install wrangler deploy
 
 clean:

@@ -1,0 +1,224 @@
+//go:build !js
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
+)
+
+// TestE2EAbuse sends hostile input to every route of the compiled worker in
+// workerd while another caller's paid call is in flight on the same isolate:
+// deep JSON (REST, MCP arguments, MCP id, admin bodies, an upstream answer),
+// lone surrogates, joined Idempotency-Key headers, huge and wide bodies, and
+// the handler's fuzz corpus. Every answer must be a precise problem (or
+// JSON-RPC error), never a 500, and the in-flight call must complete: before
+// the depth limit, one 10,000-deep array killed the isolate's Go runtime and
+// every call on it.
+func TestE2EAbuse(t *testing.T) {
+	t.Parallel()
+	deep400 := strings.Repeat(`{"e":`, 9000) + "1" + strings.Repeat("}", 9000)
+	var slowCalls sync.WaitGroup
+	slowCalls.Add(1)
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/slow":
+			slowCalls.Done()
+			<-release
+		case "/deep":
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, deep400)
+			return
+		}
+		fmt.Fprintf(w, `{"input":%s}`, body)
+	}))
+	t.Cleanup(up.Close)
+	tools := fmt.Sprintf(`{"tools":[
+		{"name":"echo","description":"e","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"}},
+		{"name":"slow","description":"s","price":"0.05","currency":"USD","timeout":"20s","upstream":{"url":"%[1]s/slow"}},
+		{"name":"deep","description":"d","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/deep"}}]}`, up.URL)
+	edge := edgetest.Start(t, edgetest.Options{
+		Mode:          edgetest.ModePersistent,
+		MigrationsDir: "store/sqlstore/migrations",
+		Vars:          map[string]string{"TOOLS": tools, "ADMIN_TOKEN": e2eAdminToken},
+	})
+	w0 := edge.URL("w0")
+	db := edge.OpenD1(t)
+	alice := newCaller(t, w0, "alice", "1.00")
+	mallory := newCaller(t, w0, "mallory", "") // a registered caller with no money
+	admin := client{t: t, base: w0, key: e2eAdminToken}
+	mark := edge.LogMark()
+
+	inflight := make(chan int, 1)
+	go func() {
+		res, _, err := client{base: w0, key: alice.key}.try(http.MethodPost, "/v1/tools/slow/call", []byte(`{}`),
+			map[string]string{"Idempotency-Key": "inflight"})
+		if err != nil {
+			inflight <- 0
+			return
+		}
+		inflight <- res.StatusCode
+	}()
+	slowCalls.Wait()
+
+	deepArr := strings.Repeat("[", 10000) + strings.Repeat("]", 10000)
+	deepObj := strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000)
+	problem := func(name string, res *http.Response, body []byte, status int, slug string) {
+		t.Helper()
+		require.Equal(t, status, res.StatusCode, "%s: %s", name, body)
+		require.Equal(t, "application/problem+json", res.Header.Get("Content-Type"), name)
+		var p struct{ Type string }
+		require.NoError(t, json.Unmarshal(body, &p), name)
+		require.Equal(t, "https://toolgate.dev/problems/"+slug, p.Type, name)
+	}
+	callHdr := func(key string) map[string]string { return map[string]string{"Idempotency-Key": key} }
+
+	t.Run("REST", func(t *testing.T) {
+		for name, tc := range map[string]struct {
+			body, slug string
+			status     int
+		}{
+			"deep arrays":    {deepArr, "invalid-json", 400},
+			"deep objects":   {deepObj, "invalid-json", 400},
+			"lone surrogate": {`{"t":"\udc00"}`, "invalid-json", 400},
+			"huge":           {`{"t":"` + strings.Repeat("x", 2<<20) + `"}`, "body-too-large", 413},
+			"wide":           {"[" + strings.Repeat("0,", 200000) + "0]", "insufficient-funds", 402},
+		} {
+			res, body := mallory.do(http.MethodPost, "/v1/tools/echo/call", []byte(tc.body), callHdr("m-"+name))
+			problem(name, res, body, tc.status, tc.slug)
+		}
+	})
+
+	t.Run("two Idempotency-Key headers are joined by workerd and refused", func(t *testing.T) {
+		for _, keys := range [][]string{{"a", "b"}, {"x", "x"}} {
+			req, err := http.NewRequest(http.MethodPost, w0+"/v1/tools/echo/call", strings.NewReader(`{}`))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+alice.key)
+			req.Header["Idempotency-Key"] = keys
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			problem("joined keys", res, body, 400, "invalid-idempotency-key")
+		}
+		res, body := alice.call("echo", `"quoted,key"`, `{}`)
+		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	})
+
+	t.Run("admin", func(t *testing.T) {
+		for _, path := range []string{"/v1/admin/callers", "/v1/admin/credits"} {
+			res, body := admin.do(http.MethodPost, path, []byte(deepObj), nil)
+			problem(path, res, body, 400, "invalid-request")
+		}
+	})
+
+	t.Run("paths", func(t *testing.T) {
+		res, body := alice.do(http.MethodGet, "/v1/calls/"+strings.Repeat("%2F", 300), nil, nil)
+		require.Less(t, res.StatusCode, 500, string(body))
+		res, body = alice.do(http.MethodGet, "/v1//balance", nil, nil)
+		problem("double slash", res, body, 404, "not-found")
+	})
+
+	t.Run("MCP", func(t *testing.T) {
+		mcp := func(sid, body string) (*http.Response, []byte) {
+			hdr := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+				"MCP-Protocol-Version": "2025-06-18"}
+			if sid != "" {
+				hdr["Mcp-Session-Id"] = sid
+			}
+			return alice.do(http.MethodPost, "/mcp", []byte(body), hdr)
+		}
+		res, body := mcp("", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"abuse","version":"1"}}}`)
+		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+		sid := res.Header.Get("Mcp-Session-Id")
+		for name, msg := range map[string]string{
+			"arguments": `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":` + deepObj[:len(deepObj)-1] + `}}`,
+			"id":        `{"jsonrpc":"2.0","id":` + deepArr[:18000] + `,"method":"ping"}`,
+		} {
+			res, body := mcp(sid, msg)
+			require.Less(t, res.StatusCode, 500, "%s: %s", name, body)
+			require.Contains(t, string(body), `"error"`, name)
+		}
+		// An upstream 400 with a 9,000-deep body: refunded, never stored, so
+		// no replay ever parses it.
+		call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deep","arguments":{},"_meta":{"io.toolgate/idempotency-key":"deep-1"}}}`
+		for i := 0; i < 3; i++ {
+			res, body := mcp(sid, call)
+			require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+			require.Contains(t, string(body), `"isError":true`)
+		}
+		res, body = alice.call("deep", "deep-1", `{}`)
+		problem("deep upstream", res, body, 502, "upstream-failed")
+	})
+
+	t.Run("the handler's fuzz corpus", func(t *testing.T) {
+		dir := filepath.Join(edgetest.RepoRoot(t), "handler", "testdata", "fuzz", "FuzzCallRequest")
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		require.NotEmpty(t, entries)
+		for _, en := range entries {
+			key, body := readCorpusEntry(t, filepath.Join(dir, en.Name()))
+			req, err := http.NewRequest(http.MethodPost, w0+"/v1/tools/echo/call", bytes.NewReader(body))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+mallory.key)
+			req.Header["Idempotency-Key"] = []string{key} // as is, even when invalid
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				continue // a key net/http refuses to send
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			require.Contains(t, []int{400, 402}, res.StatusCode, "%s: %s", en.Name(), b)
+		}
+	})
+
+	close(release)
+	require.Equal(t, http.StatusOK, <-inflight, "the call in flight on the same isolate completes")
+	logs := edge.LogsSince(mark)
+	require.NotContains(t, logs, "stopped")
+	require.NotContains(t, logs, "Maximum call stack")
+	// alice: slow (0.05), quoted,key (0.05); deep refunded each time.
+	require.Equal(t, int64(90), checkLedger(t, db, "alice"))
+	require.Equal(t, int64(0), checkLedger(t, db, "mallory"))
+}
+
+// readCorpusEntry reads a `go test fuzz v1` file of (string, []byte).
+func readCorpusEntry(t *testing.T, path string) (string, []byte) {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var vals []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		open, close := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		s, err := strconv.Unquote(line[open+1 : close])
+		require.NoError(t, err, line)
+		vals = append(vals, s)
+	}
+	require.Len(t, vals, 2, path)
+	return vals[0], []byte(vals[1])
+}
