@@ -13,7 +13,7 @@ DEV_PORT ?= 8787
 # -s -w -trimpath: about 2% off the gzip size, and no local paths in the binary.
 GOFLAGS_WASM := -trimpath -ldflags='-s -w'
 
-.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test e2e bench bench-go profile deploy clean
+.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile deploy clean
 
 # build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
 # Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
@@ -93,6 +93,24 @@ seed-local: node_modules
 # test: every package, including the E2E tests that run build/app.wasm inside workerd (needs npm ci).
 test: node_modules
 	go test ./...
+
+# test-short: the inner loop without Node: every package with -short, which skips the workerd E2E tests (they
+# need npm ci and the wasm build). `make test` and CI always run everything.
+test-short:
+	go test -short ./...
+
+# check: the gates CI runs before make test: gofmt, go vet natively and for js/wasm (D1 and Turso builds), go.mod
+# tidy, and staticcheck (pinned as a go tool in go.mod) natively and on the worker's js/wasm code.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	GOOS=js GOARCH=wasm go vet ./worker/... ./handler/... ./store/...
+	GOOS=js GOARCH=wasm go vet -tags turso ./worker/...
+	go mod tidy -diff
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+		go build -o "$$dir/staticcheck" honnef.co/go/tools/cmd/staticcheck; \
+		echo "staticcheck ./..."; "$$dir/staticcheck" ./...; \
+		echo "GOOS=js GOARCH=wasm staticcheck ./worker/..."; GOOS=js GOARCH=wasm "$$dir/staticcheck" ./worker/...
 
 e2e: node_modules
 	go test -count=1 -run 'E2E' -v ./worker/...

@@ -384,7 +384,7 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 	defer s.mu.Unlock()
 	var errs []error
 	sums := map[balanceKey]int64{}
-	type group struct{ open, charges, refunds, net int64 }
+	type group struct{ charges, refunds, net int64 }
 	groups := map[string]*group{}
 	for _, e := range s.entries {
 		bk := balanceKey{e.Caller, e.Currency}

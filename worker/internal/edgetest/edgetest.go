@@ -91,6 +91,7 @@ type readyLine struct {
 // step fails, and registers Close with t.Cleanup. On failure, the process's log is in the test output.
 func Start(t testing.TB, opts Options) *Edge {
 	t.Helper()
+	skipIfShort(t)
 	root := RepoRoot(t)
 	if opts.BuildDir == "" {
 		Build(t)
@@ -294,6 +295,7 @@ var (
 // It fails t with instructions if node_modules is missing or the build fails.
 func Build(t testing.TB) {
 	t.Helper()
+	skipIfShort(t)
 	root := RepoRoot(t)
 	if _, err := os.Stat(filepath.Join(root, "node_modules", "miniflare")); err != nil {
 		t.Fatalf("edgetest: %s/node_modules/miniflare is missing: run `npm ci` in %s (E2E tests need it; they never skip)", root, root)
@@ -402,4 +404,13 @@ func BuildVariant(t testing.TB, tags string) string {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "build worker with tags %q: %s", tags, out)
 	return dir
+}
+
+// skipIfShort skips t under `go test -short` (`make test-short`): the inner loop without Node, workerd or the wasm
+// build. `make test` and CI never pass -short, so these tests always run there.
+func skipIfShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("edgetest: workerd E2E test skipped in -short mode (make test runs it)")
+	}
 }
