@@ -50,7 +50,10 @@ func TestE2EAbuse(t *testing.T) {
 		}
 		fmt.Fprintf(w, `{"input":%s}`, body)
 	}))
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
 	t.Cleanup(up.Close)
+	t.Cleanup(unblock) // runs first: a failed test must not leave /slow holding up.Close
 	tools := fmt.Sprintf(`{"tools":[
 		{"name":"echo","description":"e","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"}},
 		{"name":"slow","description":"s","price":"0.05","currency":"USD","timeout":"20s","upstream":{"url":"%[1]s/slow"}},
@@ -81,7 +84,7 @@ func TestE2EAbuse(t *testing.T) {
 
 	deepArr := strings.Repeat("[", 10000) + strings.Repeat("]", 10000)
 	deepObj := strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000)
-	problem := func(name string, res *http.Response, body []byte, status int, slug string) {
+	problem := func(t *testing.T, name string, res *http.Response, body []byte, status int, slug string) {
 		t.Helper()
 		require.Equal(t, status, res.StatusCode, "%s: %s", name, body)
 		require.Equal(t, "application/problem+json", res.Header.Get("Content-Type"), name)
@@ -103,7 +106,7 @@ func TestE2EAbuse(t *testing.T) {
 			"wide":           {"[" + strings.Repeat("0,", 200000) + "0]", "insufficient-funds", 402},
 		} {
 			res, body := mallory.do(http.MethodPost, "/v1/tools/echo/call", []byte(tc.body), callHdr("m-"+name))
-			problem(name, res, body, tc.status, tc.slug)
+			problem(t, name, res, body, tc.status, tc.slug)
 		}
 	})
 
@@ -117,7 +120,7 @@ func TestE2EAbuse(t *testing.T) {
 			require.NoError(t, err)
 			body, _ := io.ReadAll(res.Body)
 			res.Body.Close()
-			problem("joined keys", res, body, 400, "invalid-idempotency-key")
+			problem(t, "joined keys", res, body, 400, "invalid-idempotency-key")
 		}
 		res, body := alice.call("echo", `"quoted,key"`, `{}`)
 		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
@@ -126,7 +129,7 @@ func TestE2EAbuse(t *testing.T) {
 	t.Run("admin", func(t *testing.T) {
 		for _, path := range []string{"/v1/admin/callers", "/v1/admin/credits"} {
 			res, body := admin.do(http.MethodPost, path, []byte(deepObj), nil)
-			problem(path, res, body, 400, "invalid-request")
+			problem(t, path, res, body, 400, "invalid-request")
 		}
 	})
 
@@ -134,7 +137,7 @@ func TestE2EAbuse(t *testing.T) {
 		res, body := alice.do(http.MethodGet, "/v1/calls/"+strings.Repeat("%2F", 300), nil, nil)
 		require.Less(t, res.StatusCode, 500, string(body))
 		res, body = alice.do(http.MethodGet, "/v1//balance", nil, nil)
-		problem("double slash", res, body, 404, "not-found")
+		problem(t, "double slash", res, body, 404, "not-found")
 	})
 
 	t.Run("MCP", func(t *testing.T) {
@@ -166,7 +169,7 @@ func TestE2EAbuse(t *testing.T) {
 			require.Contains(t, string(body), `"isError":true`)
 		}
 		res, body = alice.call("deep", "deep-1", `{}`)
-		problem("deep upstream", res, body, 502, "upstream-failed")
+		problem(t, "deep upstream", res, body, 502, "upstream-failed")
 	})
 
 	t.Run("the handler's fuzz corpus", func(t *testing.T) {
@@ -190,7 +193,7 @@ func TestE2EAbuse(t *testing.T) {
 		}
 	})
 
-	close(release)
+	unblock()
 	require.Equal(t, http.StatusOK, <-inflight, "the call in flight on the same isolate completes")
 	logs := edge.LogsSince(mark)
 	require.NotContains(t, logs, "stopped")
