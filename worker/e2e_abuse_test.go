@@ -5,6 +5,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +21,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/store/sqlite"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 )
 
@@ -32,6 +37,48 @@ import (
 // every call on it.
 func TestE2EAbuse(t *testing.T) {
 	t.Parallel()
+	runAbuse(t, func(t *testing.T, tools string) abuseTarget {
+		edge := edgetest.Start(t, edgetest.Options{
+			Mode:          edgetest.ModePersistent,
+			MigrationsDir: "store/sqlstore/migrations",
+			Vars:          map[string]string{"TOOLS": tools, "ADMIN_TOKEN": e2eAdminToken},
+		})
+		mark := edge.LogMark()
+		return abuseTarget{base: edge.URL("w0"), db: edge.OpenD1(t), logs: func() string { return edge.LogsSince(mark) }}
+	})
+}
+
+// TestNativeAbuse runs the same battery against the native twin (the same
+// handler on net/http over a SQLite file): the limits and every 4xx rule
+// hold there too.
+func TestNativeAbuse(t *testing.T) {
+	t.Parallel()
+	runAbuse(t, func(t *testing.T, tools string) abuseTarget {
+		db, err := sqlite.Open(filepath.Join(t.TempDir(), "toolgate.db"))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.DB().Close() })
+		require.NoError(t, sqlstore.Migrate(context.Background(), db))
+		s, err := SettingsFrom(func(k string) string {
+			return map[string]string{"TOOLS": tools, "ADMIN_TOKEN": e2eAdminToken}[k]
+		})
+		require.NoError(t, err)
+		h, err := newApp(sqlstore.New(db), &handler.HTTPUpstream{}, s, nil)
+		require.NoError(t, err)
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return abuseTarget{base: srv.URL, db: db.DB(), logs: func() string { return "" }}
+	})
+}
+
+// abuseTarget is a running gateway: its URL, its database (for the ledger
+// checks) and its log since it started.
+type abuseTarget struct {
+	base string
+	db   *sql.DB
+	logs func() string
+}
+
+func runAbuse(t *testing.T, start func(t *testing.T, tools string) abuseTarget) {
 	deep400 := strings.Repeat(`{"e":`, 9000) + "1" + strings.Repeat("}", 9000)
 	var slowCalls sync.WaitGroup
 	slowCalls.Add(1)
@@ -58,17 +105,11 @@ func TestE2EAbuse(t *testing.T) {
 		{"name":"echo","description":"e","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"}},
 		{"name":"slow","description":"s","price":"0.05","currency":"USD","timeout":"20s","upstream":{"url":"%[1]s/slow"}},
 		{"name":"deep","description":"d","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/deep"}}]}`, up.URL)
-	edge := edgetest.Start(t, edgetest.Options{
-		Mode:          edgetest.ModePersistent,
-		MigrationsDir: "store/sqlstore/migrations",
-		Vars:          map[string]string{"TOOLS": tools, "ADMIN_TOKEN": e2eAdminToken},
-	})
-	w0 := edge.URL("w0")
-	db := edge.OpenD1(t)
+	target := start(t, tools)
+	w0, db := target.base, target.db
 	alice := newCaller(t, w0, "alice", "1.00")
 	mallory := newCaller(t, w0, "mallory", "") // a registered caller with no money
 	admin := client{t: t, base: w0, key: e2eAdminToken}
-	mark := edge.LogMark()
 
 	inflight := make(chan int, 1)
 	go func() {
@@ -108,6 +149,21 @@ func TestE2EAbuse(t *testing.T) {
 			res, body := mallory.do(http.MethodPost, "/v1/tools/echo/call", []byte(tc.body), callHdr("m-"+name))
 			problem(t, name, res, body, tc.status, tc.slug)
 		}
+	})
+
+	t.Run("the 4xx table", func(t *testing.T) {
+		res, body := alice.call("echo", "r-1", `{"q":1}`)
+		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+		res, body = alice.call("echo", "r-1", `{"q":2}`)
+		problem(t, "422", res, body, 422, "idempotency-key-mismatch")
+		res, body = alice.do(http.MethodPost, "/v1/tools/echo/call", []byte(`{}`), nil)
+		problem(t, "missing key", res, body, 400, "invalid-idempotency-key")
+		res, body = client{t: t, base: w0, key: "tg_wrong"}.call("echo", "r-2", `{}`)
+		problem(t, "401", res, body, 401, "unauthorized")
+		res, body = alice.call("nope", "r-3", `{}`)
+		problem(t, "404", res, body, 404, "unknown-tool")
+		res, body = alice.do(http.MethodGet, "/v1/tools/echo/call", nil, nil)
+		problem(t, "405", res, body, 405, "method-not-allowed")
 	})
 
 	t.Run("two Idempotency-Key headers are joined by workerd and refused", func(t *testing.T) {
@@ -195,11 +251,11 @@ func TestE2EAbuse(t *testing.T) {
 
 	unblock()
 	require.Equal(t, http.StatusOK, <-inflight, "the call in flight on the same isolate completes")
-	logs := edge.LogsSince(mark)
+	logs := target.logs()
 	require.NotContains(t, logs, "stopped")
 	require.NotContains(t, logs, "Maximum call stack")
-	// alice: slow (0.05), quoted,key (0.05); deep refunded each time.
-	require.Equal(t, int64(90), checkLedger(t, db, "alice"))
+	// alice: slow, r-1 and "quoted,key" (0.05 each); deep refunded each time.
+	require.Equal(t, int64(85), checkLedger(t, db, "alice"))
 	require.Equal(t, int64(0), checkLedger(t, db, "mallory"))
 }
 
