@@ -1,13 +1,7 @@
 package handler
 
 import (
-	"bytes"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/toolgate/toolgate-go/store"
@@ -55,19 +48,6 @@ const (
 // the revision we negotiate, and the one the spec says to assume when the
 // header is missing.
 var mcpHeaderVersions = []string{MCPProtocolVersion, "2025-03-26"}
-
-// JSON-RPC error codes. -32000 is our transport-level rejection (origin,
-// credentials, headers, session missing); -32001 is "session not found",
-// as in the reference SDKs.
-const (
-	rpcParseError     = -32700
-	rpcInvalidRequest = -32600
-	rpcMethodNotFound = -32601
-	rpcInvalidParams  = -32602
-	rpcInternalError  = -32603
-	rpcTransportError = -32000
-	rpcSessionUnknown = -32001
-)
 
 // MCPOptions configures NewMCP. The zero value works for a single process.
 type MCPOptions struct {
@@ -188,33 +168,6 @@ func NewMCP(e *Engine, opts MCPOptions) http.Handler {
 	return s
 }
 
-// rpcError is a JSON-RPC error object.
-type rpcError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-	Data    any    `json:"data,omitempty"`
-}
-
-// rpcResponse is a JSON-RPC response: Result or Error.
-type rpcResponse struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Result  any             `json:"result,omitempty"`
-	Error   *rpcError       `json:"error,omitempty"`
-}
-
-// rpcMessage is an incoming JSON-RPC message. A request has Method and ID,
-// a notification Method only, a response ID and Result or Error. A nil
-// RawMessage means the member was absent.
-type rpcMessage struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Method  *string         `json:"method"`
-	Params  json.RawMessage `json:"params"`
-	Result  json.RawMessage `json:"result"`
-	Error   json.RawMessage `json:"error"`
-}
-
 // ServeHTTP implements http.Handler.
 func (s *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if o := r.Header.Get("Origin"); o != "" && !slices.ContainsFunc(s.origins, func(a string) bool { return strings.EqualFold(a, o) }) {
@@ -265,27 +218,6 @@ func (s *mcpServer) authenticate(w http.ResponseWriter, r *http.Request) (store.
 	}
 	writeRPCError(w, p.Status, nil, rpcTransportError, p.Title+": "+p.Detail)
 	return store.Caller{}, false
-}
-
-// session validates the Mcp-Session-Id header for caller. When required is
-// false a missing header is fine (ok, ""). Otherwise it writes 400 for a
-// missing id and 404 for an unknown one.
-func (s *mcpServer) session(w http.ResponseWriter, r *http.Request, id json.RawMessage, caller store.Caller, required bool) (string, bool) {
-	sid := r.Header.Get("Mcp-Session-Id")
-	if sid == "" {
-		if !required {
-			return "", true
-		}
-		writeRPCError(w, http.StatusBadRequest, id, rpcTransportError,
-			"Bad Request: the Mcp-Session-Id header is required; send initialize first")
-		return "", false
-	}
-	if !s.validSession(sid, caller.ID, s.now()) {
-		writeRPCError(w, http.StatusNotFound, id, rpcSessionUnknown,
-			"Session not found: it is unknown, expired or ended; send initialize to start a new session")
-		return "", false
-	}
-	return sid, true
 }
 
 func (s *mcpServer) handlePost(w http.ResponseWriter, r *http.Request) {
@@ -357,56 +289,6 @@ func (s *mcpServer) handlePost(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// parseRPC decodes one JSON-RPC message. On error, msg.ID holds the id when
-// it could be read.
-func parseRPC(body []byte) (rpcMessage, *rpcError) {
-	var msg rpcMessage
-	body = bytes.TrimSpace(body)
-	if !json.Valid(body) {
-		return msg, &rpcError{Code: rpcParseError, Message: "Parse error: the body is not one valid JSON value"}
-	}
-	// Before any recursive decoding (the id, params, arguments, _meta).
-	if reason := checkJSON(body, MaxJSONDepth); reason != "" {
-		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: " + reason}
-	}
-	switch {
-	case body[0] == '[':
-		return msg, &rpcError{Code: rpcInvalidRequest,
-			Message: "Invalid Request: JSON-RPC batches are not supported in MCP " + MCPProtocolVersion + "; send one message per request"}
-	case body[0] != '{':
-		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: a JSON-RPC message is a JSON object"}
-	}
-	if err := json.Unmarshal(body, &msg); err != nil {
-		return rpcMessage{}, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: jsonrpc and method must be strings"}
-	}
-	if msg.ID != nil && !validRPCID(msg.ID) {
-		msg.ID = nil
-		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: id must be a string or a number"}
-	}
-	switch {
-	case msg.JSONRPC != "2.0":
-		return msg, &rpcError{Code: rpcInvalidRequest, Message: `Invalid Request: "jsonrpc" must be "2.0"`}
-	case msg.Method == nil && (msg.ID == nil || msg.Result == nil && msg.Error == nil):
-		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: a message needs a method, or an id and a result or error"}
-	case msg.Method != nil && *msg.Method == "":
-		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: method must not be empty"}
-	}
-	return msg, nil
-}
-
-// validRPCID reports whether id is a JSON string or number (MCP forbids null).
-func validRPCID(id json.RawMessage) bool {
-	var v any
-	if err := json.Unmarshal(id, &v); err != nil {
-		return false
-	}
-	switch v.(type) {
-	case string, float64:
-		return true
-	}
-	return false
-}
-
 // acceptsJSON reports whether the Accept header values, if any, admit
 // application/json.
 func acceptsJSON(values []string) bool {
@@ -448,199 +330,6 @@ func (s *mcpServer) initialize(w http.ResponseWriter, msg rpcMessage, caller sto
 	}})
 }
 
-// mcpToolsList renders the tools/list result: each tool with its price in
-// the description and _meta, and its input schema.
-func mcpToolsList(c *Catalog) []byte {
-	type mcpTool struct {
-		Name        string          `json:"name"`
-		Description string          `json:"description"`
-		InputSchema json.RawMessage `json:"inputSchema"`
-		Meta        map[string]any  `json:"_meta"`
-	}
-	tools := []mcpTool{}
-	for _, t := range c.Tools() {
-		price := "Price: free."
-		if t.Price > 0 {
-			price = fmt.Sprintf("Price: %s %s per call, charged once per idempotency key and refunded if the tool fails.",
-				t.PriceString(), t.Currency)
-		}
-		schema := t.InputSchema
-		if len(schema) == 0 {
-			schema = json.RawMessage(`{"type":"object"}`)
-		}
-		tools = append(tools, mcpTool{Name: t.Name, Description: strings.TrimSpace(t.Description) + "\n\n" + price,
-			InputSchema: schema, Meta: map[string]any{MCPMetaPrice: t.PriceString(), MCPMetaCurrency: t.Currency}})
-	}
-	b, err := json.Marshal(map[string]any{"tools": tools})
-	if err != nil {
-		panic(fmt.Sprintf("encode tools/list: %v", err)) // only strings and validated JSON
-	}
-	return b
-}
-
-// callTool runs tools/call through the engine. Protocol errors come back as
-// a JSON-RPC error; tool errors as a result with isError.
-func (s *mcpServer) callTool(r *http.Request, caller store.Caller, sid string, params json.RawMessage) (any, *rpcError) {
-	var p struct {
-		Name      string                     `json:"name"`
-		Arguments json.RawMessage            `json:"arguments"`
-		Meta      map[string]json.RawMessage `json:"_meta"`
-	}
-	if len(params) == 0 || json.Unmarshal(params, &p) != nil {
-		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: tools/call needs params {name, arguments}"}
-	}
-	if p.Name == "" {
-		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: params.name is required"}
-	}
-	args := bytes.TrimSpace(p.Arguments)
-	if len(args) == 0 || string(args) == "null" {
-		args = []byte("{}")
-	}
-	if args[0] != '{' {
-		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: params.arguments must be a JSON object"}
-	}
-	key, err := idempotencyKey(r, p.Meta, sid, p.Name, args)
-	if err != nil {
-		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: " + err.Error()}
-	}
-	res, err := s.engine.Call(r.Context(), CallRequest{Caller: caller, Tool: p.Name, Key: key, Input: args, Header: r.Header})
-	if err != nil {
-		return toolError(err, key)
-	}
-	return toolResult(res, key), nil
-}
-
-// idempotencyKey picks the call's key: params._meta, then the
-// Idempotency-Key header, then the derivation from (session, tool,
-// canonical arguments).
-func idempotencyKey(r *http.Request, meta map[string]json.RawMessage, sid, tool string, args []byte) (string, error) {
-	if raw, ok := meta[MCPMetaIdempotencyKey]; ok {
-		var key string
-		if err := json.Unmarshal(raw, &key); err != nil {
-			return "", fmt.Errorf("%w: _meta[%q] must be a string", ErrInvalidIdempotencyKey, MCPMetaIdempotencyKey)
-		}
-		if err := ValidateIdempotencyKey(key); err != nil {
-			return "", fmt.Errorf("_meta[%q]: %w", MCPMetaIdempotencyKey, err)
-		}
-		return key, nil
-	}
-	if keys := r.Header.Values("Idempotency-Key"); len(keys) > 0 {
-		key, err := ParseIdempotencyKey(keys)
-		if err != nil {
-			return "", err
-		}
-		return key, ValidateIdempotencyKey(key)
-	}
-	canonical, err := Canonicalize(args)
-	if err != nil {
-		return "", err
-	}
-	return DeriveMCPKey(sid, tool, canonical), nil
-}
-
-// DeriveMCPKey is the idempotency key of an MCP tools/call that sends none:
-// "mcp:" and the hex SHA-256 of the session id, the tool and the canonical
-// arguments (see Canonicalize), joined by NUL bytes.
-func DeriveMCPKey(sessionID, tool string, canonicalArgs []byte) string {
-	h := sha256.New()
-	h.Write([]byte("toolgate-mcp-key\x00" + sessionID + "\x00" + tool + "\x00"))
-	h.Write(canonicalArgs)
-	return "mcp:" + hex.EncodeToString(h.Sum(nil))
-}
-
-// storedAnswer is the part of the engine's stored envelope a result uses.
-type storedAnswer struct {
-	Output   json.RawMessage `json:"output"`
-	Upstream struct {
-		Encoding string `json:"encoding"`
-	} `json:"upstream"`
-	Receipt json.RawMessage `json:"receipt"`
-}
-
-// toolResult turns an engine answer into a CallToolResult. A 2xx is a
-// success; the stored 424 (the upstream rejected the input) is an isError
-// result holding the stored problem.
-func toolResult(res CallResult, key string) map[string]any {
-	var a storedAnswer
-	_ = json.Unmarshal(res.Body, &a) // the engine stored it; a zero value still answers
-	receipt := any(res.Receipt)
-	if len(a.Receipt) > 0 {
-		receipt = a.Receipt
-	}
-	meta := map[string]any{MCPMetaReceipt: receipt, MCPMetaReplayed: res.Replayed, MCPMetaIdempotencyKey: key}
-	if res.StatusCode >= 300 {
-		var problem map[string]any
-		_ = json.Unmarshal(res.Body, &problem)
-		if problem == nil {
-			problem = map[string]any{}
-		}
-		problem["error"] = "upstream_rejected"
-		title, _ := problem["title"].(string)
-		detail, _ := problem["detail"].(string)
-		text := title + ": " + detail
-		if out := outputText(a); out != "" {
-			text += "\n\nThe tool answered:\n" + out
-		}
-		return map[string]any{"isError": true, "content": []any{textContent(text)},
-			"structuredContent": problem, "_meta": meta}
-	}
-	out := map[string]any{"content": []any{textContent(outputText(a))}, "_meta": meta}
-	if o := bytes.TrimSpace(a.Output); len(o) > 0 && o[0] == '{' {
-		out["structuredContent"] = json.RawMessage(o)
-	}
-	return out
-}
-
-// outputText renders the stored output as text: a text or base64 body as
-// its string, JSON as itself.
-func outputText(a storedAnswer) string {
-	if a.Upstream.Encoding == "text" || a.Upstream.Encoding == "base64" {
-		var s string
-		if json.Unmarshal(a.Output, &s) == nil {
-			return s
-		}
-	}
-	if len(a.Output) == 0 || string(a.Output) == "null" {
-		return ""
-	}
-	return string(a.Output)
-}
-
-func textContent(text string) map[string]any {
-	return map[string]any{"type": "text", "text": text}
-}
-
-// toolError maps an engine error. The caller's own mistakes about the
-// request (unknown tool, bad key, bad input) are JSON-RPC errors -32602;
-// an internal failure is -32603; everything else (payment required,
-// upstream failure, key mismatch, in progress, store unavailable) is a
-// result with isError and the REST problem as structuredContent.
-func toolError(err error, key string) (any, *rpcError) {
-	p := problemFor(err)
-	var inputErr *InvalidInputError
-	switch {
-	case errors.Is(err, ErrUnknownTool), errors.Is(err, ErrInvalidIdempotencyKey), errors.As(err, &inputErr):
-		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: " + p.Detail}
-	case p.Status == http.StatusInternalServerError:
-		return nil, &rpcError{Code: rpcInternalError, Message: "Internal error: the gateway failed unexpectedly"}
-	}
-	var structured map[string]any
-	b, _ := json.Marshal(p)
-	_ = json.Unmarshal(b, &structured)
-	slug := strings.TrimPrefix(p.Type, ProblemTypeBase)
-	code := strings.ReplaceAll(slug, "-", "_")
-	if slug == "insufficient-funds" {
-		code = "payment_required" // the x402-over-MCP name
-	}
-	structured["error"] = code
-	return map[string]any{
-		"isError":           true,
-		"content":           []any{textContent(p.Title + ": " + p.Detail)},
-		"structuredContent": structured,
-		"_meta":             map[string]any{MCPMetaIdempotencyKey: key},
-	}, nil
-}
-
 // handleDelete ends the session in the Mcp-Session-Id header.
 func (s *mcpServer) handleDelete(w http.ResponseWriter, r *http.Request) {
 	if !checkProtocolVersion(w, r) {
@@ -656,128 +345,4 @@ func (s *mcpServer) handleDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	s.ended.add(sid, s.sessionExpiry(sid), s.now())
 	w.WriteHeader(http.StatusNoContent)
-}
-
-const sessionPrefix = "tgs1."
-
-// newSession returns a session id for callerID issued at now.
-func (s *mcpServer) newSession(callerID string, now time.Time) string {
-	var p [24]byte // issued-at (unix seconds), 16-byte nonce
-	binary.BigEndian.PutUint64(p[:8], uint64(now.Unix()))
-	_, _ = rand.Read(p[8:])
-	enc := base64.RawURLEncoding
-	return sessionPrefix + enc.EncodeToString(p[:]) + "." + enc.EncodeToString(s.sessionMAC(callerID, p[:]))
-}
-
-func (s *mcpServer) sessionMAC(callerID string, payload []byte) []byte {
-	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte("toolgate-mcp-session\x00" + callerID + "\x00"))
-	m.Write(payload)
-	return m.Sum(nil)[:16]
-}
-
-// parseSession returns the payload of a well-formed id, or nil.
-func parseSession(sid string) (payload, mac []byte) {
-	rest, ok := strings.CutPrefix(sid, sessionPrefix)
-	if !ok {
-		return nil, nil
-	}
-	p64, m64, ok := strings.Cut(rest, ".")
-	if !ok {
-		return nil, nil
-	}
-	// Strict: one spelling per id, so an ended session can't be revived
-	// under another spelling (other unused trailing bits).
-	enc := base64.RawURLEncoding.Strict()
-	payload, err1 := enc.DecodeString(p64)
-	mac, err2 := enc.DecodeString(m64)
-	if err1 != nil || err2 != nil || len(payload) != 24 || len(mac) != 16 {
-		return nil, nil
-	}
-	return payload, mac
-}
-
-// sessionExpiry is when a well-formed session id expires.
-func (s *mcpServer) sessionExpiry(sid string) time.Time {
-	payload, _ := parseSession(sid)
-	if payload == nil {
-		return time.Time{}
-	}
-	return time.Unix(int64(binary.BigEndian.Uint64(payload[:8])), 0).Add(s.ttl)
-}
-
-// validSession reports whether sid was issued by this key to callerID, has
-// not expired, and was not ended here.
-func (s *mcpServer) validSession(sid, callerID string, now time.Time) bool {
-	payload, mac := parseSession(sid)
-	if payload == nil || !hmac.Equal(mac, s.sessionMAC(callerID, payload)) {
-		return false
-	}
-	issued := time.Unix(int64(binary.BigEndian.Uint64(payload[:8])), 0)
-	if !now.Before(issued.Add(s.ttl)) || issued.After(now.Add(time.Minute)) {
-		return false
-	}
-	return !s.ended.has(sid, now)
-}
-
-// endedSessions is the in-memory list of sessions ended by DELETE, each kept
-// until it would have expired anyway.
-type endedSessions struct {
-	mu sync.Mutex
-	m  map[string]time.Time // session id -> expiry
-}
-
-// maxEndedSessions bounds the list; past it the oldest-expiring are
-// forgotten first, which only lets an ended id be used again.
-const maxEndedSessions = 1 << 16
-
-func (e *endedSessions) add(sid string, expires, now time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.m == nil {
-		e.m = map[string]time.Time{}
-	}
-	if len(e.m) >= maxEndedSessions {
-		var oldest string
-		for k, exp := range e.m {
-			if !now.Before(exp) {
-				delete(e.m, k)
-			} else if oldest == "" || exp.Before(e.m[oldest]) {
-				oldest = k
-			}
-		}
-		if len(e.m) >= maxEndedSessions {
-			delete(e.m, oldest)
-		}
-	}
-	e.m[sid] = expires
-}
-
-func (e *endedSessions) has(sid string, now time.Time) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	exp, ok := e.m[sid]
-	return ok && now.Before(exp)
-}
-
-// writeRPC writes one JSON-RPC response as application/json.
-func writeRPC(w http.ResponseWriter, status int, res rpcResponse) {
-	res.JSONRPC = "2.0"
-	if res.ID == nil {
-		res.ID = json.RawMessage("null")
-	}
-	b, err := marshalNoEscape(res)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Internal error"}}`)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
-}
-
-func writeRPCError(w http.ResponseWriter, status int, id json.RawMessage, code int, message string) {
-	writeRPC(w, status, rpcResponse{ID: id, Error: &rpcError{Code: code, Message: message}})
 }
