@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -49,27 +48,13 @@ func (s *server) handleCreateCaller(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, &BadRequestError{Reason: "name is required (at most 200 bytes)"})
 		return
 	}
-	e := s.engine
-	if in.ID == "" {
-		id, err := e.newID("c_")
-		if err != nil {
-			writeProblem(w, err)
-			return
-		}
-		in.ID = id
-	} else if !validName(in.ID, "_.:-") {
+	if in.ID != "" && !validName(in.ID, "_.:-") {
 		writeProblem(w, &BadRequestError{Reason: "id must be 1-64 characters of A-Z a-z 0-9 _ . : -"})
 		return
 	}
-	key, err := newCallerKey(e.rand)
+	c, key, err := s.engine.CreateCaller(r.Context(), in.ID, in.Name)
 	if err != nil {
 		writeProblem(w, err)
-		return
-	}
-	c := store.Caller{ID: in.ID, Name: in.Name, KeyHash: HashKey(key),
-		CreatedAt: store.FromUnixMilli(store.UnixMilli(e.now()))}
-	if err := e.store.CreateCaller(r.Context(), c); err != nil {
-		writeProblem(w, storeError("create caller", err))
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -112,19 +97,10 @@ func (s *server) handleCredit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, fmt.Errorf("parse amount: %w", err))
 		return
 	}
-	e := s.engine
-	// A credit to a mistyped id would create a balance nobody can spend.
-	if _, err := e.store.CallerByID(r.Context(), in.Caller); errors.Is(err, store.ErrNotFound) {
-		writeProblem(w, fmt.Errorf("%w: %q", ErrUnknownCaller, in.Caller))
-		return
-	} else if err != nil {
-		writeProblem(w, storeError("find caller", err))
-		return
-	}
-	res, err := e.store.Credit(r.Context(), store.CreditParams{Caller: in.Caller, Currency: in.Currency,
-		Amount: amount, Reference: in.Reference, Now: e.now()})
+	res, err := s.engine.Credit(r.Context(), CreditRequest{Caller: in.Caller, Currency: in.Currency,
+		Amount: amount, Reference: in.Reference})
 	if err != nil {
-		writeProblem(w, storeError("credit caller", err))
+		writeProblem(w, err)
 		return
 	}
 	status := http.StatusCreated

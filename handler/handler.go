@@ -377,9 +377,9 @@ func (s *server) handleBalance(w http.ResponseWriter, r *http.Request) {
 		Balances []balanceJSON `json:"balances"`
 	}{Caller: caller.ID, Balances: []balanceJSON{}}
 	for _, cur := range currencies {
-		b, err := s.engine.store.Balance(r.Context(), caller.ID, cur)
+		b, err := s.engine.Balance(r.Context(), caller.ID, cur)
 		if err != nil {
-			writeProblem(w, storeError("read balance", err))
+			writeProblem(w, err)
 			return
 		}
 		out.Balances = append(out.Balances, balanceJSON{Currency: cur, Amount: store.FormatAmount(b, cur), Minor: b})
@@ -433,27 +433,17 @@ func (s *server) handleGetCall(w http.ResponseWriter, r *http.Request) {
 		}
 		tools = []Tool{t}
 	}
-	ctx := r.Context()
+	traces, err := s.engine.Trace(r.Context(), caller.ID, key, tools)
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
 	out := struct {
 		Key   string     `json:"key"`
 		Calls []callJSON `json:"calls"`
 	}{Key: key}
-	for _, t := range tools {
-		scoped := ScopedKey(caller.ID, t.Name, key)
-		rec, err := s.engine.store.Peek(ctx, scoped)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			writeProblem(w, storeError("peek key", err))
-			return
-		}
-		entries, err := s.engine.store.Entries(ctx, store.EntryFilter{Caller: caller.ID, Key: scoped})
-		if err != nil {
-			writeProblem(w, storeError("read entries", err))
-			return
-		}
-		out.Calls = append(out.Calls, describeCall(t, rec, entries))
+	for _, tr := range traces {
+		out.Calls = append(out.Calls, describeCall(tr.Tool, tr.Record, tr.Entries))
 	}
 	if len(out.Calls) == 0 {
 		writeProblem(w, ErrCallNotFound)
