@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -327,16 +328,33 @@ func TestWaiterTakesOverFailedAttemptOnce(t *testing.T) {
 	e.checkInvariants()
 }
 
+// TestWaiterReadsStayLowForOneSecondUpstream: waiters on another engine (an
+// other isolate, where no local flight can wake them) poll the store; each
+// makes at most 15 reads while a 1 s call runs.
 func TestWaiterReadsStayLowForOneSecondUpstream(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	var cfg handler.Config
+	e := setup(t, func(c *handler.Config) { cfg = *c })
+	other, err := handler.New(cfg)
+	require.NoError(t, err)
+	isolate2 := httptest.NewServer(other)
+	t.Cleanup(isolate2.Close)
 	alice := e.newCaller("alice", "1.00")
 	const n = 5
 	parallel(n, func(i int) {
-		if i > 0 {
-			time.Sleep(20 * time.Millisecond)
+		if i == 0 {
+			require.Equal(t, http.StatusOK, e.call(alice.key, "slow1s", "k", `{}`).status)
+			return
 		}
-		require.Equal(t, http.StatusOK, e.call(alice.key, "slow1s", "k", `{}`).status)
+		time.Sleep(20 * time.Millisecond)
+		req, err := http.NewRequest(http.MethodPost, isolate2.URL+"/v1/tools/slow1s/call", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+alice.key)
+		req.Header.Set("Idempotency-Key", "k")
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode)
 	})
 	waiters := 0
 	for _, l := range e.logLines() {
@@ -615,5 +633,36 @@ func TestLostLeaseOwnerNeitherCompletesNorChargesAgainAndReplays(t *testing.T) {
 	e.up.mu.Lock()
 	require.Equal(t, e.up.headers[0].Get("Idempotency-Key"), e.up.headers[1].Get("Idempotency-Key"))
 	e.up.mu.Unlock()
+	e.checkInvariants()
+}
+
+// TestLocalWaitersShareTheExecution: duplicates on the same engine (one
+// isolate) wait for the execution in flight there, not for the store: each
+// costs its one claim and no polls, and they answer the owner's bytes.
+func TestLocalWaitersShareTheExecution(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	alice := e.newCaller("alice", "1.00")
+	require.Equal(t, http.StatusOK, e.do(http.MethodGet, "/v1/balance", alice.key, nil, "").status) // caches the caller
+	const n = 20
+	before := e.db.Count()
+	res := make([]response, n)
+	parallel(n, func(i int) { res[i] = e.call(alice.key, "slow", "k", `{}`) })
+	for _, r := range res {
+		require.Equal(t, http.StatusOK, r.status, string(r.body))
+		require.Equal(t, string(res[0].body), string(r.body))
+	}
+	// n claims (one of them with the charge) and one complete.
+	require.EqualValues(t, n+1, e.db.Count()-before)
+	waited := 0
+	for _, l := range e.logLines() {
+		if l["outcome"] == string(handler.OutcomeWaited) {
+			waited++
+			require.EqualValues(t, 1, l["roundTrips"])
+		}
+	}
+	require.Equal(t, n-1, waited)
+	require.EqualValues(t, 1, e.up.calls.Load())
+	require.EqualValues(t, 95, e.balance(alice))
 	e.checkInvariants()
 }

@@ -34,6 +34,8 @@ const DefaultWaitForInProgress = 5 * time.Second
 const (
 	pollInitial = 25 * time.Millisecond
 	pollMax     = 500 * time.Millisecond
+	// pollMargin is how long after the expected completion a waiter polls.
+	pollMargin = 5 * time.Millisecond
 )
 
 // Outcome is what one call did, as logged and returned in CallResult.
@@ -132,6 +134,8 @@ type Engine struct {
 	rand      io.Reader
 	callers   *callerCache
 	maxStored int
+	flights   flights   // executions in flight here, for local waiters
+	latency   latencies // observed execution time per tool, for remote waiters
 }
 
 // NewEngine returns an Engine for cfg. It returns an error when Store,
@@ -253,7 +257,7 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	case store.OutcomeCompleted:
 		return replay(cr.Record, OutcomeReplayed)
 	case store.OutcomeClaimed:
-		res, err := a.execute(ctx, fenceOf(cr.Record), paid)
+		res, err := a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid)
 		if errors.Is(err, ErrLostLease) {
 			// Another attempt took the key over (our lease ran out before a
 			// heartbeat got through): it executes, we wait for its answer.
@@ -273,18 +277,30 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 // the sum of the sleeps, so it does not depend on the injected clock.
 func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec store.Record) (CallResult, error) {
 	e := a.e
-	delay := pollInitial
+	delay := a.firstPoll(rec)
 	var waited time.Duration
 	for {
 		if waited >= e.wait {
 			return CallResult{}, &InProgressError{RetryAfter: e.retryAfter(rec, a.tool.Lease)}
 		}
 		d := jitter(min(delay, e.wait-waited))
-		if err := sleep(ctx, d); err != nil {
+		start := time.Now()
+		shared, ok, woke, err := e.flights.wait(ctx, p.Key, p.Fingerprint, d, e.wait-waited)
+		if err != nil {
 			return CallResult{}, fmt.Errorf("wait for in-progress call: %w", err)
 		}
+		if ok {
+			// The execution in flight on this engine stored its answer.
+			shared.Replayed, shared.Outcome = true, OutcomeWaited
+			return shared, nil
+		}
+		if woke {
+			d = time.Since(start) // it failed: ask the store at once
+		} else {
+			d = max(d, time.Since(start))
+		}
 		waited += d
-		delay = min(2*delay, pollMax)
+		delay = min(2*max(delay, pollInitial/2), pollMax)
 		now := e.now()
 		peeked, err := e.store.Peek(ctx, p.Key)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -308,10 +324,46 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		case store.OutcomeCompleted:
 			return replay(cr.Record, OutcomeWaited)
 		case store.OutcomeClaimed:
-			return a.execute(ctx, fenceOf(cr.Record), nil)
+			return a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, nil)
 		}
 		rec = cr.Record
 	}
+}
+
+// firstPoll is how long a waiter sleeps before its first poll: until the
+// execution is expected to finish (from the tool's observed latency and when
+// the record was claimed), else pollInitial. Later polls back off from
+// pollInitial, so an answer that comes late is still seen soon.
+func (a *attempt) firstPoll(rec store.Record) time.Duration {
+	exp := a.e.latency.expected(a.tool.Name)
+	if exp <= 0 {
+		return pollInitial
+	}
+	claimed := rec.UpdatedAt // a heartbeat moves it, so this errs on the late side
+	if rec.Generation == 1 {
+		claimed = rec.CreatedAt
+	}
+	return min(max(claimed.Add(exp).Sub(a.e.now())+pollMargin, pollMargin), pollMax)
+}
+
+// executeShared is execute, published to the waiters on this engine (see
+// flights) and timed for the tool's observed latency.
+func (a *attempt) executeShared(ctx context.Context, f store.Fence, fingerprint string, paid *chargeOutcome) (res CallResult, err error) {
+	fl := a.e.flights.start(a.key, fingerprint)
+	published := false
+	defer func() {
+		if !published { // a panic: waiters go back to the store
+			a.e.flights.finish(a.key, fl, CallResult{}, false)
+		}
+	}()
+	start := time.Now()
+	res, err = a.execute(ctx, f, paid)
+	if err == nil {
+		a.e.latency.observe(a.tool.Name, time.Since(start))
+	}
+	published = true
+	a.e.flights.finish(a.key, fl, res, err == nil)
+	return res, err
 }
 
 // chargeOutcome is a charge already attempted with the claim (ClaimCharge).

@@ -1,0 +1,113 @@
+package handler
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// flights lets duplicates that reach the same engine (the same Workers
+// isolate, or the same native process) share the execution in flight
+// instead of polling the store for it.
+//
+// The invariant it keeps: a flight only ever shortens a wait; it never
+// decides anything. The owner of a key publishes its result when execute
+// returns; a waiter that sees a successful result replays exactly the bytes
+// the owner stored (the owner publishes only after Complete succeeded, so the
+// stored answer and the published one are the same). A waiter that sees a
+// failed flight, or none, goes back to the store, where the claim decides as
+// before. So a lost or wrong flight costs at most a poll, never a second
+// execution or charge.
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*flight // by scoped key
+}
+
+// flight is one execution in progress on this engine.
+type flight struct {
+	fingerprint string
+	done        chan struct{}
+	res         CallResult // set before done is closed
+	ok          bool       // res is the stored answer
+}
+
+// start registers the execution of key and returns its flight; the caller
+// must call finish exactly once.
+func (fs *flights) start(key, fingerprint string) *flight {
+	f := &flight{fingerprint: fingerprint, done: make(chan struct{})}
+	fs.mu.Lock()
+	if fs.m == nil {
+		fs.m = map[string]*flight{}
+	}
+	fs.m[key] = f
+	fs.mu.Unlock()
+	return f
+}
+
+// finish publishes the result of key's execution and wakes its waiters.
+func (fs *flights) finish(key string, f *flight, res CallResult, ok bool) {
+	fs.mu.Lock()
+	if fs.m[key] == f {
+		delete(fs.m, key)
+	}
+	fs.mu.Unlock()
+	f.res, f.ok = res, ok
+	close(f.done)
+}
+
+// wait waits for key's local flight of the same request (fingerprint) up to
+// limit, or, when there is none, sleeps d (a poll interval): with the owner
+// here, there is nothing to poll for. It returns the flight's result when it
+// succeeded; woke is true when the wait ended because a flight finished
+// (successfully or not).
+func (fs *flights) wait(ctx context.Context, key, fingerprint string, d, limit time.Duration) (res CallResult, ok, woke bool, err error) {
+	fs.mu.Lock()
+	f := fs.m[key]
+	fs.mu.Unlock()
+	if f == nil || f.fingerprint != fingerprint {
+		return CallResult{}, false, false, sleep(ctx, d)
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return CallResult{}, false, false, ctx.Err()
+	case <-t.C:
+		return CallResult{}, false, false, nil
+	case <-f.done:
+		return f.res, f.ok, true, nil
+	}
+}
+
+// latencies remembers how long each tool's executions take (an exponential
+// moving average), so that waiters on other isolates poll near the moment
+// the answer is expected instead of on a blind backoff.
+type latencies struct {
+	m sync.Map // tool name -> *atomic.Int64 (nanoseconds)
+}
+
+// observe folds one execution's duration into tool's average (weight 1/4).
+func (l *latencies) observe(tool string, d time.Duration) {
+	v, _ := l.m.LoadOrStore(tool, &atomic.Int64{})
+	avg := v.(*atomic.Int64)
+	for {
+		old := avg.Load()
+		next := int64(d)
+		if old > 0 {
+			next = old + (int64(d)-old)/4
+		}
+		if avg.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// expected returns tool's average execution time, or 0 if none was seen.
+func (l *latencies) expected(tool string) time.Duration {
+	v, ok := l.m.Load(tool)
+	if !ok {
+		return 0
+	}
+	return time.Duration(v.(*atomic.Int64).Load())
+}
