@@ -285,7 +285,11 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		}
 		d := jitter(min(delay, e.wait-waited))
 		start := time.Now()
-		shared, ok, woke, err := e.flights.wait(ctx, p.Key, p.Fingerprint, d, e.wait-waited)
+		// A local owner is awaited until its lease runs out at the latest:
+		// then the store says whether heartbeats renewed it, or a takeover is
+		// due (its heartbeats may be failing while it runs).
+		limit := min(e.wait-waited, max(rec.LeaseExpiresAt.Sub(e.now()), 0)+pollMargin)
+		shared, ok, woke, err := e.flights.wait(ctx, p.Key, p.Fingerprint, d, max(limit, d))
 		if err != nil {
 			return CallResult{}, fmt.Errorf("wait for in-progress call: %w", err)
 		}
