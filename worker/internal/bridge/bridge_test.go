@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -236,6 +237,10 @@ func TestBridgePersistent(t *testing.T) {
 		require.Equal(t, before.Instance, stats(t, base).Instance)
 	})
 
+	t.Run("fetch is aborted when its context ends", func(t *testing.T) {
+		testFetchAborted(t, base)
+	})
+
 	t.Run("a dead instance is replaced by the next request", func(t *testing.T) {
 		before := stats(t, base)
 		status, _ := do(t, http.MethodGet, base+"/crash")
@@ -246,6 +251,46 @@ func TestBridgePersistent(t *testing.T) {
 		require.Equal(t, before.Boots+1, after.Boots)
 		require.NotEqual(t, before.Instance, after.Instance)
 	})
+}
+
+// testFetchAborted checks that bridge.Fetch closes the upstream's connection when its context ends: at
+// its deadline (the shim's timer) and when it is cancelled (Go resolves the abort).
+func testFetchAborted(t *testing.T, base string) {
+	up := edgetest.NewHangingUpstream(t)
+	for i, end := range []string{"deadline", "cancel"} {
+		res, body := get(t, fmt.Sprintf("%s/fetch?url=%s&%s=500", base, url.QueryEscape(up.URL+"/hang"), end))
+		answered := time.Now()
+		require.Equal(t, http.StatusGatewayTimeout, res.StatusCode, body)
+		var out struct {
+			Deadline bool `json:"deadline"`
+			Canceled bool `json:"canceled"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(body), &out), body)
+		require.Equal(t, end == "deadline", out.Deadline, body)
+		require.Equal(t, end == "cancel", out.Canceled, body)
+		gap := up.WaitClosed(t, 45*time.Second).Sub(answered)
+		t.Logf("%s: upstream connection closed %s after the answer", end, gap.Round(time.Millisecond))
+		require.Less(t, gap, 3*time.Second, "%s: the fetch must be aborted", end)
+		require.Equal(t, i+1, up.Calls())
+	}
+}
+
+// get is a GET with no body that returns the whole response.
+func get(t *testing.T, u string) (*http.Response, string) {
+	t.Helper()
+	res, body, err := tryGet(u)
+	require.NoError(t, err)
+	return res, body
+}
+
+func tryGet(u string) (*http.Response, string, error) {
+	res, err := client.Get(u)
+	if err != nil {
+		return nil, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res, string(b), err
 }
 
 func TestBridgePerRequest(t *testing.T) {
@@ -272,6 +317,7 @@ func TestBridgePerRequest(t *testing.T) {
 	// Every event booted its own instance: 12 requests + this stats request.
 	require.Equal(t, before.Boots+13, stats(t, base).Boots)
 	require.Equal(t, 4, jobsDone(t, edge.OpenD1(t), []string{"pr-job-0", "pr-job-3", "pr-job-6", "pr-job-9"}))
+	testFetchAborted(t, base)
 	require.NoError(t, edge.Scheduled(context.Background(), "w0", "0 * * * *"))
 	require.Equal(t, 1, jobsDone(t, edge.OpenD1(t), []string{"cron:0 * * * *"}))
 }

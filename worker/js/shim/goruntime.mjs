@@ -189,6 +189,7 @@ export class GoInstance {
     this.current = null; // the event whose context is current while Go runs
     this.depth = 0; // nesting of JS -> Go entries (Go -> JS -> Go calls are synchronous)
     this.events = new Set(); // events dispatched here that are not done
+    this.aborts = new Map(); // Go call id -> resolver that aborts the call, while it runs (see _abortable)
     this.served = 0;
     this.started = Date.now();
   }
@@ -255,16 +256,34 @@ export class GoInstance {
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           });
         },
-        fetch(id, method, url, headers, body) {
+        // fetch aborts at timeoutMs (none if negative) with a timer of the calling host, or earlier when
+        // Go calls abort(id) (its context ended): see abortable. It answers {deadline: true} when the
+        // timer aborted it, so Go can tell its deadline from a network failure.
+        fetch(id, method, url, headers, body, timeoutMs) {
+          const call = rt._abortable(id, timeoutMs);
           rt._call(id, async () => {
-            const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body });
-            return {
-              status: res.status,
-              statusText: res.statusText,
-              headers: encodeHeaders(res.headers),
-              body: new Uint8Array(await res.arrayBuffer()),
-            };
+            try {
+              const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body, signal: call.signal });
+              return {
+                status: res.status,
+                statusText: res.statusText,
+                headers: encodeHeaders(res.headers),
+                body: new Uint8Array(await res.arrayBuffer()),
+              };
+            } catch (e) {
+              if (call.deadline) return { deadline: true };
+              throw e;
+            } finally {
+              call.end();
+            }
           });
+        },
+        // abort aborts Go's call id if it is still running. Go calls it from whichever host is current;
+        // the abort itself runs in the call's own host (see abortable).
+        abort(id) {
+          const resolve = rt.aborts.get(id);
+          rt.aborts.delete(id);
+          resolve?.();
         },
       },
     };
@@ -341,6 +360,33 @@ export class GoInstance {
     );
   }
 
+  // _abortable gives Go's call id an AbortSignal that belongs to the current host, the one the call's
+  // I/O is started in. I/O objects must never be touched from another request's context (workerd kills
+  // the instance: "Cannot perform I/O on behalf of a different request"), so both ways to abort run in
+  // this host: a timer of its own at timeoutMs, and the reaction to a promise that Go's abort(id)
+  // resolves from whatever host is current (a reaction runs in the context that registered it). The
+  // caller must call end() once the call settled: it clears the timer and drops the resolver, so
+  // nothing of the call outlives it.
+  _abortable(id, timeoutMs) {
+    const controller = new AbortController();
+    const call = { signal: controller.signal, deadline: false, end: null };
+    let timer = 0;
+    if (timeoutMs >= 0) {
+      timer = setTimeout(() => {
+        call.deadline = true;
+        controller.abort(new Error("toolgate: the call's deadline passed"));
+      }, timeoutMs);
+    }
+    new Promise((resolve) => this.aborts.set(id, resolve)).then(() =>
+      controller.abort(new Error("toolgate: Go gave up on the call")),
+    );
+    call.end = () => {
+      clearTimeout(timer);
+      this.aborts.delete(id);
+    };
+    return call;
+  }
+
   // _call settles Go's call id with the outcome of fn(), a promise; fn throwing rejects it.
   _call(id, fn) {
     let p;
@@ -392,6 +438,10 @@ export class GoInstance {
     this._bootFail?.(new Error(reason));
     for (const ev of this.events) ev.abandon(`the Go runtime stopped: ${reason}`);
     this.events.clear();
+    // Abort the calls still running (each in its own host, see _abortable): their upstreams must not
+    // keep working for requests that were just abandoned.
+    for (const abort of this.aborts.values()) abort();
+    this.aborts.clear();
   }
 
   // _instrument hooks wasm_exec.js so that we always know the current host and count what Go leaves

@@ -14,6 +14,9 @@
 //	GET  /slow?ms=N                      sleeps N ms, runs one D1 statement, answers
 //	GET  /panic                          panics in the handler
 //	GET  /crash                          panics on a bare goroutine: the instance dies
+//	GET  /fetch?url=U&deadline=N         bridge.Fetch(U) with a context that ends after N ms (deadline= sets
+//	GET  /fetch?url=U&cancel=N           a deadline, cancel= cancels it without one): the upstream's answer,
+//	                                     or 504 {"error", "deadline", "canceled"} when the context ended first
 //	GET  /mem?gc=1                       runtime.MemStats (after a GC)
 //
 // A scheduled event inserts "cron:<expression>" into the jobs table.
@@ -33,6 +36,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,6 +97,7 @@ func main() {
 		go panic("testworker: unrecovered panic on a bare goroutine")
 		time.Sleep(time.Second)
 	})
+	mux.HandleFunc("GET /fetch", fetchUpstream)
 	mux.HandleFunc("GET /mem", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("gc") == "1" {
 			runtime.GC()
@@ -111,6 +116,35 @@ func main() {
 		return insertJob(ctx, c, "cron:"+s.Cron)
 	})
 	bridge.Serve(mux)
+}
+
+// fetchUpstream fetches url with a context that ends after deadline= ms (a deadline) or cancel= ms (a
+// cancellation, no deadline).
+func fetchUpstream(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if ms, err := strconv.Atoi(q.Get("deadline")); err == nil {
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		defer cancel()
+	}
+	if ms, err := strconv.Atoi(q.Get("cancel")); err == nil {
+		time.AfterFunc(time.Duration(ms)*time.Millisecond, cancel)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, q.Get("url"), strings.NewReader(`{"q":1}`))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
+		return
+	}
+	res, err := bridge.Fetch(req)
+	if err != nil {
+		writeJSON(w, http.StatusGatewayTimeout, map[string]any{"error": err.Error(),
+			"deadline": errors.Is(err, context.DeadlineExceeded), "canceled": errors.Is(err, context.Canceled)})
+		return
+	}
+	defer res.Body.Close()
+	w.WriteHeader(res.StatusCode)
+	_, _ = io.Copy(w, res.Body)
 }
 
 type storeHandler func(ctx context.Context, s *sqlstore.Store, c store.DbClient, w http.ResponseWriter, r *http.Request) error
