@@ -7,7 +7,11 @@
 //	bridge.Serve(handler) // never returns
 //
 // Per event, ctx (r.Context() for a request) carries that event's env and its waitUntil: Env, Getenv
-// and WaitUntil read them. A panic in a handler is recovered and answered 500; the runtime lives on.
+// and WaitUntil read them. A panic in a handler is recovered and answered 500 problem+json; the runtime
+// lives on. When the runtime itself dies (a wasm trap such as a V8 stack overflow, a panic outside any
+// recover, Go exiting), the shim answers every request in flight on it 503 problem+json
+// (https://toolgate.dev/problems/runtime-restarted, retryable, Retry-After from SetCrashRetryAfter or
+// 30 s), logs one JSON line with the cause and the instance id, and the next request boots a new runtime.
 //
 // # I/O belongs to the request that started it
 //
