@@ -207,7 +207,7 @@ export class GoInstance {
     this.id = nextInstanceID++;
     this.module = module;
     this.dead = false;
-    this.deathReason = "";
+    this.stopped = null; // the RuntimeStopped error once dead
     this.api = null; // {fetch, scheduled, stats} registered by bridge.Serve
     this.legacy = null; // syumai's binding object, for programs still built on workers.Serve
     this.current = null; // the event whose context is current while Go runs
@@ -281,7 +281,7 @@ export class GoInstance {
           });
         },
         // fetch aborts at timeoutMs (none if negative) with a timer of the calling host, or earlier when
-        // Go calls abort(id) (its context ended): see abortable. It answers {deadline: true} when the
+        // Go calls abort(id) (its context ended): see _abortable. It answers {deadline: true} when the
         // timer aborted it, so Go can tell its deadline from a network failure.
         fetch(id, method, url, headers, body, timeoutMs) {
           const call = rt._abortable(id, timeoutMs);
@@ -303,7 +303,7 @@ export class GoInstance {
           });
         },
         // abort aborts Go's call id if it is still running. Go calls it from whichever host is current;
-        // the abort itself runs in the call's own host (see abortable).
+        // the abort itself runs in the call's own host (see _abortable).
         abort(id) {
           const resolve = rt.aborts.get(id);
           rt.aborts.delete(id);
@@ -464,7 +464,6 @@ export class GoInstance {
   _die(reason, clean = false) {
     if (this.dead) return;
     this.dead = true;
-    this.deathReason = reason;
     this.stopped = new RuntimeStopped(this.id, reason);
     if (!clean || this.api !== null) {
       console.error(JSON.stringify({
