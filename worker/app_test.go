@@ -100,8 +100,6 @@ func call(t *testing.T, base, tool, key, body string) (*http.Response, string) {
 	return res, string(b)
 }
 
-// TestDemoNative walks the README's demo natively: a paid call, a replay,
-// a mismatch and a refunded failure, with the ledger checked at each step.
 func TestLongestLease(t *testing.T) {
 	t.Parallel()
 	tests := map[string]struct {
@@ -129,6 +127,8 @@ func leaseTool(name, lease string) string {
 	return s + `}`
 }
 
+// TestDemoNative walks the README's demo natively: a paid call, a replay,
+// a mismatch and a refunded failure, with the ledger checked at each step.
 func TestDemoNative(t *testing.T) {
 	t.Parallel()
 	srv, st := setup(t)

@@ -3,14 +3,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/store/sqlite"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 )
 
@@ -61,4 +67,38 @@ func TestE2EUpstreamAbortedAtTimeout(t *testing.T) {
 		require.Equal(t, [2]int{1, 1}, [2]int{charges, refunds})
 		require.Equal(t, int64(100), checkLedger(t, db, caller))
 	}
+}
+
+// TestNativeUpstreamAbortedAtTimeout is the native twin: the same app over
+// net/http (handler.HTTPUpstream) closes the upstream connection at the
+// tool's timeout too.
+func TestNativeUpstreamAbortedAtTimeout(t *testing.T) {
+	t.Parallel()
+	up := edgetest.NewHangingUpstream(t)
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "toolgate.db"))
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, sqlstore.Migrate(ctx, db))
+	st := sqlstore.New(db)
+	require.NoError(t, seedDemo(ctx, st))
+	tools := fmt.Sprintf(`{"tools":[{"name":"hang","description":"never answers","price":"0.05","currency":"USD",
+		"upstream":{"url":"%s/hang"},"timeout":"1s"}]}`, up.URL)
+	s, err := SettingsFrom(func(k string) string { return map[string]string{"TOOLS": tools}[k] })
+	require.NoError(t, err)
+	h, err := newApp(st, &handler.HTTPUpstream{}, s, nil)
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	res, body := call(t, srv.URL, "hang", "n-1", `{"q":1}`)
+	answered := time.Now()
+	require.Equal(t, http.StatusGatewayTimeout, res.StatusCode, body)
+	gap := up.WaitClosed(t, 45*time.Second).Sub(answered)
+	t.Logf("native: upstream connection closed %s after the 504", gap.Round(time.Millisecond))
+	require.Less(t, gap, 3*time.Second)
+	require.Equal(t, 1, up.Calls())
+	require.NoError(t, st.CheckInvariants(ctx))
+	bal, err := st.Balance(ctx, demoCallerID, "USD")
+	require.NoError(t, err)
+	require.Equal(t, int64(1000), bal, "refunded")
 }
