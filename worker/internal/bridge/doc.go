@@ -20,7 +20,9 @@
 // started, is cancelled when that context ends, and touching it from another request's context kills
 // the isolate ("Cannot perform I/O on behalf of a different request"). Go, though, runs the goroutines of
 // every request whenever JavaScript enters it, so Go code cannot know which context is current: the
-// shim tracks it (the "host") and keeps each host alive while work Go started in it is pending.
+// shim tracks it (the "host") and keeps each host alive while work Go started in it is pending. The
+// request that created an I/O object is therefore its host, which may be another request than the one
+// whose goroutine started it.
 //
 // Fetch follows the rule when it aborts. The shim creates the fetch's AbortController in the host that
 // starts the fetch, with a timer in that same host that aborts at the deadline of the request's
