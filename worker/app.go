@@ -117,6 +117,18 @@ func newApp(st store.Store, up handler.Upstream, s Settings, logger *slog.Logger
 	return mux, nil
 }
 
+// longestLease returns the longest lease of cat's tools (a catalog has at
+// least one). After a crash, a retry that waits this long finds the
+// abandoned call's lease expired and takes the key over instead of waiting
+// for it: the worker's crash Retry-After.
+func longestLease(cat *handler.Catalog) time.Duration {
+	var d time.Duration
+	for _, t := range cat.Tools() {
+		d = max(d, t.Lease)
+	}
+	return d
+}
+
 // extraRoutes are added by build-tagged files: the D1 conformance runner
 // exists only in the test build (-tags conformance).
 var extraRoutes []func(*http.ServeMux)

@@ -100,6 +100,33 @@ func call(t *testing.T, base, tool, key, body string) (*http.Response, string) {
 	return res, string(b)
 }
 
+func TestLongestLease(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		tools string
+		want  time.Duration
+	}{
+		"the default lease":   {`{"tools":[` + leaseTool("a", "") + `]}`, handler.DefaultToolLease},
+		"the longest of many": {`{"tools":[` + leaseTool("a", "2s") + `,` + leaseTool("b", "45s") + `,` + leaseTool("c", "") + `]}`, 45 * time.Second},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cat, err := handler.ParseCatalog([]byte(tc.tools))
+			require.NoError(t, err)
+			require.Equal(t, tc.want, longestLease(cat))
+		})
+	}
+}
+
+func leaseTool(name, lease string) string {
+	s := `{"name":"` + name + `","description":"d","price":"0.01","currency":"USD","upstream":{"url":"http://127.0.0.1:1/x"},"ttl":"1h"`
+	if lease != "" {
+		s += `,"lease":"` + lease + `"`
+	}
+	return s + `}`
+}
+
 // TestDemoNative walks the README's demo natively: a paid call, a replay,
 // a mismatch and a refunded failure, with the ledger checked at each step.
 func TestDemoNative(t *testing.T) {

@@ -45,7 +45,15 @@ func (a *app) init() {
 		}
 		// bridge's D1 and fetch release their JS callbacks per call; syumai's
 		// leak two per await, which adds up in a runtime that lives on.
-		a.h, a.err = newApp(a.store, handler.SendFunc(bridge.Fetch), a.settings, a.logger)
+		if a.h, a.err = newApp(a.store, handler.SendFunc(bridge.Fetch), a.settings, a.logger); a.err != nil {
+			return
+		}
+		// Requests in flight when the runtime dies are answered 503 with this
+		// Retry-After (newApp validated the catalog; parsing it again once
+		// per runtime keeps newApp's signature).
+		if cat, err := handler.ParseCatalog(a.settings.Tools); err == nil {
+			bridge.SetCrashRetryAfter(longestLease(cat))
+		}
 	})
 }
 

@@ -45,7 +45,9 @@ func eventFrom(ctx context.Context) (*event, bool) {
 // returns. It panics if the worker was not built with toolgate's shim (`make build`).
 //
 // Responses are buffered and sent when the handler returns. A handler panic is logged and answered
-// 500; the instance serves on.
+// 500 problem+json; the instance serves on. If the runtime itself dies (a wasm trap such as a stack
+// overflow, a panic outside any recover, os.Exit), the shim answers every request in flight on it 503
+// problem+json with Retry-After (see SetCrashRetryAfter) and the next request starts a new runtime.
 func Serve(h http.Handler) {
 	if h == nil {
 		h = http.DefaultServeMux
@@ -61,6 +63,17 @@ func Serve(h http.Handler) {
 	api.Set("stats", js.FuncOf(stats))
 	shim.Call("register", api)
 	select {}
+}
+
+// SetCrashRetryAfter tells the shim how long a caller should wait before retrying a request that was in
+// flight when this Go runtime died (its Retry-After, rounded up to whole seconds; the shim's default is
+// 30 s). A worker whose calls hold leases passes its longest lease: by then the abandoned call's lease
+// has expired and a retry with the same key takes it over instead of waiting for it. The value outlives
+// this runtime, for the requests of its isolate. Values under a second are ignored.
+func SetCrashRetryAfter(d time.Duration) {
+	if shimJS.Type() == js.TypeObject {
+		shimJS.Call("setCrashRetryAfter", d.Seconds())
+	}
 }
 
 // OnScheduled sets the function run for every scheduled (cron) event; call it before Serve. ctx carries
@@ -195,9 +208,9 @@ func serveFetch(e *event, method, url, headerLines string, bodyJS js.Value) {
 	w := newResponseRecorder()
 	if !serveRecovered(w, r) {
 		w = newResponseRecorder()
-		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = w.Write([]byte(`{"error":"internal error"}` + "\n"))
+		_, _ = w.Write([]byte(panicProblem))
 	}
 	out := js.Null()
 	if n := w.body.Len(); n > 0 {
@@ -206,6 +219,10 @@ func serveFetch(e *event, method, url, headerLines string, bodyJS js.Value) {
 	}
 	e.v.Call("answer", w.statusCode(), formatHeaderLines(w.header), out)
 }
+
+// panicProblem answers a request whose handler panicked (RFC 9457; the type is handler's "internal").
+const panicProblem = `{"type":"https://toolgate.dev/problems/internal","title":"Internal error","status":500,` +
+	`"detail":"the gateway failed unexpectedly"}` + "\n"
 
 // serveRecovered runs the handler and reports false if it panicked (logged with its stack).
 func serveRecovered(w http.ResponseWriter, r *http.Request) (ok bool) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -236,16 +237,134 @@ func TestBridgePersistent(t *testing.T) {
 		require.Equal(t, before.Instance, stats(t, base).Instance)
 	})
 
+	t.Run("fetch is aborted when its context ends", func(t *testing.T) {
+		testFetchAborted(t, base)
+	})
+
 	t.Run("a dead instance is replaced by the next request", func(t *testing.T) {
 		before := stats(t, base)
-		status, _ := do(t, http.MethodGet, base+"/crash")
-		require.Equal(t, http.StatusInternalServerError, status)
-		status, body := do(t, http.MethodPost, base+"/paid?caller=c1&key=after-crash")
-		require.Equal(t, http.StatusOK, status, body)
+		res, body := get(t, base+"/crash")
+		requireRuntimeRestarted(t, res, body)
+		status, b := do(t, http.MethodPost, base+"/paid?caller=c1&key=after-crash")
+		require.Equal(t, http.StatusOK, status, b)
 		after := stats(t, base)
 		require.Equal(t, before.Boots+1, after.Boots)
 		require.NotEqual(t, before.Instance, after.Instance)
 	})
+
+	t.Run("a dying runtime answers every request in flight 503", func(t *testing.T) {
+		const inFlight = 3
+		before := stats(t, base)
+		mark := edge.LogMark()
+		type answer struct {
+			res  *http.Response
+			body string
+			err  error
+		}
+		answers := make(chan answer, inFlight)
+		for range inFlight {
+			go func() {
+				res, body, err := tryGet(base + "/slow?ms=5000")
+				answers <- answer{res, body, err}
+			}()
+		}
+		// All of them are in Go (dispatched) before the runtime dies.
+		for deadline := time.Now().Add(10 * time.Second); stats(t, base).Served < before.Served+inFlight; {
+			require.True(t, time.Now().Before(deadline), "the slow requests never reached Go")
+			time.Sleep(20 * time.Millisecond)
+		}
+
+		res, body := get(t, base+"/overflow")
+		requireRuntimeRestarted(t, res, body)
+		for range inFlight {
+			a := <-answers
+			require.NoError(t, a.err)
+			requireRuntimeRestarted(t, a.res, a.body)
+		}
+
+		status, b := do(t, http.MethodPost, base+"/paid?caller=c1&key=after-overflow")
+		require.Equal(t, http.StatusOK, status, b)
+		after := stats(t, base)
+		require.Equal(t, before.Boots+1, after.Boots)
+		require.NotEqual(t, before.Instance, after.Instance)
+
+		// One structured line for the death, naming the instance and the cause.
+		var deaths []map[string]any
+		for _, line := range strings.Split(edge.LogsSince(mark), "\n") {
+			if i := strings.Index(line, `{"level":"error","msg":"toolgate: Go runtime stopped"`); i >= 0 {
+				var d map[string]any
+				require.NoError(t, json.Unmarshal([]byte(line[i:]), &d), line)
+				deaths = append(deaths, d)
+			}
+		}
+		require.Len(t, deaths, 1, edge.LogsSince(mark))
+		require.Equal(t, float64(before.Instance), deaths[0]["instance"])
+		require.Contains(t, deaths[0]["cause"], "Maximum call stack size exceeded")
+		require.Equal(t, float64(inFlight+1), deaths[0]["inFlight"])
+	})
+}
+
+// requireRuntimeRestarted checks the shim's answer to a request abandoned by a dying runtime.
+func requireRuntimeRestarted(t *testing.T, res *http.Response, body string) {
+	t.Helper()
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode, body)
+	require.Equal(t, "application/problem+json", res.Header.Get("Content-Type"))
+	require.Equal(t, "12", res.Header.Get("Retry-After"), "the testworker's SetCrashRetryAfter")
+	var p struct {
+		Type       string `json:"type"`
+		Title      string `json:"title"`
+		Status     int    `json:"status"`
+		Detail     string `json:"detail"`
+		Retryable  bool   `json:"retryable"`
+		RetryAfter int    `json:"retryAfter"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &p), body)
+	require.Equal(t, "https://toolgate.dev/problems/runtime-restarted", p.Type)
+	require.NotEmpty(t, p.Title)
+	require.Equal(t, http.StatusServiceUnavailable, p.Status)
+	require.Contains(t, p.Detail, "same Idempotency-Key is safe to retry")
+	require.True(t, p.Retryable)
+	require.Equal(t, 12, p.RetryAfter)
+}
+
+// testFetchAborted checks that bridge.Fetch closes the upstream's connection when its context ends: at
+// its deadline (the shim's timer) and when it is cancelled (Go resolves the abort).
+func testFetchAborted(t *testing.T, base string) {
+	up := edgetest.NewHangingUpstream(t)
+	for i, end := range []string{"deadline", "cancel"} {
+		res, body := get(t, fmt.Sprintf("%s/fetch?url=%s&%s=500", base, url.QueryEscape(up.URL+"/hang"), end))
+		answered := time.Now()
+		require.Equal(t, http.StatusGatewayTimeout, res.StatusCode, body)
+		var out struct {
+			Deadline bool `json:"deadline"`
+			Canceled bool `json:"canceled"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(body), &out), body)
+		require.Equal(t, end == "deadline", out.Deadline, body)
+		require.Equal(t, end == "cancel", out.Canceled, body)
+		gap := up.WaitClosed(t, 45*time.Second).Sub(answered)
+		t.Logf("%s: upstream connection closed %s after the answer", end, gap.Round(time.Millisecond))
+		require.Less(t, gap, 3*time.Second, "%s: the fetch must be aborted", end)
+		require.Equal(t, i+1, up.Calls())
+	}
+}
+
+// get is a GET with no body that returns the whole response.
+func get(t *testing.T, u string) (*http.Response, string) {
+	t.Helper()
+	res, body, err := tryGet(u)
+	require.NoError(t, err)
+	return res, body
+}
+
+func tryGet(u string) (*http.Response, string, error) {
+	res, err := client.Get(u)
+	if err != nil {
+		return nil, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res, string(b), err
 }
 
 func TestBridgePerRequest(t *testing.T) {
@@ -272,6 +391,9 @@ func TestBridgePerRequest(t *testing.T) {
 	// Every event booted its own instance: 12 requests + this stats request.
 	require.Equal(t, before.Boots+13, stats(t, base).Boots)
 	require.Equal(t, 4, jobsDone(t, edge.OpenD1(t), []string{"pr-job-0", "pr-job-3", "pr-job-6", "pr-job-9"}))
+	res, b := get(t, base+"/overflow")
+	requireRuntimeRestarted(t, res, b)
+	testFetchAborted(t, base)
 	require.NoError(t, edge.Scheduled(context.Background(), "w0", "0 * * * *"))
 	require.Equal(t, 1, jobsDone(t, edge.OpenD1(t), []string{"cron:0 * * * *"}))
 }

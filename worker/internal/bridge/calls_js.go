@@ -3,6 +3,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"syscall/js"
@@ -54,6 +55,13 @@ func settle(_ js.Value, args []js.Value) any {
 
 // call runs the shim's asynchronous method with args and waits for its outcome.
 func call(method string, args ...any) (js.Value, error) {
+	return callCtx(context.Background(), method, args...)
+}
+
+// callCtx is call for a method the shim can abort (fetch): when ctx ends first, it asks the shim to
+// abort call id (the shim runs the abort in the JS context that started the call) and returns ctx's
+// error without waiting for the call to settle; its late settle finds no waiter and is dropped.
+func callCtx(ctx context.Context, method string, args ...any) (js.Value, error) {
 	if shimJS.Type() != js.TypeObject {
 		return js.Value{}, errNoShim
 	}
@@ -64,8 +72,16 @@ func call(method string, args ...any) (js.Value, error) {
 	calls[id] = ch
 	callsMu.Unlock()
 	shimJS.Call(method, append([]any{id}, args...)...)
-	s := <-ch
-	return s.v, s.err
+	select {
+	case s := <-ch:
+		return s.v, s.err
+	case <-ctx.Done():
+		callsMu.Lock()
+		delete(calls, id)
+		callsMu.Unlock()
+		shimJS.Call("abort", id)
+		return js.Value{}, context.Cause(ctx)
+	}
 }
 
 // Await waits until the JS promise (or value) p settles and returns its value. It returns an error

@@ -24,6 +24,27 @@ const KEEPALIVE_CAP_MS = 30_000;
 // While an event waits for Go, a timer of its own must be pending: workerd cancels an invocation whose
 // context has nothing pending ("hung") even if Go, running in another event's context, is about to answer.
 const TICK_MS = 1_000;
+// How long a caller should wait before retrying a request that a dying runtime abandoned, until Go says
+// (setCrashRetryAfter; the worker passes its longest tool lease): by then the abandoned call's lease has
+// expired and a retry with the same Idempotency-Key takes it over instead of waiting for it.
+const DEFAULT_CRASH_RETRY_AFTER_S = 30;
+let crashRetryAfterSeconds = DEFAULT_CRASH_RETRY_AFTER_S; // per isolate: it outlives the instance that set it
+
+// crashRetryAfter returns the Retry-After (whole seconds) for requests abandoned by a dying runtime.
+export function crashRetryAfter() {
+  return crashRetryAfterSeconds;
+}
+
+// RuntimeStopped is the error of every event a Go instance abandoned when it died (a wasm trap such as a
+// stack overflow, Go's exit, a panic outside recover): the instance id and the cause.
+export class RuntimeStopped extends Error {
+  constructor(instance, reason) {
+    super(`Go instance #${instance} stopped: ${reason}`);
+    this.name = "RuntimeStopped";
+    this.instance = instance;
+    this.reason = reason;
+  }
+}
 
 const getInt64 = (mem, addr) => mem.getUint32(addr, true) + mem.getInt32(addr + 4, true) * 4294967296;
 
@@ -78,6 +99,7 @@ export class Event {
     this.ctx = ctx;
     this.open = 1;
     this.settled = false;
+    this.stopped = null; // the RuntimeStopped error if the instance serving this event died
     this.answered = new Promise((resolve, reject) => {
       this._resolveAnswer = resolve;
       this._rejectAnswer = reject;
@@ -100,11 +122,11 @@ export class Event {
     this._resolveAnswer({ status, headers, body });
   }
 
-  // fail delivers an error instead of a response.
-  fail(message) {
+  // fail delivers an error (a message, or an Error) instead of a response.
+  fail(reason) {
     if (this._hasAnswer) return;
     this._hasAnswer = true;
-    this._rejectAnswer(new Error(message));
+    this._rejectAnswer(reason instanceof Error ? reason : new Error(reason));
   }
 
   // hold and release count work that needs this event's context to stay alive.
@@ -130,9 +152,11 @@ export class Event {
     if (this._returnedAt === 0) this._returnedAt = Date.now();
   }
 
-  // abandon ends the event because the Go instance serving it died.
-  abandon(reason) {
-    this.fail(reason);
+  // abandon ends the event because the Go instance serving it died (err: a RuntimeStopped), whether or
+  // not Go had answered it: the handler answers from ev.stopped if it still can.
+  abandon(err) {
+    this.stopped = err;
+    this.fail(err);
     this.open = 0;
     this._fireZero();
   }
@@ -183,12 +207,13 @@ export class GoInstance {
     this.id = nextInstanceID++;
     this.module = module;
     this.dead = false;
-    this.deathReason = "";
+    this.stopped = null; // the RuntimeStopped error once dead
     this.api = null; // {fetch, scheduled, stats} registered by bridge.Serve
     this.legacy = null; // syumai's binding object, for programs still built on workers.Serve
     this.current = null; // the event whose context is current while Go runs
     this.depth = 0; // nesting of JS -> Go entries (Go -> JS -> Go calls are synchronous)
     this.events = new Set(); // events dispatched here that are not done
+    this.aborts = new Map(); // Go call id -> resolver that aborts the call, while it runs (see _abortable)
     this.served = 0;
     this.started = Date.now();
   }
@@ -255,16 +280,39 @@ export class GoInstance {
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           });
         },
-        fetch(id, method, url, headers, body) {
+        // fetch aborts at timeoutMs (none if negative) with a timer of the calling host, or earlier when
+        // Go calls abort(id) (its context ended): see _abortable. It answers {deadline: true} when the
+        // timer aborted it, so Go can tell its deadline from a network failure.
+        fetch(id, method, url, headers, body, timeoutMs) {
+          const call = rt._abortable(id, timeoutMs);
           rt._call(id, async () => {
-            const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body });
-            return {
-              status: res.status,
-              statusText: res.statusText,
-              headers: encodeHeaders(res.headers),
-              body: new Uint8Array(await res.arrayBuffer()),
-            };
+            try {
+              const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body, signal: call.signal });
+              return {
+                status: res.status,
+                statusText: res.statusText,
+                headers: encodeHeaders(res.headers),
+                body: new Uint8Array(await res.arrayBuffer()),
+              };
+            } catch (e) {
+              if (call.deadline) return { deadline: true };
+              throw e;
+            } finally {
+              call.end();
+            }
           });
+        },
+        // abort aborts Go's call id if it is still running. Go calls it from whichever host is current;
+        // the abort itself runs in the call's own host (see _abortable).
+        abort(id) {
+          const resolve = rt.aborts.get(id);
+          rt.aborts.delete(id);
+          resolve?.();
+        },
+        // setCrashRetryAfter sets the Retry-After (seconds) of the answers to requests abandoned by a
+        // dying runtime.
+        setCrashRetryAfter(seconds) {
+          if (Number.isFinite(seconds) && seconds >= 1) crashRetryAfterSeconds = Math.ceil(seconds);
         },
       },
     };
@@ -341,6 +389,33 @@ export class GoInstance {
     );
   }
 
+  // _abortable gives Go's call id an AbortSignal that belongs to the current host, the one the call's
+  // I/O is started in. I/O objects must never be touched from another request's context (workerd kills
+  // the instance: "Cannot perform I/O on behalf of a different request"), so both ways to abort run in
+  // this host: a timer of its own at timeoutMs, and the reaction to a promise that Go's abort(id)
+  // resolves from whatever host is current (a reaction runs in the context that registered it). The
+  // caller must call end() once the call settled: it clears the timer and drops the resolver, so
+  // nothing of the call outlives it.
+  _abortable(id, timeoutMs) {
+    const controller = new AbortController();
+    const call = { signal: controller.signal, deadline: false, end: null };
+    let timer = 0;
+    if (timeoutMs >= 0) {
+      timer = setTimeout(() => {
+        call.deadline = true;
+        controller.abort(new Error("toolgate: the call's deadline passed"));
+      }, timeoutMs);
+    }
+    new Promise((resolve) => this.aborts.set(id, resolve)).then(() =>
+      controller.abort(new Error("toolgate: Go gave up on the call")),
+    );
+    call.end = () => {
+      clearTimeout(timer);
+      this.aborts.delete(id);
+    };
+    return call;
+  }
+
   // _call settles Go's call id with the outcome of fn(), a promise; fn throwing rejects it.
   _call(id, fn) {
     let p;
@@ -353,7 +428,7 @@ export class GoInstance {
   }
 
   _dispatch(ev, call) {
-    if (this.dead) throw new Error(`Go instance #${this.id} is dead: ${this.deathReason}`);
+    if (this.dead) throw this.stopped;
     this._track(ev);
     this.served++;
     this.enter(ev, call);
@@ -384,14 +459,30 @@ export class GoInstance {
     }
   }
 
+  // _die marks the instance dead and abandons every event in flight on it. It logs one JSON line (unless
+  // a program that never registered exited cleanly); worker.mjs answers the abandoned requests 503.
   _die(reason, clean = false) {
     if (this.dead) return;
     this.dead = true;
-    this.deathReason = reason;
-    if (!clean || this.api !== null) console.error(`toolgate: Go instance #${this.id} stopped: ${reason}`);
-    this._bootFail?.(new Error(reason));
-    for (const ev of this.events) ev.abandon(`the Go runtime stopped: ${reason}`);
+    this.stopped = new RuntimeStopped(this.id, reason);
+    if (!clean || this.api !== null) {
+      console.error(JSON.stringify({
+        level: "error",
+        msg: "toolgate: Go runtime stopped",
+        instance: this.id,
+        cause: reason,
+        inFlight: this.events.size,
+        served: this.served,
+        uptimeMs: Date.now() - this.started,
+      }));
+    }
+    this._bootFail?.(this.stopped);
+    for (const ev of this.events) ev.abandon(this.stopped);
     this.events.clear();
+    // Abort the calls still running (each in its own host, see _abortable): their upstreams must not
+    // keep working for requests that were just abandoned.
+    for (const abort of this.aborts.values()) abort();
+    this.aborts.clear();
   }
 
   // _instrument hooks wasm_exec.js so that we always know the current host and count what Go leaves

@@ -5,8 +5,9 @@
 // Modes, chosen per event by the GO_RUNTIME var (wrangler.toml [vars], or a Miniflare binding):
 //   unset or "persistent": one Go instance per isolate, booted by the first event (concurrent first
 //     events share the boot); every fetch and scheduled event is dispatched into it with its own env
-//     and ctx and served by its own goroutine. If the instance dies (exit, trap), the events in flight
-//     get a 500 and the next event boots a new one.
+//     and ctx and served by its own goroutine. If the instance dies (exit, trap), every request in flight
+//     on it is answered 503 problem+json (runtime-restarted: retry with the same Idempotency-Key after
+//     Retry-After), one JSON line is logged, and the next event boots a new instance.
 //   "per-request": a new instance and main() for every event (syumai's model), for comparison and as a
 //     fallback.
 // A program still built on syumai's workers.Serve (not bridge.Serve) is always served per request: it
@@ -15,7 +16,7 @@
 // With TOOLGATE_RUNTIME_STATS = "on", GET /_toolgate/runtime[?gc=1] answers the instance's statistics
 // (Go heap from runtime.MemStats, goroutines, events served) without reaching the Go handler.
 import mod from "./app.wasm";
-import { Event, GoInstance, decodeHeaders, encodeHeaders } from "./goruntime.mjs";
+import { Event, GoInstance, RuntimeStopped, crashRetryAfter, decodeHeaders, encodeHeaders } from "./goruntime.mjs";
 
 const STATS_PATH = "/_toolgate/runtime";
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
@@ -53,11 +54,45 @@ async function instanceFor(ev) {
   return inst;
 }
 
+// Problem types, as handler.ProblemTypeBase + slug in Go.
+const PROBLEM_TYPE_BASE = "https://toolgate.dev/problems/";
+
+function problem(status, members, headers = {}) {
+  return new Response(JSON.stringify({ status, ...members }) + "\n", {
+    status,
+    headers: { "content-type": "application/problem+json", "cache-control": "no-store", ...headers },
+  });
+}
+
+// runtimeRestarted answers a request that the Go runtime abandoned when it died (already logged by
+// GoInstance). Whatever the request had done is safe to redo with the same Idempotency-Key: a completed
+// call replays, a charged one is not charged again, and after Retry-After (the longest tool lease) the
+// abandoned attempt's lease has expired, so the retry takes the key over instead of waiting for it.
+function runtimeRestarted() {
+  const retryAfter = crashRetryAfter();
+  return problem(
+    503,
+    {
+      type: PROBLEM_TYPE_BASE + "runtime-restarted",
+      title: "Runtime restarted",
+      detail:
+        "the gateway's runtime stopped while serving this request and restarts with the next one; " +
+        `the same Idempotency-Key is safe to retry after ${retryAfter} s: it replays the call if it completed, ` +
+        "or runs it without charging it twice",
+      retryable: true,
+      retryAfter,
+    },
+    { "retry-after": String(retryAfter) },
+  );
+}
+
+// internalError answers an unexpected error of the shim itself (a bug): 500, logged as one JSON line.
 function internalError(err) {
-  console.error(`toolgate: ${err?.stack ?? err}`);
-  return new Response(JSON.stringify({ error: "internal error" }) + "\n", {
-    status: 500,
-    headers: { "content-type": "application/json" },
+  console.error(JSON.stringify({ level: "error", msg: "toolgate: shim error", err: `${err?.stack ?? err}` }));
+  return problem(500, {
+    type: PROBLEM_TYPE_BASE + "internal",
+    title: "Internal error",
+    detail: "the gateway failed unexpectedly",
   });
 }
 
@@ -87,6 +122,8 @@ async function fetch(request, env, ctx) {
       headers: decodeHeaders(res.headers),
     });
   } catch (err) {
+    // The instance died with this request in flight (ev.stopped), or before it could take it.
+    if (ev.stopped !== null || err instanceof RuntimeStopped) return runtimeRestarted();
     return internalError(err);
   } finally {
     ev.handlerReturned();

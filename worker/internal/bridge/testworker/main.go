@@ -14,9 +14,14 @@
 //	GET  /slow?ms=N                      sleeps N ms, runs one D1 statement, answers
 //	GET  /panic                          panics in the handler
 //	GET  /crash                          panics on a bare goroutine: the instance dies
+//	GET  /overflow                       recurses until V8's stack overflows: a wasm trap kills the instance
+//	GET  /fetch?url=U&deadline=N         bridge.Fetch(U) with a context that ends after N ms (deadline= sets
+//	GET  /fetch?url=U&cancel=N           a deadline, cancel= cancels it without one): the upstream's answer,
+//	                                     or 504 {"error", "deadline", "canceled"} when the context ended first
 //	GET  /mem?gc=1                       runtime.MemStats (after a GC)
 //
-// A scheduled event inserts "cron:<expression>" into the jobs table.
+// A scheduled event inserts "cron:<expression>" into the jobs table. Requests abandoned by a dying
+// instance are answered with Retry-After: 12 (crashRetryAfter).
 //
 // Every D1 route answers X-D1-Statements: the statements it ran.
 package main
@@ -33,6 +38,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +55,8 @@ const (
 	ttl      = 24 * time.Hour
 	pollStep = 25 * time.Millisecond
 	pollMax  = 5 * time.Second
+	// crashRetryAfter is what the testworker passes to bridge.SetCrashRetryAfter (not the shim's default).
+	crashRetryAfter = 12 * time.Second
 )
 
 // db opens the D1 store on first use: bindings exist only while an event is served.
@@ -93,6 +101,10 @@ func main() {
 		go panic("testworker: unrecovered panic on a bare goroutine")
 		time.Sleep(time.Second)
 	})
+	mux.HandleFunc("GET /overflow", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"depth": recurse(1 << 30)})
+	})
+	mux.HandleFunc("GET /fetch", fetchUpstream)
 	mux.HandleFunc("GET /mem", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("gc") == "1" {
 			runtime.GC()
@@ -110,7 +122,47 @@ func main() {
 		s, _ := bridge.ScheduledEvent(ctx)
 		return insertJob(ctx, c, "cron:"+s.Cron)
 	})
+	bridge.SetCrashRetryAfter(crashRetryAfter)
 	bridge.Serve(mux)
+}
+
+// recurse calls itself n deep; the wasm stack (V8's) overflows long before 1<<30.
+//
+//go:noinline
+func recurse(n int) int {
+	if n == 0 {
+		return 0
+	}
+	return recurse(n-1) + 1
+}
+
+// fetchUpstream fetches url with a context that ends after deadline= ms (a deadline) or cancel= ms (a
+// cancellation, no deadline).
+func fetchUpstream(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if ms, err := strconv.Atoi(q.Get("deadline")); err == nil {
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		defer cancel()
+	}
+	if ms, err := strconv.Atoi(q.Get("cancel")); err == nil {
+		time.AfterFunc(time.Duration(ms)*time.Millisecond, cancel)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, q.Get("url"), strings.NewReader(`{"q":1}`))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
+		return
+	}
+	res, err := bridge.Fetch(req)
+	if err != nil {
+		writeJSON(w, http.StatusGatewayTimeout, map[string]any{"error": err.Error(),
+			"deadline": errors.Is(err, context.DeadlineExceeded), "canceled": errors.Is(err, context.Canceled)})
+		return
+	}
+	defer res.Body.Close()
+	w.WriteHeader(res.StatusCode)
+	_, _ = io.Copy(w, res.Body)
 }
 
 type storeHandler func(ctx context.Context, s *sqlstore.Store, c store.DbClient, w http.ResponseWriter, r *http.Request) error
