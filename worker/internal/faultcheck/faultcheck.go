@@ -83,8 +83,10 @@ func (u *Upstream) Tools(lease, timeout string) string {
 	return `{"tools":[` + strings.Join(tools, ",") + `]}`
 }
 
-// Outcome names a REST answer to a call ("200", "200 replayed", "503", "409", "502", "504") and returns
-// an error if the rule (see the package doc) does not allow it.
+// Outcome names a REST answer to a call ("200", "200 replayed", "503", "409", "502 refunded",
+// "502 not refunded", "504 refunded", ...) and returns an error if the rule (see the package doc) does
+// not allow it. An upstream failure says "refunded" when its problem has "refunded": true; one that is
+// not refunded yet asks for a retry with the same key, which inherits the charge.
 func Outcome(status int, h http.Header, body []byte) (string, error) {
 	problem := strings.HasPrefix(h.Get("Content-Type"), "application/problem+json")
 	name := fmt.Sprint(status)
@@ -97,14 +99,19 @@ func Outcome(status int, h http.Header, body []byte) (string, error) {
 	case (status == http.StatusServiceUnavailable || status == http.StatusConflict) && problem && h.Get("Retry-After") != "":
 		return name, nil
 	case (status == http.StatusBadGateway || status == http.StatusGatewayTimeout) && problem:
-		return name, nil
+		var p struct {
+			Refunded bool `json:"refunded"`
+		}
+		_ = json.Unmarshal(body, &p)
+		return name + refundedWord(p.Refunded), nil
 	}
 	return name, fmt.Errorf("answer %d (content-type %q, Retry-After %q) breaks the rule: %.300s",
 		status, h.Get("Content-Type"), h.Get("Retry-After"), body)
 }
 
 // MCPOutcome names an MCP tools/call answer: "mcp ok", "mcp ok replayed", "mcp isError <status>" (the
-// problem's status in structuredContent) or "mcp http <status>" (a JSON-RPC error on a non-200 HTTP
+// problem's status in structuredContent; for 502 and 504, followed by "refunded" or "not refunded" as
+// Outcome does) or "mcp http <status>" (a JSON-RPC error on a non-200 HTTP
 // answer, as when the store fails during authentication). It returns an error if the answer is not
 // one the rule allows: an isError with a status the rule allows for REST, or an HTTP 503 with
 // Retry-After.
@@ -133,14 +140,23 @@ func MCPOutcome(status int, h http.Header, body []byte) (string, error) {
 		st, _ := msg.Result.StructuredContent["status"].(float64)
 		name := fmt.Sprintf("mcp isError %d", int(st))
 		switch int(st) {
-		case http.StatusServiceUnavailable, http.StatusConflict, http.StatusBadGateway, http.StatusGatewayTimeout:
+		case http.StatusServiceUnavailable, http.StatusConflict:
 			return name, nil
+		case http.StatusBadGateway, http.StatusGatewayTimeout:
+			return name + refundedWord(msg.Result.StructuredContent["refunded"] == true), nil
 		}
 		return name, fmt.Errorf("mcp isError %d breaks the rule: %.300s", int(st), body)
 	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "" && msg.Error != nil:
 		return fmt.Sprintf("mcp http %d", status), nil
 	}
 	return fmt.Sprintf("mcp http %d", status), fmt.Errorf("mcp answer %d breaks the rule: %.300s", status, body)
+}
+
+func refundedWord(refunded bool) string {
+	if refunded {
+		return " refunded"
+	}
+	return " not refunded"
 }
 
 // Money is what the D1 file says about the money path.
@@ -151,6 +167,9 @@ type Money struct {
 	DoubleCharges int
 	// Stranded counts records still in_progress whose lease expired before now.
 	Stranded int
+	// StrandedCharged counts the stranded records that still hold a charge (net charges 1); the others
+	// were refunded, and only their status is left behind.
+	StrandedCharged int
 }
 
 // KeyMoney is one record's status and net charges.
@@ -190,6 +209,9 @@ func CheckMoney(ctx context.Context, db *sql.DB, now time.Time) (Money, error) {
 		}
 		if status == "in_progress" && lease <= now.UnixMilli() {
 			m.Stranded++
+			if net > 0 {
+				m.StrandedCharged++
+			}
 		}
 	}
 	return m, rows.Err()
