@@ -66,6 +66,7 @@ type keyInfo struct {
 	final bool
 }
 
+// soak is the run's state: the current Miniflare process, the keys used and the figures for FAULTS.md.
 type soak struct {
 	t    *testing.T
 	opts edgetest.Options
@@ -90,6 +91,8 @@ type soak struct {
 	nextKey         int
 }
 
+// TestSoak runs SOAK_MINUTES phases (see the package doc) and fails on any answer outside the rule,
+// any broken invariant, double charge, stranded record or wrong balance.
 func TestSoak(t *testing.T) {
 	minutes := 5
 	if v := os.Getenv("SOAK_MINUTES"); v != "" {
@@ -392,6 +395,9 @@ func (s *soak) drainAndCheck(up *faultcheck.Upstream) {
 		}
 	}
 	s.mu.Unlock()
+	s.mu.Lock()
+	bases, epoch := s.bases, s.epoch
+	s.mu.Unlock()
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	for i, key := range open {
@@ -401,7 +407,7 @@ func (s *soak) drainAndCheck(up *faultcheck.Upstream) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			for attempt := 0; attempt < 15; attempt++ {
-				if s.rest(s.bases[i%len(s.bases)], s.epoch, key) {
+				if s.rest(bases[i%len(bases)], epoch, key) {
 					s.mu.Lock()
 					s.drained++
 					s.mu.Unlock()
