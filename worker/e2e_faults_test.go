@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ import (
 // act on (200, or 503/409 with Retry-After, never a 500). With faults off and the lease past, a retry of
 // every key completes, and the D1 file shows one net charge per key, Σ entries = balance, and no record
 // left in progress. Extra upstream executions (a takeover after a lost write) are reported and bounded
-// by the number of faults.
+// by the number of faults and upstream failures.
 func TestE2ED1Faults(t *testing.T) {
 	t.Parallel()
 	up := faultcheck.NewUpstream()
@@ -115,8 +116,17 @@ func TestE2ED1Faults(t *testing.T) {
 			extra += n - 1
 		}
 	}
-	t.Logf("upstream: %d keys, %d executed more than once (%d extra executions) after %d faults", len(keys), multi, extra, stats.Before+stats.After)
-	require.LessOrEqual(t, extra, stats.Before+stats.After, "an extra execution needs a lost write")
+	// A key runs again only after a takeover: a lost write, or an upstream failure (a timeout under load)
+	// that was refunded, or whose refund was lost.
+	upstreamFailures := 0
+	for name, n := range outcomes {
+		if strings.HasPrefix(name, "502") || strings.HasPrefix(name, "504") {
+			upstreamFailures += n
+		}
+	}
+	t.Logf("upstream: %d keys, %d executed more than once (%d extra executions) after %d faults and %d upstream failures",
+		len(keys), multi, extra, stats.Before+stats.After, upstreamFailures)
+	require.LessOrEqual(t, extra, stats.Before+stats.After+upstreamFailures, "an extra execution needs a lost write or a failed call")
 	require.Equal(t, int64(credit-5*len(keys)), checkLedger(t, db, "zoe"))
 	charges, refunds := countCharges(t, db, "zoe")
 	require.Equal(t, len(keys), charges-refunds)
