@@ -233,9 +233,10 @@ func mfConfig(opts Options) map[string]any {
 	return cfg
 }
 
-// SetFaults changes the fault config of every worker at run time; on (false: calls pass through) and
-// the rates and latency of f (its Seed, when non-zero, restarts each worker's PRNG at Seed+i). It
-// returns an error if a worker does not answer 200, e.g. when the Edge was started without Faults.
+// SetFaults switches every worker's D1 faults on or off at run time (off: calls pass through untouched)
+// and sets f's rates, latency and match; a non-zero f.Seed restarts worker i's PRNG at Seed+i (f.Disabled
+// is ignored). It returns an error if a worker does not answer 200, e.g. when the Edge was started
+// without Options.Faults.
 func (e *Edge) SetFaults(ctx context.Context, on bool, f Faults) error {
 	for i, w := range e.workers {
 		m := map[string]any{"enabled": on, "beforeRate": f.BeforeRate, "afterRate": f.AfterRate,
