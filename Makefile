@@ -13,7 +13,7 @@ DEV_PORT ?= 8787
 # -s -w -trimpath: about 2% off the gzip size, and no local paths in the binary.
 GOFLAGS_WASM := -trimpath -ldflags='-s -w'
 
-.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile deploy clean
+.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile soak deploy clean
 
 # build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
 # Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
@@ -121,6 +121,10 @@ e2e: node_modules
 # the paid c=8 rounds; BENCH_GOFLAGS passes build flags.
 bench: node_modules
 	go test -run '^$$' -bench Edge -benchtime 1x -timeout 40m ./worker/bench
+
+# soak: SOAK_MINUTES (default 5) of REST/MCP traffic, 3 isolates on one D1, injected D1 faults, kill -9 each minute; checks the D1 file every minute, writes FAULTS.md (worker/soak).
+soak: node_modules
+	go test -tags soak -count=1 -run Soak -timeout 40m -v ./worker/soak
 
 # bench-go: the Go micro-benchmarks of every package (store, handler).
 bench-go:

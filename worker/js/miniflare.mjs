@@ -12,7 +12,10 @@
 //     "buildDir": "build",            // default: <repo>/build
 //     "d1DatabaseId": "...",          // default: wrangler.toml's placeholder id
 //     "compatibilityDate": "2026-04-26",
-//     "inspectorPort": 9229           // optional: V8 inspector (DevTools protocol) on 127.0.0.1, for profiling
+//     "inspectorPort": 9229,          // optional: V8 inspector (DevTools protocol) on 127.0.0.1, for profiling
+//     "faults": {"seed": 1, ...}      // optional, tests only: serve worker/js/faults/entry.mjs in front of the
+//                                     // shim, with a D1 binding that injects faults (see that file); each
+//                                     // worker gets the object as its TOOLGATE_FAULTS var, seed + its index
 //   }
 // Stdout carries exactly one line: {"ready":true,"urls":{"w0":"http://127.0.0.1:P",...},"entry":"http://..."}
 // ("entry" is Miniflare's router: GET /cdn-cgi/handler/scheduled?cron=... with header MF-Route-Override: <name>
@@ -146,6 +149,16 @@ async function main() {
   if (!config.d1Persist) throw new Error("config.d1Persist is required");
   const buildDir = resolve(repoRoot, config.buildDir ?? "build");
   const workers = normalizeWorkers(config.workers);
+  // With faults, the script is the test-only entry, placed (by name) in the build dir so that its
+  // "./worker.mjs" is the build's shim; the build dir itself stays untouched.
+  const faultsEntry = config.faults && readFileSync(join(repoRoot, "worker/js/faults/entry.mjs"), "utf8");
+  const script = faultsEntry
+    ? { script: faultsEntry, scriptPath: join(buildDir, "_faults_entry.mjs") }
+    : { scriptPath: join(buildDir, "worker.mjs") };
+  const faultVars = (w, i) =>
+    config.faults
+      ? { TOOLGATE_FAULTS: JSON.stringify({ ...config.faults, seed: (config.faults.seed ?? 1) + i, worker: w.name }) }
+      : {};
 
   mf = new Miniflare({
     host: "127.0.0.1",
@@ -159,15 +172,15 @@ async function main() {
       out.pipe(process.stderr); // worker console output and Go panics
       err.pipe(process.stderr);
     },
-    workers: workers.map((w) => ({
+    workers: workers.map((w, i) => ({
       name: w.name,
       modules: true,
-      scriptPath: join(buildDir, "worker.mjs"),
+      ...script,
       modulesRoot: buildDir,
       // build/runtime.mjs does `import mod from "./app.wasm"`; Miniflare's API has no default rule for it.
       modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
       compatibilityDate: config.compatibilityDate ?? "2026-04-26",
-      bindings: { ...config.vars, ...w.vars },
+      bindings: { ...config.vars, ...w.vars, ...faultVars(w, i) },
       d1Databases: { DB: config.d1DatabaseId ?? "00000000-0000-4000-8000-000000000000" },
       unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }], // one port per worker, bypassing the router
     })),

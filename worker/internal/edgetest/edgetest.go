@@ -56,6 +56,50 @@ type Options struct {
 	// GO_RUNTIME var; a GO_RUNTIME in Vars or WorkerVars still wins). Empty means $TOOLGATE_GO_RUNTIME,
 	// else the shim's default: persistent for a bridge.Serve program.
 	Mode string
+	// Faults, when set, serves every worker through the test-only entry worker/js/faults/entry.mjs: the
+	// shim with a D1 binding that injects faults as configured, and the routes GET /_faults/stats and
+	// POST /_faults/config (see Edge.FaultStats and Edge.SetFaults). Nil means the plain shim, no faults.
+	Faults *Faults
+}
+
+// Faults configures the D1 faults injected by worker/js/faults/entry.mjs. Each D1 call (one statement or
+// one batch) that is eligible first waits up to LatencyMs, then fails before reaching D1 with probability
+// BeforeRate, or executes and then fails (the lost reply) with probability AfterRate. Both failures throw
+// the error D1 throws on a dropped connection, "D1_ERROR: Network connection lost.".
+type Faults struct {
+	// Seed seeds each isolate's PRNG (worker i uses Seed+i), so a run's decisions repeat.
+	Seed int64
+	// BeforeRate is the share of eligible calls that fail without executing (0 to 1).
+	BeforeRate float64
+	// AfterRate is the share of eligible calls that execute and then fail (0 to 1).
+	AfterRate float64
+	// LatencyMs is the maximum added latency per eligible call, uniform from 0; zero adds none.
+	LatencyMs int
+	// Match, a JavaScript regexp, limits faults to statements (or batches holding a statement) whose SQL
+	// matches; empty means every call is eligible.
+	Match string
+	// Disabled starts the workers with faults off (calls pass through untouched); SetFaults turns them on.
+	Disabled bool
+}
+
+// FaultStats counts what the fault-injecting D1 wrapper did, summed over the workers asked.
+type FaultStats struct {
+	// Calls is the number of eligible D1 calls made while faults were on.
+	Calls int `json:"calls"`
+	// Before is the number of calls failed before reaching D1.
+	Before int `json:"before"`
+	// After is the number of calls that executed and then failed (reply lost).
+	After int `json:"after"`
+	// Delayed is the number of calls given added latency.
+	Delayed int `json:"delayed"`
+	// Passed is the number of eligible calls that succeeded.
+	Passed int `json:"passed"`
+}
+
+// Add returns the sum of s and o.
+func (s FaultStats) Add(o FaultStats) FaultStats {
+	return FaultStats{Calls: s.Calls + o.Calls, Before: s.Before + o.Before, After: s.After + o.After,
+		Delayed: s.Delayed + o.Delayed, Passed: s.Passed + o.Passed}
 }
 
 // Go runtime modes of toolgate's shim (worker/js/shim/worker.mjs).
@@ -71,13 +115,14 @@ type Edge struct {
 	// PersistDir is the D1 persist directory; it outlives Close.
 	PersistDir string
 
-	urls  map[string]string
-	entry string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	logs  *tailBuffer
-	done  chan struct{} // closed when the process has exited
-	close sync.Once
+	urls    map[string]string
+	workers []string
+	entry   string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	logs    *tailBuffer
+	done    chan struct{} // closed when the process has exited
+	close   sync.Once
 }
 
 // readyLine is the one line miniflare.mjs prints on stdout once every worker serves.
@@ -111,9 +156,10 @@ func Start(t testing.TB, opts Options) *Edge {
 	config, err := json.Marshal(mfConfig(opts))
 	require.NoError(t, err)
 
-	e := &Edge{PersistDir: opts.PersistDir, logs: &tailBuffer{max: 256 << 10}, done: make(chan struct{})}
+	e := &Edge{PersistDir: opts.PersistDir, workers: opts.Workers, logs: &tailBuffer{max: 256 << 10}, done: make(chan struct{})}
 	e.cmd = exec.Command("node", filepath.Join("worker", "js", "miniflare.mjs"))
 	e.cmd.Dir = root
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Kill reaches workerd (node's child) too
 	e.cmd.Env = append(os.Environ(), "WRANGLER_SEND_METRICS=false", "CLOUDFLARE_CF_FETCH_ENABLED=false")
 	e.cmd.Stderr = e.logs
 	e.stdin, err = e.cmd.StdinPipe()
@@ -177,7 +223,75 @@ func mfConfig(opts Options) map[string]any {
 	if opts.BuildDir != "" {
 		cfg["buildDir"] = opts.BuildDir
 	}
+	if f := opts.Faults; f != nil {
+		m := map[string]any{"seed": f.Seed, "beforeRate": f.BeforeRate, "afterRate": f.AfterRate,
+			"latencyMs": f.LatencyMs, "enabled": !f.Disabled}
+		if f.Match != "" {
+			m["match"] = f.Match
+		}
+		cfg["faults"] = m
+	}
 	return cfg
+}
+
+// SetFaults switches every worker's D1 faults on or off at run time (off: calls pass through untouched)
+// and sets f's rates, latency and match; a non-zero f.Seed restarts worker i's PRNG at Seed+i (f.Disabled
+// is ignored). It returns an error if a worker does not answer 200, e.g. when the Edge was started
+// without Options.Faults.
+func (e *Edge) SetFaults(ctx context.Context, on bool, f Faults) error {
+	for i, w := range e.workers {
+		m := map[string]any{"enabled": on, "beforeRate": f.BeforeRate, "afterRate": f.AfterRate,
+			"latencyMs": f.LatencyMs, "match": f.Match}
+		if f.Seed != 0 {
+			m["seed"] = f.Seed + int64(i)
+		}
+		body, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		if _, err := e.faultsRequest(ctx, http.MethodPost, w, "/_faults/config", body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FaultStats returns the fault counts summed over every worker, since each isolate started (a restart
+// of the process resets them). It returns an error if a worker does not answer 200.
+func (e *Edge) FaultStats(ctx context.Context) (FaultStats, error) {
+	var sum FaultStats
+	for _, w := range e.workers {
+		body, err := e.faultsRequest(ctx, http.MethodGet, w, "/_faults/stats", nil)
+		if err != nil {
+			return FaultStats{}, err
+		}
+		var out struct{ Stats FaultStats }
+		if err := json.Unmarshal(body, &out); err != nil {
+			return FaultStats{}, fmt.Errorf("fault stats of %s: %w", w, err)
+		}
+		sum = sum.Add(out.Stats)
+	}
+	return sum, nil
+}
+
+func (e *Edge) faultsRequest(ctx context.Context, method, worker, path string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, e.URL(worker)+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s on %s: %w", method, path, worker, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s on %s: %w", method, path, worker, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s on %s: %s: %s", method, path, worker, res.Status, b)
+	}
+	return b, nil
 }
 
 // URL returns the base URL (http://127.0.0.1:port, no trailing slash) of the named worker. It panics if
@@ -254,6 +368,15 @@ func D1File(persistDir string) (string, error) {
 
 // PID returns the process id of the Miniflare process (node); workerd is its child.
 func (e *Edge) PID() int { return e.cmd.Process.Pid }
+
+// Kill ends the Miniflare process and workerd with SIGKILL (the whole process group: a crash, no clean
+// shutdown) and waits for node to exit. The D1 file stays in PersistDir; Start again with the same
+// PersistDir to serve it anew. It returns the error of the kill itself, if any.
+func (e *Edge) Kill() error {
+	err := syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
+	<-e.done
+	return err
+}
 
 // Logs returns the tail of the process's stderr: Miniflare warnings, workerd output, worker console
 // output and Go panics.
