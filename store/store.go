@@ -14,7 +14,8 @@
 //   - no record, or a record whose TTL has expired: a fresh claim (the old
 //     record and its response are forgotten). A record that never completed
 //     and still holds a charge is not fresh: the same request takes it over
-//     with its charge, and Sweep refunds it;
+//     with its charge (Sweep refunds and fails such a record once its lease
+//     has expired);
 //   - a stored fingerprint that differs: ErrFingerprintMismatch, untouched;
 //   - completed within TTL: OutcomeCompleted, for replay;
 //   - in_progress, same owner: OutcomeClaimed with the same generation
@@ -207,8 +208,23 @@ type Idempotency interface {
 	// Fail marks the record failed so that the next Claim takes it over. It
 	// returns ErrFencedOut unless f still holds the record.
 	Fail(ctx context.Context, f Fence, reason string, now time.Time) error
-	// Sweep deletes at most limit records whose TTL has expired (and whose
-	// lease, if in progress, has too) and returns how many it deleted.
+	// Sweep is the cron backstop for records that nobody finished. It
+	// returns how many records it deleted.
+	//
+	//   - A record in progress whose lease has expired was abandoned (its
+	//     owner crashed, or lost its final writes). Sweep returns its charge
+	//     (a refund entry) and marks it failed, as Fail would: the key stays
+	//     bound to its input and a retry executes again. The stale owner is
+	//     fenced out, since its record is no longer in progress. So no record
+	//     stays in progress past its lease plus one sweep, and no abandoned
+	//     call keeps the caller's money longer than that.
+	//   - Then it deletes at most limit records whose TTL has expired (and
+	//     whose lease, if in progress, has too) and whose money is settled:
+	//     completed, or not holding a charge.
+	//
+	// Refunds are bounded per call (the SQL backend's MaxSweepRefunds), so a
+	// cron invocation stays within D1's per-invocation query limit; what is
+	// left is done by the next sweep.
 	Sweep(ctx context.Context, now time.Time, limit int) (int, error)
 }
 

@@ -20,7 +20,7 @@ import (
 )
 
 // maxSweepBatches bounds one cron invocation: D1 allows 1,000 queries per
-// invocation, and one Sweep call makes at most sqlstore.MaxSweepRefunds+2.
+// invocation, and one Sweep call makes at most sqlstore.MaxSweepRefunds+3.
 const maxSweepBatches = 20
 
 // app builds the handler on first use, inside a request, because bindings

@@ -200,9 +200,20 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 		if refunds == min(limit, 10) {
 			break
 		}
-		if sweepable(r) && r.Status != store.StatusCompleted && r.Charge.State == store.ChargeCharged {
+		abandoned := r.Status == store.StatusInProgress && !now.Before(r.LeaseExpiresAt)
+		if r.Charge.State == store.ChargeCharged && (abandoned || r.Status == store.StatusFailed && !now.Before(r.ExpiresAt)) {
 			s.refund(r, now)
 			refunds++
+		}
+	}
+	failed := 0
+	for _, r := range s.records {
+		if failed == limit {
+			break
+		}
+		if r.Status == store.StatusInProgress && !now.Before(r.LeaseExpiresAt) && r.Charge.State != store.ChargeCharged {
+			r.Status, r.Error, r.UpdatedAt = store.StatusFailed, "abandoned: the lease expired before the call finished", now
+			failed++
 		}
 	}
 	n := 0

@@ -194,25 +194,33 @@ func (s *Store) Fail(ctx context.Context, f store.Fence, reason string, now time
 // cron invocation stays within D1's per-invocation query limit.
 const MaxSweepRefunds = 10
 
-// sweepRefundSQL refunds one expired record that still holds a charge but
-// never completed (its owner crashed and nobody retried within the TTL).
-// One record per statement keeps each entry's balance_after exact.
+// sweepRefundSQL refunds one abandoned record that still holds a charge: in
+// progress with an expired lease (its owner crashed or lost its final
+// writes), or failed past its TTL. One record per statement keeps each
+// entry's balance_after exact.
 const sweepRefundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
 	incarnation, generation, balance_after, created_at)
 SELECT r.charge_caller, r.charge_currency, r.charge_amount, 'refund', 'refund:' || r.key || ':' || r.incarnation || ':' || r.charge_count,
 	r.key, r.incarnation, r.generation,
 	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount, ?
 FROM idem_records r
-WHERE r.key = (SELECT key FROM idem_records ` + sweepable + ` AND status <> 'completed' AND charge_state = 'charged' LIMIT 1)
+WHERE r.key = (SELECT key FROM idem_records WHERE charge_state = 'charged'
+	AND ((status = 'in_progress' AND lease_expires_at <= ?) OR (status = 'failed' AND expires_at <= ?)) LIMIT 1)
 RETURNING idem_key`
+
+// sweepFailSQL marks abandoned records failed: in progress, lease expired,
+// no charge held (sweepRefundSQL returned it first). The stale owner is
+// fenced out: its record is no longer in progress.
+const sweepFailSQL = `UPDATE idem_records SET status = 'failed', error = 'abandoned: the lease expired before the call finished',
+	updated_at = ?
+WHERE key IN (SELECT key FROM idem_records WHERE status = 'in_progress' AND lease_expires_at <= ? AND charge_state <> 'charged' LIMIT ?)`
 
 // sweepable selects records past their TTL and not held by a live lease.
 const sweepable = `WHERE expires_at <= ? AND (status <> 'in_progress' OR lease_expires_at <= ?)`
 
-// Sweep implements store.Idempotency. Before deleting, it refunds expired
-// records that hold a charge but never completed, so an abandoned paid call
-// never keeps the caller's money; such a record is deleted only once its
-// refund is in the ledger.
+// Sweep implements store.Idempotency: refunds (sweepRefundSQL), then fails
+// abandoned records (sweepFailSQL), then deletes expired ones. A record is
+// deleted only once its refund is in the ledger.
 func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
@@ -229,6 +237,9 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 		if len(rows) == 0 {
 			break
 		}
+	}
+	if _, err := s.db.Exec(ctx, sweepFailSQL, t, t, int64(limit)); err != nil {
+		refundErr = errors.Join(refundErr, fmt.Errorf("sweep: fail abandoned records: %w", err))
 	}
 	n, err := s.db.Exec(ctx, `DELETE FROM idem_records WHERE key IN (
 		SELECT key FROM idem_records `+sweepable+` AND (status = 'completed' OR charge_state <> 'charged')

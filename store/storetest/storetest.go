@@ -536,6 +536,51 @@ var Cases = []Case{
 		}
 	}},
 
+	{"SweepFailsAbandonedLeases", func(t TB, s store.Store, rt *store.CountingClient) {
+		// Records in progress past their lease, long before their TTL: one
+		// charged (its owner crashed), one already refunded (its owner lost
+		// the Fail after the refund), and one whose lease is still live.
+		credit(t, s, "alice", 1000)
+		crashed := mustClaim(t, s, claim("crashed", "A", "fp", t0), store.OutcomeClaimed)
+		_, err := s.Charge(ctx, charge(fence(crashed), "alice", 100, t0))
+		require.NoError(t, err)
+		refunded := mustClaim(t, s, claim("refunded", "A", "fp", t0), store.OutcomeClaimed)
+		_, err = s.Charge(ctx, charge(fence(refunded), "alice", 100, t0))
+		require.NoError(t, err)
+		ok, _, err := s.Refund(ctx, fence(refunded), t0)
+		require.NoError(t, err)
+		require.True(t, ok)
+		live := mustClaim(t, s, claim("live", "A", "fp", at(lease)), store.OutcomeClaimed)
+		requireBalance(t, s, "alice", 900)
+
+		n, err := s.Sweep(ctx, at(lease+time.Second), 10)
+		require.NoError(t, err)
+		require.Equal(t, 0, n, "nothing is past its TTL")
+		requireBalance(t, s, "alice", 1000)
+		requireKinds(t, s, "crashed", "charge", "refund")
+		requireKinds(t, s, "refunded", "charge", "refund")
+		for _, k := range []string{"crashed", "refunded"} {
+			rec, err := s.Peek(ctx, k)
+			require.NoError(t, err)
+			require.Equal(t, store.StatusFailed, rec.Status, k)
+			require.Equal(t, store.ChargeRefunded, rec.Charge.State, k)
+		}
+		rec, err := s.Peek(ctx, "live")
+		require.NoError(t, err)
+		require.Equal(t, store.StatusInProgress, rec.Status)
+
+		// The stale owner is fenced out; a retry executes and pays again.
+		err = s.Complete(ctx, store.CompleteParams{Fence: fence(crashed), Response: store.Response{StatusCode: 200, Body: []byte("late")}, Now: at(lease + 2*time.Second)})
+		require.ErrorIs(t, err, store.ErrFencedOut)
+		_, err = s.Charge(ctx, charge(fence(crashed), "alice", 100, at(lease+2*time.Second)))
+		require.ErrorIs(t, err, store.ErrFencedOut)
+		retry := mustClaimCharge(t, s, claimCharge("crashed", "B", "alice", 100, at(lease+3*time.Second)), store.OutcomeClaimed)
+		require.True(t, retry.Charge.Charged)
+		require.Equal(t, crashed.Record.Generation+1, retry.Record.Generation)
+		requireBalance(t, s, "alice", 900)
+		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(live), Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: at(lease + 3*time.Second)}))
+	}},
+
 	{"OpenChargeOutlivesTTL", func(t TB, s store.Store, rt *store.CountingClient) {
 		// A charged call abandoned past its TTL is not "fresh": its charge is
 		// neither forgotten nor taken twice.
