@@ -30,39 +30,48 @@ var (
 )
 
 // setupFaults is setup with the gateway's database calls going through a
-// FaultClient made from cfg, and a catalog of three tools with the lease
-// faultLease: "ok" (200), "bad" (400, stored as 424) and "fail" (500). When
-// onAnswer is not nil, it runs each time the upstream has answered, before
-// the engine sees the answer.
-func setupFaults(t *testing.T, cfg storetest.FaultConfig, onAnswer func(fc *storetest.FaultClient)) (*env, *storetest.FaultClient) {
+// FaultClient made from cfg, and the faultTools catalog. When onAnswer is
+// not nil, it runs each time the upstream has answered, before the engine
+// sees the answer. The faults are off until the test turns them on (so that
+// creating callers goes through).
+func setupFaults(t *testing.T, cfg storetest.FaultConfig, onAnswer func(fc *storetest.FaultClient), opts ...option) (*env, *storetest.FaultClient) {
 	t.Helper()
 	var fc *storetest.FaultClient
 	e := setupDB(t, func(db store.DbClient) store.DbClient {
 		fc = storetest.NewFaultClient(db, cfg)
-		fc.SetEnabled(false) // on once the callers exist
+		fc.SetEnabled(false)
 		return fc
-	}, func(c *handler.Config) {
+	}, append([]option{faultTools(t, faultLease, func() {
+		if onAnswer != nil {
+			onAnswer(fc)
+		}
+	})}, opts...)...)
+	return e, fc
+}
+
+// faultTools replaces the catalog with three tools of the given lease: "ok"
+// (200), "bad" (400, stored as 424) and "fail" (500). onAnswer runs each
+// time the upstream has answered.
+func faultTools(t *testing.T, lease time.Duration, onAnswer func()) option {
+	return func(c *handler.Config) {
 		echo, ok := c.Catalog.Tool("echo")
 		require.True(t, ok)
 		base := strings.TrimSuffix(echo.URL, "/ok")
-		var tools []string
+		var docs []string
 		for _, tool := range [][2]string{{"ok", "/ok"}, {"bad", "/bad"}, {"fail", "/fail"}} {
-			tools = append(tools, fmt.Sprintf(`{"name": %q, "description": "d", "price": "0.05", "currency": "USD",
-				"lease": %q, "upstream": {"url": %q}}`, tool[0], faultLease, base+tool[1]))
+			docs = append(docs, fmt.Sprintf(`{"name": %q, "description": "d", "price": "0.05", "currency": "USD",
+				"lease": %q, "upstream": {"url": %q}}`, tool[0], lease, base+tool[1]))
 		}
-		cat, err := handler.ParseCatalog([]byte(`{"tools": [` + strings.Join(tools, ",") + `]}`))
+		cat, err := handler.ParseCatalog([]byte(`{"tools": [` + strings.Join(docs, ",") + `]}`))
 		require.NoError(t, err)
 		c.Catalog = cat
-		if onAnswer != nil {
-			up := c.Upstream
-			c.Upstream = handler.UpstreamFunc(func(ctx context.Context, r handler.UpstreamRequest) (handler.UpstreamResponse, error) {
-				res, err := up.Do(ctx, r)
-				onAnswer(fc)
-				return res, err
-			})
-		}
-	})
-	return e, fc
+		up := c.Upstream
+		c.Upstream = handler.UpstreamFunc(func(ctx context.Context, r handler.UpstreamRequest) (handler.UpstreamResponse, error) {
+			res, err := up.Do(ctx, r)
+			onAnswer()
+			return res, err
+		})
+	}
 }
 
 // outageAtAnswer takes the database down the moment the upstream answers,
@@ -219,4 +228,131 @@ func TestFinalWriteRetriesRunOut(t *testing.T) {
 	require.Equal(t, store.StatusCompleted, rec.Status)
 	require.EqualValues(t, 2, rec.Generation)
 	e.checkInvariants()
+}
+
+// TestStormUnderFaults sends 30 concurrent calls on 5 keys while a third of
+// the database calls are delayed and a fifth fail, half of those after
+// their commit. The final writes (complete, refund, fail) get their own
+// faults: half of them fail, up to 4 in all, fewer than the tries one final
+// write gets within its budget. Every answer is a 200 (executed or
+// replayed) or a retryable problem with Retry-After. Once the faults stop
+// and the lease has passed, one more call per key completes it; then every
+// key is completed, charged one price net and executed upstream once (no
+// final write gave up, so no takeover re-executed), and one sweep past the
+// TTL leaves nothing behind.
+func TestStormUnderFaults(t *testing.T) {
+	t.Parallel()
+	// The lease is long, so that no waiter takes a key over during the
+	// storm and a slow try (the race detector on a busy machine) does not
+	// eat the final writes' budget; the clock jumps past it afterwards.
+	const keys, calls, stormLease = 5, 30, 10 * time.Second
+	finalWrite := func(q string) bool { return completeStmt(q) || failStmt(q) || refundStmt(q) }
+	var offset atomic.Int64 // the clock, ahead of the wall clock by this
+	var general, final *storetest.FaultClient
+	e := setupDB(t, func(db store.DbClient) store.DbClient {
+		final = storetest.NewFaultClient(db, storetest.FaultConfig{Seed: 11, BeforeRate: 0.25, AfterRate: 0.25,
+			MaxErrors: 4, MatchFunc: finalWrite})
+		general = storetest.NewFaultClient(final, storetest.FaultConfig{Seed: 10, BeforeRate: 0.1, AfterRate: 0.1,
+			LatencyRate: 0.3, MaxLatency: 3 * time.Millisecond, MatchFunc: func(q string) bool { return !finalWrite(q) }})
+		general.SetEnabled(false)
+		final.SetEnabled(false)
+		return general
+	}, faultTools(t, stormLease, func() {}), func(c *handler.Config) {
+		c.NowFunc = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+		c.WaitForInProgress = 300 * time.Millisecond
+	})
+	alice := e.newCaller("alice", "10.00")
+	general.SetEnabled(true)
+	final.SetEnabled(true)
+
+	res := make([]response, calls)
+	parallel(calls, func(i int) {
+		res[i] = e.call(alice.key, "ok", fmt.Sprint("key-", i%keys), fmt.Sprintf(`{"k":%d}`, i%keys))
+	})
+	general.SetEnabled(false)
+	final.SetEnabled(false)
+
+	statuses := map[string]int{}
+	for _, r := range res {
+		switch {
+		case r.status == http.StatusOK && r.header.Get("Idempotent-Replayed") == "true":
+			statuses["200 replayed"]++
+		case r.status == http.StatusOK:
+			statuses["200 executed"]++
+		case r.status == http.StatusServiceUnavailable:
+			r.problem(t, r.status, "store-unavailable")
+			require.NotEmpty(t, r.header.Get("Retry-After"), string(r.body))
+			statuses["503 store-unavailable"]++
+		case r.status == http.StatusConflict:
+			m := r.json(t)
+			require.Contains(t, []any{handler.ProblemTypeBase + "in-progress", handler.ProblemTypeBase + "lost-lease"}, m["type"])
+			require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+			require.NotEmpty(t, r.header.Get("Retry-After"), string(r.body))
+			statuses["409 "+strings.TrimPrefix(m["type"].(string), handler.ProblemTypeBase)]++
+		default:
+			require.Failf(t, "unexpected answer", "%d %s", r.status, r.body)
+		}
+	}
+	e.checkInvariants()
+
+	// The faults stop and the lease passes: one call per key completes it.
+	offset.Add(int64(stormLease + time.Second))
+	for k := 0; k < keys; k++ {
+		r := e.call(alice.key, "ok", fmt.Sprint("key-", k), fmt.Sprintf(`{"k":%d}`, k))
+		require.Equal(t, http.StatusOK, r.status, string(r.body))
+	}
+
+	// Executions per key, from the bodies the upstream received, and the
+	// final writes that gave up (each may cost one takeover).
+	execs := make([]int, keys)
+	e.up.mu.Lock()
+	for _, b := range e.up.bodies {
+		var k int
+		_, err := fmt.Sscanf(string(b), `{"k":%d}`, &k)
+		require.NoError(t, err)
+		execs[k]++
+	}
+	e.up.mu.Unlock()
+	gaveUp, takeovers := 0, 0
+	for _, l := range e.logLines() {
+		if msg, _ := l["error"].(string); strings.Contains(msg, "complete key") || strings.Contains(msg, "refund key") ||
+			strings.Contains(msg, "fail key") {
+			gaveUp++
+		}
+	}
+	extra := 0
+	for k := 0; k < keys; k++ {
+		key := fmt.Sprint("key-", k)
+		require.GreaterOrEqual(t, execs[k], 1, key)
+		extra += execs[k] - 1
+		rec, err := e.record(alice, "ok", key)
+		require.NoError(t, err)
+		require.Equal(t, store.StatusCompleted, rec.Status, key)
+		require.Equal(t, store.ChargeCharged, rec.Charge.State, key)
+		if rec.Generation > 1 {
+			takeovers++
+		}
+		es, err := e.st.Entries(context.Background(), store.EntryFilter{Key: handler.ScopedKey(alice.id, "ok", key)})
+		require.NoError(t, err)
+		var net int64
+		for _, en := range es {
+			net -= en.Amount
+		}
+		require.EqualValues(t, 5, net, "one price net for %s", key)
+	}
+	require.Zero(t, gaveUp, "no final write gave up")
+	require.Zero(t, extra, "no second execution")
+	require.Positive(t, final.Counts().Errors(), "final writes met faults")
+	require.EqualValues(t, 1000-keys*5, e.balance(alice))
+	e.checkInvariants()
+
+	// One sweep past the TTL removes every record; no charge moves.
+	n, err := e.st.Sweep(context.Background(), time.Now().Add(time.Duration(offset.Load())+store.DefaultTTL+stormLease), 100)
+	require.NoError(t, err)
+	require.Equal(t, keys, n)
+	require.EqualValues(t, 1000-keys*5, e.balance(alice))
+	e.checkInvariants()
+	t.Logf("storm under faults: answers %v; faults on other statements: %s; on final writes: %s; "+
+		"upstream executions per key %v; final writes that gave up %d; keys taken over %d",
+		statuses, general.Counts(), final.Counts(), execs, gaveUp, takeovers)
 }

@@ -22,11 +22,15 @@ import (
 // The invariant: a call whose upstream has answered is not executed again
 // because its final writes met a database outage shorter than the retry
 // budget, half the tool's lease. The final writes of one call share that
-// budget, retrying from finalRetryInitial, doubling up to finalRetryMax, and
-// start no new try once the time slept or the time spent reaches it. The
-// lease was renewed at most Lease/3 before the upstream answered (when the
-// heartbeats got through), so nobody can take the key over while we retry;
-// if somebody did, the retry is fenced out and we answer as for a lost lease.
+// budget: they retry from finalRetryInitial, doubling up to finalRetryMax,
+// and start no new try once the time slept reaches half the lease, or the
+// time spent since the upstream answered reaches the whole lease (slow
+// tries). The lease was renewed at most Lease/3 before the upstream
+// answered (when the heartbeats got through), so within half a lease
+// nobody can take the key over while we retry. A try after the lease ran
+// out is still safe: it is fenced, so it succeeds only if nobody took the
+// key over, and a retry fenced out by a new owner answers as for a lost
+// lease.
 //
 // After an unknown outcome (a transient error), a retry reads whether the
 // lost write was done by us, and then answers as if its reply had arrived:
@@ -54,19 +58,19 @@ const (
 // finalBudget is the retry budget shared by the final writes of one call.
 type finalBudget struct {
 	start time.Time // wall clock (monotonic), not the injected one
-	limit time.Duration
+	lease time.Duration
 	slept time.Duration
 	next  time.Duration
 }
 
 // finalBudget starts the retry budget of a call's final writes.
 func (a *attempt) finalBudget() *finalBudget {
-	return &finalBudget{start: time.Now(), limit: a.tool.Lease / 2, next: finalRetryInitial}
+	return &finalBudget{start: time.Now(), lease: a.tool.Lease, next: finalRetryInitial}
 }
 
 // wait sleeps before the next try and reports whether one may start.
 func (b *finalBudget) wait(ctx context.Context) bool {
-	left := b.limit - max(b.slept, time.Since(b.start))
+	left := min(b.lease/2-b.slept, b.lease-time.Since(b.start))
 	if left <= 0 {
 		return false
 	}

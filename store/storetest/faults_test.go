@@ -5,13 +5,16 @@ package storetest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/sqlite"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/store/storetest"
 )
 
@@ -202,4 +205,53 @@ func TestFaultClientLatency(t *testing.T) {
 	_, err := slow.Exec(ctx, `INSERT INTO t VALUES (1)`)
 	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, int64(5), rowCount(t, db))
+}
+
+// faultHarness opens fresh SQLite stores over a FaultClient; wrap, if not
+// nil, wraps the store.
+func faultHarness(t *testing.T, wrap func(*sqlstore.Store) store.Store) storetest.FaultHarness {
+	return storetest.FaultHarness{New: func(tb storetest.TB, cfg storetest.FaultConfig) (store.Store, *storetest.FaultClient) {
+		db, err := sqlite.Open(filepath.Join(t.TempDir(), "storm.db"))
+		require.NoError(tb, err)
+		t.Cleanup(func() { _ = db.DB().Close() })
+		require.NoError(tb, sqlstore.Migrate(context.Background(), db))
+		fc := storetest.NewFaultClient(db, cfg)
+		var s store.Store = sqlstore.New(fc)
+		if wrap != nil {
+			s = wrap(sqlstore.New(fc))
+		}
+		return s, fc
+	}}
+}
+
+// doubleCredit credits on every call, as if references were not checked:
+// a credit retried after a lost reply is applied twice.
+type doubleCredit struct {
+	*sqlstore.Store
+	n *atomic.Int64
+}
+
+func (d doubleCredit) Credit(ctx context.Context, p store.CreditParams) (store.CreditResult, error) {
+	p.Reference = fmt.Sprint(p.Reference, "#", d.n.Add(1))
+	return d.Store.Credit(ctx, p)
+}
+
+// TestFaultStormsCatchRetryBugs checks that the fault storms pass on a
+// correct store and fail on one whose writes are not safe to retry after a
+// lost reply.
+func TestFaultStormsCatchRetryBugs(t *testing.T) {
+	t.Parallel()
+	for _, r := range storetest.RunAllFaults(faultHarness(t, nil)) {
+		require.True(t, r.Passed, "%s: %s", r.Name, r.Failure)
+	}
+	failed := map[string]string{}
+	for _, r := range storetest.RunAllFaults(faultHarness(t, func(s *sqlstore.Store) store.Store {
+		return doubleCredit{Store: s, n: &atomic.Int64{}}
+	})) {
+		if !r.Passed {
+			failed[r.Name] = r.Failure
+		}
+	}
+	require.Contains(t, failed, "StormClaimChargeFinish")
+	require.Contains(t, failed["StormClaimChargeFinish"], "balance of alice")
 }
