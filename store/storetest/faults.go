@@ -92,11 +92,11 @@ func QueryHasPrefix(prefix string) func(query string) bool {
 // FaultCounts are the faults a FaultClient injected, by kind, and the calls
 // it saw (a batch is one call).
 type FaultCounts struct {
-	Calls   int64
-	Before  int64
-	After   int64
-	Latency int64
-	Outage  int64
+	Calls   int64 `json:"calls"`
+	Before  int64 `json:"before"`
+	After   int64 `json:"after"`
+	Latency int64 `json:"latency"`
+	Outage  int64 `json:"outage"`
 }
 
 // Errors returns the injected errors of every kind.

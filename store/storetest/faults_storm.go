@@ -60,17 +60,25 @@ func RunFaultCase(t TB, h FaultHarness, c FaultCase) FaultCounts {
 	return fc.Counts()
 }
 
+// FaultResult is the outcome of one fault case run by RunAllFaults, and
+// the faults it injected.
+type FaultResult struct {
+	Result
+	Faults FaultCounts `json:"faults"`
+}
+
 // RunAllFaults runs every fault case sequentially on fresh stores from h,
-// like RunAll, without the testing package's runner.
-func RunAllFaults(h FaultHarness) []Result {
-	out := make([]Result, 0, len(FaultCases))
+// like RunAll, without the testing package's runner: the D1 runner inside
+// workerd uses it.
+func RunAllFaults(h FaultHarness) []FaultResult {
+	out := make([]FaultResult, 0, len(FaultCases))
 	for _, c := range FaultCases {
 		out = append(out, runFaultOne(h, c))
 	}
 	return out
 }
 
-func runFaultOne(h FaultHarness, c FaultCase) (res Result) {
+func runFaultOne(h FaultHarness, c FaultCase) (res FaultResult) {
 	t := &caseT{}
 	res.Name = c.Name
 	defer func() {
@@ -82,7 +90,7 @@ func runFaultOne(h FaultHarness, c FaultCase) (res Result) {
 		res.Passed = len(t.msgs) == 0
 		res.Failure = strings.Join(t.msgs, "\n")
 	}()
-	RunFaultCase(t, h, c)
+	res.Faults = RunFaultCase(t, h, c)
 	return res
 }
 
