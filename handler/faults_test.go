@@ -234,14 +234,25 @@ func TestFinalWriteRetriesRunOut(t *testing.T) {
 // the database calls are delayed and a fifth fail, half of those after
 // their commit. The final writes (complete, refund, fail) get their own
 // faults: half of them fail, up to 4 in all, fewer than the tries one final
-// write gets within its budget. Every answer is a 200 (executed or
-// replayed) or a retryable problem with Retry-After. Once the faults stop
-// and the lease has passed, one more call per key completes it; then every
-// key is completed, charged one price net and executed upstream once (no
-// final write gave up, so no takeover re-executed), and one sweep past the
-// TTL leaves nothing behind.
+// write gets within its budget. Every answer is final (a 200, executed or
+// replayed; for a failing upstream a refunded 502) or a retryable problem
+// with Retry-After. Once the faults stop and the lease has passed, one more
+// call per key finishes it. Then, with a working upstream, every key is
+// completed, charged one price net and executed upstream once (no final
+// write gave up, so no takeover re-executed); with a failing one, every key
+// is failed and refunded (net zero) and was executed at most once per
+// claim. One sweep past the TTL leaves nothing behind.
 func TestStormUnderFaults(t *testing.T) {
 	t.Parallel()
+	for _, tool := range []string{"ok", "fail"} {
+		t.Run(tool, func(t *testing.T) {
+			t.Parallel()
+			stormUnderFaults(t, tool)
+		})
+	}
+}
+
+func stormUnderFaults(t *testing.T, tool string) {
 	// The lease is long, so that no waiter takes a key over during the
 	// storm and a slow try (the race detector on a busy machine) does not
 	// eat the final writes' budget; the clock jumps past it afterwards.
@@ -267,7 +278,7 @@ func TestStormUnderFaults(t *testing.T) {
 
 	res := make([]response, calls)
 	parallel(calls, func(i int) {
-		res[i] = e.call(alice.key, "ok", fmt.Sprint("key-", i%keys), fmt.Sprintf(`{"k":%d}`, i%keys))
+		res[i] = e.call(alice.key, tool, fmt.Sprint("key-", i%keys), fmt.Sprintf(`{"k":%d}`, i%keys))
 	})
 	general.SetEnabled(false)
 	final.SetEnabled(false)
@@ -279,6 +290,10 @@ func TestStormUnderFaults(t *testing.T) {
 			statuses["200 replayed"]++
 		case r.status == http.StatusOK:
 			statuses["200 executed"]++
+		case r.status == http.StatusBadGateway && tool == "fail":
+			m := r.problem(t, r.status, "upstream-failed")
+			require.Equal(t, true, m["refunded"], string(r.body))
+			statuses["502 refunded"]++
 		case r.status == http.StatusServiceUnavailable:
 			r.problem(t, r.status, "store-unavailable")
 			require.NotEmpty(t, r.header.Get("Retry-After"), string(r.body))
@@ -294,11 +309,25 @@ func TestStormUnderFaults(t *testing.T) {
 		}
 	}
 	e.checkInvariants()
+	// A key left in progress once every request has answered was claimed
+	// by a request that did not learn it (a lost reply: 503).
+	stranded := 0
+	for k := 0; k < keys; k++ {
+		rec, err := e.record(alice, tool, fmt.Sprint("key-", k))
+		if err == nil && rec.Status == store.StatusInProgress {
+			stranded++
+		}
+	}
+	require.LessOrEqual(t, stranded, statuses["503 store-unavailable"])
 
-	// The faults stop and the lease passes: one call per key completes it.
+	// The faults stop and the lease passes: one call per key finishes it.
 	offset.Add(int64(stormLease + time.Second))
 	for k := 0; k < keys; k++ {
-		r := e.call(alice.key, "ok", fmt.Sprint("key-", k), fmt.Sprintf(`{"k":%d}`, k))
+		r := e.call(alice.key, tool, fmt.Sprint("key-", k), fmt.Sprintf(`{"k":%d}`, k))
+		if tool == "fail" {
+			r.problem(t, http.StatusBadGateway, "upstream-failed")
+			continue
+		}
 		require.Equal(t, http.StatusOK, r.status, string(r.body))
 	}
 
@@ -320,39 +349,51 @@ func TestStormUnderFaults(t *testing.T) {
 			gaveUp++
 		}
 	}
+	price, status, state := int64(5), store.StatusCompleted, store.ChargeCharged
+	if tool == "fail" {
+		price, status, state = 0, store.StatusFailed, store.ChargeRefunded
+	}
 	extra := 0
 	for k := 0; k < keys; k++ {
 		key := fmt.Sprint("key-", k)
 		require.GreaterOrEqual(t, execs[k], 1, key)
 		extra += execs[k] - 1
-		rec, err := e.record(alice, "ok", key)
+		rec, err := e.record(alice, tool, key)
 		require.NoError(t, err)
-		require.Equal(t, store.StatusCompleted, rec.Status, key)
-		require.Equal(t, store.ChargeCharged, rec.Charge.State, key)
+		require.Equal(t, status, rec.Status, key)
+		require.Equal(t, state, rec.Charge.State, key)
 		if rec.Generation > 1 {
 			takeovers++
 		}
-		es, err := e.st.Entries(context.Background(), store.EntryFilter{Key: handler.ScopedKey(alice.id, "ok", key)})
+		if tool == "fail" {
+			// Each claim executes at most once (a claim whose reply was
+			// lost does not execute at all).
+			require.LessOrEqual(t, int64(execs[k]), rec.Generation, "%s: executions and claims", key)
+		}
+		es, err := e.st.Entries(context.Background(), store.EntryFilter{Key: handler.ScopedKey(alice.id, tool, key)})
 		require.NoError(t, err)
 		var net int64
 		for _, en := range es {
 			net -= en.Amount
+			require.True(t, net == 0 || net == 5, "%s: net charge %d", key, net)
 		}
-		require.EqualValues(t, 5, net, "one price net for %s", key)
+		require.EqualValues(t, price, net, "net charge of %s", key)
 	}
 	require.Zero(t, gaveUp, "no final write gave up")
-	require.Zero(t, extra, "no second execution")
+	if tool == "ok" {
+		require.Zero(t, extra, "no second execution")
+	}
 	require.Positive(t, final.Counts().Errors(), "final writes met faults")
-	require.EqualValues(t, 1000-keys*5, e.balance(alice))
+	require.EqualValues(t, 1000-keys*price, e.balance(alice))
 	e.checkInvariants()
 
 	// One sweep past the TTL removes every record; no charge moves.
 	n, err := e.st.Sweep(context.Background(), time.Now().Add(time.Duration(offset.Load())+store.DefaultTTL+stormLease), 100)
 	require.NoError(t, err)
 	require.Equal(t, keys, n)
-	require.EqualValues(t, 1000-keys*5, e.balance(alice))
+	require.EqualValues(t, 1000-keys*price, e.balance(alice))
 	e.checkInvariants()
-	t.Logf("storm under faults: answers %v; faults on other statements: %s; on final writes: %s; "+
-		"upstream executions per key %v; final writes that gave up %d; keys taken over %d",
-		statuses, general.Counts(), final.Counts(), execs, gaveUp, takeovers)
+	t.Logf("storm under faults, %s upstream: answers %v; faults on other statements: %s; on final writes: %s; "+
+		"keys left in progress %d; upstream executions per key %v; final writes that gave up %d; keys taken over %d",
+		tool, statuses, general.Counts(), final.Counts(), stranded, execs, gaveUp, takeovers)
 }
