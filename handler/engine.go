@@ -423,8 +423,10 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 		// complete, refund or fail it.
 		return CallResult{}, ErrLostLease
 	}
+	// From here on, the final writes retry transient errors (finalwrite.go).
+	b := a.finalBudget()
 	if ue := a.upstreamFailure(up, upErr, timedOut); ue != nil {
-		return CallResult{}, a.refundAndFail(ctx, f, ue, charged)
+		return CallResult{}, a.refundAndFail(ctx, f, b, ue, charged)
 	}
 
 	rcpt := Receipt{Tool: a.tool.Name, Price: a.tool.PriceString(), Amount: a.tool.PriceString(),
@@ -443,9 +445,9 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 		// this key. It is refunded and stored, and replays return it.
 		rcpt.Amount = store.FormatAmount(0, a.tool.Currency)
 		if charged {
-			refunded, bal, err := e.store.Refund(ctx, f, e.now())
+			refunded, bal, err := a.refund(ctx, f, b)
 			if err != nil {
-				return CallResult{}, storeError("refund key", err)
+				return CallResult{}, err
 			}
 			rcpt.Refunded = refunded
 			rcpt.BalanceAfter = store.FormatAmount(bal, a.tool.Currency)
@@ -461,19 +463,19 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 		return CallResult{}, fmt.Errorf("encode answer: %w", err)
 	}
 	if len(res.Body) > e.maxStored {
-		return CallResult{}, a.refundAndFail(ctx, f, &UpstreamError{StatusCode: up.StatusCode,
+		return CallResult{}, a.refundAndFail(ctx, f, b, &UpstreamError{StatusCode: up.StatusCode,
 			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, charged && !rcpt.Refunded)
 	}
-	err = e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL,
-		Response: store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body}})
+	err = a.complete(ctx, f, b, store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body})
 	if errors.Is(err, store.ErrTooLarge) {
-		return CallResult{}, a.refundAndFail(ctx, f, &UpstreamError{StatusCode: up.StatusCode,
+		return CallResult{}, a.refundAndFail(ctx, f, b, &UpstreamError{StatusCode: up.StatusCode,
 			Reason: "the upstream answer is too large to store"}, charged && !rcpt.Refunded)
 	}
 	if err != nil {
-		// Unstored: the key stays in progress until its lease expires, and
-		// the next attempt takes over with the charge inherited.
-		return CallResult{}, storeError("complete key", err)
+		// Unstored after the retries: the key stays in progress until its
+		// lease expires, and the next attempt takes over with the charge
+		// inherited.
+		return CallResult{}, err
 	}
 	return res, nil
 }
@@ -569,24 +571,24 @@ func (a *attempt) upstreamFailure(up UpstreamResponse, err error, timedOut bool)
 }
 
 // refundAndFail returns the charge and marks the key failed, so a retry
-// executes again. A refund or fail that does not get through leaves the key
-// in progress with its charge; the next attempt takes over when the lease
-// expires and inherits the charge, so the net charge stays one price.
-func (a *attempt) refundAndFail(ctx context.Context, f store.Fence, ue *UpstreamError, charged bool) error {
-	e := a.e
+// executes again; both retry within b (see finalwrite.go). A refund or fail
+// that does not get through leaves the key in progress with its charge; the
+// next attempt takes over when the lease expires and inherits the charge, so
+// the net charge stays one price.
+func (a *attempt) refundAndFail(ctx context.Context, f store.Fence, b *finalBudget, ue *UpstreamError, charged bool) error {
 	ue.Price, ue.Currency = a.tool.Price, a.tool.Currency
 	if charged {
-		refunded, bal, err := e.store.Refund(ctx, f, e.now())
+		refunded, bal, err := a.refund(ctx, f, b)
 		if errors.Is(err, store.ErrFencedOut) {
-			return storeError("refund key", err)
+			return err
 		}
 		if err != nil {
-			return errors.Join(ue, storeError("refund key", err))
+			return errors.Join(ue, err)
 		}
 		ue.Refunded, ue.Balance = refunded, bal
 	}
-	if err := e.store.Fail(ctx, f, ue.Reason, e.now()); err != nil {
-		return errors.Join(ue, storeError("fail key", err))
+	if err := a.fail(ctx, f, b, ue.Reason); err != nil {
+		return errors.Join(ue, err)
 	}
 	return ue
 }

@@ -174,10 +174,22 @@ type option func(*handler.Config)
 
 func setup(t *testing.T, opts ...option) *env {
 	t.Helper()
+	return setupDB(t, nil, opts...)
+}
+
+// setupDB is setup with the gateway's store over wrap(the counting client),
+// when wrap is not nil (a fault injector). The test's own reads through
+// e.st (balances, records, invariants) do not go through wrap.
+func setupDB(t *testing.T, wrap func(store.DbClient) store.DbClient, opts ...option) *env {
+	t.Helper()
 	e := &env{t: t, up: newUpstream(t), logs: &syncBuffer{}}
 	e.st, e.db = openStore(t)
+	var gwStore store.Store = e.st
+	if wrap != nil {
+		gwStore = sqlstore.New(wrap(e.db))
+	}
 	cfg := handler.Config{
-		Store:      e.st,
+		Store:      gwStore,
 		Catalog:    testCatalog(t, e.up.srv.URL),
 		AdminToken: adminToken,
 		Upstream: handler.UpstreamFunc(func(ctx context.Context, r handler.UpstreamRequest) (handler.UpstreamResponse, error) {
