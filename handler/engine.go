@@ -279,8 +279,12 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 	e := a.e
 	delay := a.firstPoll(rec)
 	var waited time.Duration
+	var outage error // the last poll's store failure; a later good poll clears it
 	for {
 		if waited >= e.wait {
+			if outage != nil {
+				return CallResult{}, storeError("poll key", outage)
+			}
 			return CallResult{}, &InProgressError{RetryAfter: e.retryAfter(rec, a.tool.Lease)}
 		}
 		d := jitter(min(delay, e.wait-waited))
@@ -308,8 +312,14 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		now := e.now()
 		peeked, err := e.store.Peek(ctx, p.Key)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			if isOutage(err) {
+				// A poll is a read: poll again while the wait lasts.
+				outage = err
+				continue
+			}
 			return CallResult{}, storeError("poll key", err)
 		}
+		outage = nil
 		if err == nil && peeked.Fingerprint == p.Fingerprint {
 			rec = peeked
 			if rec.Status == store.StatusCompleted && now.Before(rec.ExpiresAt) {
@@ -322,6 +332,12 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		p.Now = now
 		cr, err := e.store.Claim(ctx, p)
 		if err != nil {
+			if isOutage(err) {
+				// Safe to repeat: a claim whose reply was lost is ours, and
+				// the same owner claiming again gets it back.
+				outage = err
+				continue
+			}
 			return CallResult{}, storeError("claim key", err)
 		}
 		switch cr.Outcome {
@@ -650,6 +666,13 @@ func marshalNoEscape(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// isOutage reports whether err is a store failure (a *StoreError once
+// mapped: the database or the way to it), not one of the store's answers.
+func isOutage(err error) bool {
+	var se *StoreError
+	return errors.As(storeError("", err), &se)
 }
 
 // storeError passes the store's sentinel errors through (wrapped) and turns
