@@ -314,9 +314,12 @@ func waitHeld(t *testing.T, srv *hranatest.Server, n int) {
 // cross-request I/O at any point.
 func requireHealthyIsolate(t *testing.T, edge *edgetest.Edge) {
 	t.Helper()
-	logs := edge.Logs()
-	for _, bad := range []string{"Go program exited", "different request", "panic:"} {
-		require.NotContains(t, logs, bad)
+	for line := range strings.SplitSeq(edge.Logs(), "\n") {
+		for _, bad := range []string{"Go program exited", "different request", "panic:"} {
+			if strings.Contains(line, bad) {
+				require.FailNow(t, "the isolate's Go runtime failed", "workerd log line: %.400s", line)
+			}
+		}
 	}
 }
 
@@ -330,6 +333,7 @@ type gatedUpstream struct {
 	keySeen map[string]map[string]bool
 	gates   map[string]chan struct{}
 	changed chan struct{}
+	closing chan struct{} // closed at cleanup: held calls answer, so Close does not wait for them
 }
 
 const sleepFor = 2500 * time.Millisecond // 2.5 leases of the tools below
@@ -337,7 +341,7 @@ const sleepFor = 2500 * time.Millisecond // 2.5 leases of the tools below
 func newGatedUpstream(t *testing.T) *gatedUpstream {
 	t.Helper()
 	u := &gatedUpstream{calls: map[string]int{}, keySeen: map[string]map[string]bool{},
-		gates: map[string]chan struct{}{}, changed: make(chan struct{})}
+		gates: map[string]chan struct{}{}, changed: make(chan struct{}), closing: make(chan struct{})}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
@@ -356,6 +360,7 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 			name, _, _ := strings.Cut(strings.TrimPrefix(string(body), `{"gate":"`), `"`)
 			select {
 			case <-u.gate(name):
+			case <-u.closing:
 			case <-r.Context().Done():
 				return
 			}
@@ -363,7 +368,10 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"path":%q,"input":%s}`, r.URL.Path, body)
 	}))
-	t.Cleanup(u.Close)
+	t.Cleanup(func() {
+		close(u.closing)
+		u.Close()
+	})
 	return u
 }
 
