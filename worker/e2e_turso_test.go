@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/toolgate/toolgate-go/store/libsql"
 	"github.com/toolgate/toolgate-go/store/libsql/hranatest"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
+	"github.com/toolgate/toolgate-go/store/storetest"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 )
 
@@ -73,6 +75,31 @@ func TestE2ETurso(t *testing.T) {
 	entries, err := st.Entries(context.Background(), store.EntryFilter{Caller: "hana"})
 	require.NoError(t, err)
 	require.Len(t, entries, 3, "one credit, two charges")
+	requireHealthyIsolate(t, edge)
+}
+
+// TestE2ETursoConformance runs the store conformance suite inside workerd
+// on store/hrana over the bridge's fetch (the Turso build's client), against
+// the Hrana test server, through the test build's runner route.
+func TestE2ETursoConformance(t *testing.T) {
+	t.Parallel()
+	dir := edgetest.BuildVariant(t, "conformance")
+	srv, err := hranatest.Start(filepath.Join(t.TempDir(), "conformance.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	edge := edgetest.Start(t, edgetest.Options{
+		BuildDir: dir,
+		Vars:     map[string]string{"TOOLS": newUpstream(t).tools(), "TEST_HRANA_URL": srv.URL()},
+	})
+	res, body := client{t: t, base: edge.URL("w0")}.do(http.MethodPost, "/_test/hrana-conformance", nil, nil)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	require.Equal(t, "true", res.Header.Get("Toolgate-Hrana-Batch"), "claims and charges in one Hrana batch")
+	var results []storetest.Result
+	require.NoError(t, json.Unmarshal(body, &results))
+	require.Len(t, results, len(storetest.Cases))
+	for _, r := range results {
+		require.True(t, r.Passed, "hrana in workerd %s: %s", r.Name, r.Failure)
+	}
 	requireHealthyIsolate(t, edge)
 }
 
