@@ -9,7 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -257,6 +260,27 @@ func TestE2ETursoRestart(t *testing.T) {
 	require.Equal(t, 3, te.charges(t, "jo"), "one charge per key: r-up, r-down, r-new")
 	te.check(t, "jo")
 	requireHealthyIsolate(t, te.edge)
+}
+
+// TestWasmLinksNoLibsqlClient pins that no wasm build links
+// libsql-client-go (and with it Go's js/wasm net/http client): the Turso
+// build talks to libSQL through store/hrana on the bridge's fetch.
+func TestWasmLinksNoLibsqlClient(t *testing.T) {
+	t.Parallel()
+	for _, tags := range []string{"", "turso", "conformance", "turso,conformance"} {
+		cmd := exec.Command("go", "list", "-deps", "-tags", tags, "./worker")
+		cmd.Dir = edgetest.RepoRoot(t)
+		cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+		out, err := cmd.Output()
+		require.NoError(t, err, "go list -tags %q", tags)
+		deps := strings.Fields(string(out))
+		require.Contains(t, deps, "github.com/toolgate/toolgate-go/worker/internal/bridge", "tags %q", tags)
+		for _, d := range deps {
+			require.NotContains(t, d, "libsql-client-go", "tags %q", tags)
+		}
+		// The D1 build carries no libSQL client at all; the Turso and test builds carry store/hrana.
+		require.Equal(t, tags != "", slices.Contains(deps, "github.com/toolgate/toolgate-go/store/hrana"), "tags %q: store/hrana linked", tags)
+	}
 }
 
 // turso is one Turso-build worker, its database and its upstream.
