@@ -146,9 +146,9 @@ func TestE2ETursoHeartbeats(t *testing.T) {
 		for s := range statuses {
 			got[s]++
 		}
-		require.Equal(t, map[int]int{http.StatusOK: keys + dups}, got)
 		require.Equal(t, keys, te.up.keys("/sleep"), "upstream keys")
 		require.Equal(t, keys, te.up.count("/sleep"), "upstream calls: one per key")
+		require.Equal(t, map[int]int{http.StatusOK: keys + dups}, got)
 		require.Equal(t, keys, te.charges(t, "ivy"))
 	})
 
@@ -304,7 +304,10 @@ func startTurso(t *testing.T) *turso {
 	require.NoError(t, sqlstore.Migrate(context.Background(), db))
 	te.edge = edgetest.Start(t, edgetest.Options{
 		BuildDir: dir,
-		Vars:     map[string]string{"TOOLS": te.up.tools(), "ADMIN_TOKEN": e2eAdminToken, "TURSO_DATABASE_URL": srv.URL()},
+		// Duplicates wait for the owner however slow a loaded machine makes it: the tests assert
+		// that every call ends 200, not how long a waiter waits.
+		Vars: map[string]string{"TOOLS": te.up.tools(), "ADMIN_TOKEN": e2eAdminToken, "TURSO_DATABASE_URL": srv.URL(),
+			"WAIT_FOR_IN_PROGRESS_MS": "60000"},
 	})
 	return te
 }

@@ -269,7 +269,7 @@ func (c *Client) post(ctx context.Context, body []byte) ([]byte, error) {
 	case r := <-done:
 		return r.body, r.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("pipeline: %w", context.Cause(ctx))
+		return nil, fmt.Errorf("pipeline: %w", ctx.Err())
 	}
 }
 
