@@ -1,9 +1,10 @@
 //go:build !js
 
 // Package hranatest is a small Hrana v2 over HTTP server backed by a SQLite
-// file, so the real libSQL clients can be tested over real HTTP without a
-// libSQL server. It implements what tursodatabase/libsql-client-go sends
-// (POST /v2/pipeline with execute, batch and close requests) plus the rest of
+// file, so the real libSQL clients (tursodatabase/libsql-client-go and
+// store/hrana) can be tested over real HTTP without a libSQL server. It
+// implements what they send (POST /v2/pipeline with execute, batch with
+// conditions, and close requests) plus the rest of
 // the v2 stream requests that are cheap to do on SQLite: sequence, store_sql,
 // close_sql, and the is_autocommit condition and get_autocommit request.
 //
