@@ -46,8 +46,8 @@ shim:
 	done
 	@rm -f build/runtime.mjs # syumai's, unused since toolgate's shim
 
-# build-turso: the same worker with the libSQL client (TURSO_DATABASE_URL), into build/ as app.wasm.
-# It is bigger (see README); `make build` switches back to the D1-only build.
+# build-turso: the same worker with store/hrana, libSQL over the Workers fetch (TURSO_DATABASE_URL), into
+# build/ as app.wasm: about 20 KB gzip more than the D1 build (see README); `make build` switches back.
 build-turso: shim
 	@tmp=build/app.wasm.$$$$.tmp; \
 	GOOS=js GOARCH=wasm go build $(GOFLAGS_WASM) -tags turso -o $$tmp ./worker || { rm -f $$tmp; exit 1; }; \

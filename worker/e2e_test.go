@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,8 +20,6 @@ import (
 
 	"github.com/toolgate/toolgate-go/handler/mcptest"
 	"github.com/toolgate/toolgate-go/store"
-	"github.com/toolgate/toolgate-go/store/libsql"
-	"github.com/toolgate/toolgate-go/store/libsql/hranatest"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/store/storetest"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
@@ -342,39 +339,6 @@ func testWorker(t *testing.T, mode string) {
 		require.Equal(t, 1, charges)
 		require.Equal(t, int64(95), checkLedger(t, db, "gina"))
 	})
-}
-
-// TestE2ETurso runs the Turso build of the same worker against the Hrana
-// test server on loopback: libSQL over HTTP from inside workerd.
-func TestE2ETurso(t *testing.T) {
-	t.Parallel()
-	dir := edgetest.BuildVariant(t, "turso")
-	path := filepath.Join(t.TempDir(), "turso.db")
-	srv, err := hranatest.Start(path)
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Close() })
-	ldb, err := libsql.Open(srv.URL(), "")
-	require.NoError(t, err)
-	require.NoError(t, sqlstore.Migrate(context.Background(), ldb))
-	up := newUpstream(t)
-	edge := edgetest.Start(t, edgetest.Options{
-		BuildDir: dir,
-		Vars:     map[string]string{"TOOLS": up.tools(), "ADMIN_TOKEN": e2eAdminToken, "TURSO_DATABASE_URL": srv.URL()},
-	})
-	before := srv.Requests()
-	hana := newCaller(t, edge.URL("w0"), "hana", "10.00")
-	require.Greater(t, srv.Requests(), before, "the worker talks to the Hrana server")
-	_, replayed := storm(t, []string{edge.URL("w0")}, hana.key, "echo", "t-1", `{"q":"turso"}`, 50)
-	require.Equal(t, 49, replayed)
-	require.Equal(t, 1, up.count("/echo"))
-	st := sqlstore.New(ldb)
-	require.NoError(t, st.CheckInvariants(context.Background()))
-	bal, err := st.Balance(context.Background(), "hana", "USD")
-	require.NoError(t, err)
-	require.Equal(t, int64(995), bal)
-	entries, err := st.Entries(context.Background(), store.EntryFilter{Caller: "hana"})
-	require.NoError(t, err)
-	require.Len(t, entries, 2, "one credit, one charge")
 }
 
 // TestE2ED1Conformance runs the store conformance suite against D1 inside

@@ -11,7 +11,7 @@ import (
 )
 
 // openStore opens the D1 binding DB. The D1 build carries no libSQL client
-// (it would add about 1.6 MB gzip); build with -tags turso for Turso.
+// (store/hrana, about 20 KB gzip); build with -tags turso for Turso.
 func openStore(s Settings) (store.Store, error) {
 	if s.TursoURL != "" {
 		return nil, errors.New("TURSO_DATABASE_URL is set, but this is the D1 build: deploy the Turso build (make build-turso)")

@@ -1,9 +1,10 @@
 //go:build !js
 
 // Package hranatest is a small Hrana v2 over HTTP server backed by a SQLite
-// file, so the real libSQL clients can be tested over real HTTP without a
-// libSQL server. It implements what tursodatabase/libsql-client-go sends
-// (POST /v2/pipeline with execute, batch and close requests) plus the rest of
+// file, so the real libSQL clients (tursodatabase/libsql-client-go and
+// store/hrana) can be tested over real HTTP without a libSQL server. It
+// implements what they send (POST /v2/pipeline with execute, batch with
+// conditions, and close requests) plus the rest of
 // the v2 stream requests that are cheap to do on SQLite: sequence, store_sql,
 // close_sql, and the is_autocommit condition and get_autocommit request.
 //
@@ -46,11 +47,15 @@ type Server struct {
 	idleTimeout time.Duration
 	now         func() time.Time
 	addr        string
+	path        string
 	requests    atomic.Int64
 
 	mu      sync.Mutex
 	streams map[string]*stream // idle streams by their current baton
 	closed  bool
+	gate    chan struct{} // non-nil while paused: closed by the release
+	held    int           // requests waiting at the gate
+	heldCh  chan struct{} // closed and replaced whenever held changes
 
 	http      *http.Server // set by Start
 	url       string
@@ -106,6 +111,7 @@ func New(dbPath string, opts ...Option) (*Server, error) {
 		now:         time.Now,
 		addr:        "127.0.0.1:0",
 		streams:     make(map[string]*stream),
+		heldCh:      make(chan struct{}),
 		stop:        make(chan struct{}),
 		swept:       make(chan struct{}),
 	}
@@ -130,7 +136,7 @@ func New(dbPath string, opts ...Option) (*Server, error) {
 		db.Close()
 		return nil, fmt.Errorf("hranatest: open database: %w", err)
 	}
-	s.db = db
+	s.db, s.path = db, dbPath
 	go s.sweepLoop()
 	return s, nil
 }
@@ -163,6 +169,11 @@ func Start(dbPath string, opts ...Option) (*Server, error) {
 // URL returns the base URL of a server started with Start, such as
 // "http://127.0.0.1:41234", or "" for a server made with New.
 func (s *Server) URL() string { return s.url }
+
+// Path returns the SQLite file the server serves. A test can restart a
+// database by closing the server and starting a new one on Path and the old
+// address (WithAddr).
+func (s *Server) Path() string { return s.path }
 
 // Requests returns how many pipeline requests (HTTP round trips to
 // /v2/pipeline) the server has received, including rejected ones.
@@ -227,6 +238,10 @@ func (s *Server) pipeline(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if !s.wait(ctx) {
+		writeError(w, http.StatusServiceUnavailable, &hranaError{Message: "hranatest: server closed while the request was paused"})
+		return
+	}
 	st, err := s.acquire(ctx, req.Baton)
 	if err != nil {
 		status := http.StatusInternalServerError
@@ -255,6 +270,80 @@ func (s *Server) pipeline(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp) //nolint:errcheck // the client went away
+}
+
+// Pause stalls the database: every pipeline request that arrives from now
+// on waits, after its body is read and before it touches the database,
+// until release is called, the server closes (then it gets a 503) or its
+// client goes away. Tests use it to hold statements in flight
+// deterministically. release may be called more than once; Pause while
+// paused returns a release that ends the same pause.
+func (s *Server) Pause() (release func()) {
+	s.mu.Lock()
+	if s.gate == nil {
+		s.gate = make(chan struct{})
+	}
+	gate := s.gate
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.gate == gate {
+			close(gate)
+			s.gate = nil
+		}
+	}
+}
+
+// WaitPaused blocks until at least n requests are waiting on a Pause, or
+// ctx ends; it returns ctx.Err() then, and nil otherwise.
+func (s *Server) WaitPaused(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		held, changed := s.held, s.heldCh
+		s.mu.Unlock()
+		if held >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// wait holds a request while the server is paused. It returns false if the
+// server closed or the request ended meanwhile.
+func (s *Server) wait(ctx context.Context) bool {
+	s.mu.Lock()
+	gate := s.gate
+	if gate == nil {
+		s.mu.Unlock()
+		return true
+	}
+	s.setHeld(+1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.setHeld(-1)
+		s.mu.Unlock()
+	}()
+	select {
+	case <-gate:
+		return true
+	case <-s.stop:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// setHeld changes the number of held requests and wakes WaitPaused; s.mu is held.
+func (s *Server) setHeld(d int) {
+	s.held += d
+	close(s.heldCh)
+	s.heldCh = make(chan struct{})
 }
 
 // acquire takes the stream that baton names out of the idle set, so that no

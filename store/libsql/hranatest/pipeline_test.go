@@ -3,6 +3,8 @@
 package hranatest
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -329,4 +331,56 @@ func TestServerHTTP(t *testing.T) {
 		require.Equal(t, tc.status, resp.StatusCode, name)
 	}
 	require.Equal(t, int64(3), srv.Requests(), "POSTs to /v2/pipeline, accepted or not")
+}
+
+// TestServerPause: while paused, a pipeline waits before touching the
+// database; release lets it run, and Close answers a held request 503.
+func TestServerPause(t *testing.T) {
+	t.Parallel()
+	srv := setup(t)
+	pipeline(t, srv, nil, execute("CREATE TABLE p (n INTEGER)"), closeReq)
+	ctx := context.Background()
+
+	release := srv.Pause()
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(srv.URL()+"/v2/pipeline", "application/json",
+			strings.NewReader(`{"baton":null,"requests":[`+execute("INSERT INTO p VALUES (1)")+`,`+closeReq+`]}`))
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	require.NoError(t, srv.WaitPaused(ctx, 1))
+	direct, err := sql.Open("sqlite", srv.path)
+	require.NoError(t, err)
+	defer direct.Close()
+	var n int
+	require.NoError(t, direct.QueryRow("SELECT count(*) FROM p").Scan(&n))
+	require.Equal(t, 0, n, "a paused request has not run")
+	release()
+	release() // idempotent
+	require.Equal(t, http.StatusOK, <-done)
+	require.NoError(t, direct.QueryRow("SELECT count(*) FROM p").Scan(&n))
+	require.Equal(t, 1, n)
+
+	// Close while a request is held: it is answered, not left hanging.
+	srv.Pause()
+	go func() {
+		resp, err := http.Post(srv.URL()+"/v2/pipeline", "application/json",
+			strings.NewReader(`{"baton":null,"requests":[`+execute("INSERT INTO p VALUES (2)")+`]}`))
+		if err != nil {
+			done <- 0 // the connection closed with the server
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	require.NoError(t, srv.WaitPaused(ctx, 1))
+	require.NoError(t, srv.Close())
+	require.Contains(t, []int{0, http.StatusServiceUnavailable}, <-done)
+	require.NoError(t, direct.QueryRow("SELECT count(*) FROM p").Scan(&n))
+	require.Equal(t, 1, n, "the held insert never ran")
 }
