@@ -16,7 +16,6 @@ import (
 
 var (
 	shimJS   = js.Global().Get("context").Get("toolgate")
-	arrayJS  = js.Global().Get("Array")
 	callsMu  sync.Mutex
 	calls    = map[int]chan settled{}
 	nextCall int
