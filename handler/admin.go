@@ -1,17 +1,23 @@
 package handler
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/problem"
+	"github.com/toolgate/toolgate-go/handler/safejson"
 	"github.com/toolgate/toolgate-go/store"
 )
 
 // requireAdmin checks the admin bearer token in constant time, or writes 401.
 func (s *server) requireAdmin(w http.ResponseWriter, r *http.Request) bool {
-	if s.adminToken == "" || !equalSecret(bearer(r), s.adminToken) {
-		writeProblem(w, ErrUnauthorized)
+	if s.adminToken == "" || !equalSecret(engine.BearerToken(r), s.adminToken) {
+		problem.Write(w, engine.ErrUnauthorized)
 		return false
 	}
 	return true
@@ -23,8 +29,8 @@ func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error
 	if err != nil {
 		return err
 	}
-	if err := decodeStrict(body, v); err != nil {
-		return &BadRequestError{Reason: "the body is not the expected JSON object: " + err.Error()}
+	if err := safejson.DecodeStrict(body, v); err != nil {
+		return &problem.BadRequestError{Reason: "the body is not the expected JSON object: " + err.Error()}
 	}
 	return nil
 }
@@ -41,20 +47,20 @@ func (s *server) handleCreateCaller(w http.ResponseWriter, r *http.Request) {
 		Name string `json:"name"`
 	}
 	if err := s.decodeBody(w, r, &in); err != nil {
-		writeProblem(w, err)
+		problem.Write(w, err)
 		return
 	}
 	if in.Name == "" || len(in.Name) > 200 {
-		writeProblem(w, &BadRequestError{Reason: "name is required (at most 200 bytes)"})
+		problem.Write(w, &problem.BadRequestError{Reason: "name is required (at most 200 bytes)"})
 		return
 	}
-	if in.ID != "" && !validName(in.ID, "_.:-") {
-		writeProblem(w, &BadRequestError{Reason: "id must be 1-64 characters of A-Z a-z 0-9 _ . : -"})
+	if in.ID != "" && !catalog.ValidName(in.ID, "_.:-") {
+		problem.Write(w, &problem.BadRequestError{Reason: "id must be 1-64 characters of A-Z a-z 0-9 _ . : -"})
 		return
 	}
 	c, key, err := s.engine.CreateCaller(r.Context(), in.ID, in.Name)
 	if err != nil {
-		writeProblem(w, err)
+		problem.Write(w, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -81,26 +87,26 @@ func (s *server) handleCredit(w http.ResponseWriter, r *http.Request) {
 		Reference string `json:"reference"`
 	}
 	if err := s.decodeBody(w, r, &in); err != nil {
-		writeProblem(w, err)
+		problem.Write(w, err)
 		return
 	}
-	if !validName(in.Caller, "_.:-") {
-		writeProblem(w, &BadRequestError{Reason: "caller must be a caller id"})
+	if !catalog.ValidName(in.Caller, "_.:-") {
+		problem.Write(w, &problem.BadRequestError{Reason: "caller must be a caller id"})
 		return
 	}
-	if err := ValidateIdempotencyKey(in.Reference); err != nil {
-		writeProblem(w, &BadRequestError{Reason: "reference must be 1-255 printable ASCII characters"})
+	if err := engine.ValidateIdempotencyKey(in.Reference); err != nil {
+		problem.Write(w, &problem.BadRequestError{Reason: "reference must be 1-255 printable ASCII characters"})
 		return
 	}
 	amount, err := store.ParseAmount(in.Amount, in.Currency)
 	if err != nil {
-		writeProblem(w, fmt.Errorf("parse amount: %w", err))
+		problem.Write(w, fmt.Errorf("parse amount: %w", err))
 		return
 	}
-	res, err := s.engine.Credit(r.Context(), CreditRequest{Caller: in.Caller, Currency: in.Currency,
+	res, err := s.engine.Credit(r.Context(), engine.CreditRequest{Caller: in.Caller, Currency: in.Currency,
 		Amount: amount, Reference: in.Reference})
 	if err != nil {
-		writeProblem(w, err)
+		problem.Write(w, err)
 		return
 	}
 	status := http.StatusCreated
@@ -115,4 +121,10 @@ func (s *server) handleCredit(w http.ResponseWriter, r *http.Request) {
 		Balance   string `json:"balance"`
 		Reference string `json:"reference"`
 	}{res.Applied, in.Caller, in.Currency, store.FormatAmount(res.Balance, in.Currency), in.Reference})
+}
+
+// equalSecret compares two secrets in constant time, whatever their lengths.
+func equalSecret(a, b string) bool {
+	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
 }

@@ -12,21 +12,22 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 )
 
 // benchEngine is an Engine on SQLite with an in-process upstream, so the
 // numbers are the gateway's own cost.
-func benchEngine(b *testing.B) (*handler.Engine, *store.CountingClient, store.Caller) {
+func benchEngine(b *testing.B) (*engine.Engine, *store.CountingClient, store.Caller) {
 	st, db := openStore(b)
-	cat, err := handler.ParseCatalog([]byte(`{"tools": [{"name": "echo", "description": "d", "price": "0.01",
+	cat, err := catalog.ParseCatalog([]byte(`{"tools": [{"name": "echo", "description": "d", "price": "0.01",
 		"currency": "USD", "upstream": {"url": "http://upstream.test/"}}]}`))
 	require.NoError(b, err)
-	eng, err := handler.NewEngine(handler.Config{Store: st, Catalog: cat,
+	eng, err := engine.New(engine.Config{Store: st, Catalog: cat,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		Upstream: handler.UpstreamFunc(func(context.Context, handler.UpstreamRequest) (handler.UpstreamResponse, error) {
-			return handler.UpstreamResponse{StatusCode: http.StatusOK, ContentType: "application/json", Body: []byte(`{"ok":true}`)}, nil
+		Upstream: engine.UpstreamFunc(func(context.Context, engine.UpstreamRequest) (engine.UpstreamResponse, error) {
+			return engine.UpstreamResponse{StatusCode: http.StatusOK, ContentType: "application/json", Body: []byte(`{"ok":true}`)}, nil
 		})})
 	require.NoError(b, err)
 	c := store.Caller{ID: "bench"}
@@ -42,7 +43,7 @@ func BenchmarkPaidCall(b *testing.B) {
 	before := db.Count()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := eng.Call(ctx, handler.CallRequest{Caller: c, Tool: "echo", Key: fmt.Sprintf("k%d", i), Input: []byte(`{"q":"x"}`)})
+		res, err := eng.Call(ctx, engine.CallRequest{Caller: c, Tool: "echo", Key: fmt.Sprintf("k%d", i), Input: []byte(`{"q":"x"}`)})
 		if err != nil || res.Replayed {
 			b.Fatalf("call: %v replayed=%v", err, res.Replayed)
 		}
@@ -53,7 +54,7 @@ func BenchmarkPaidCall(b *testing.B) {
 func BenchmarkReplay(b *testing.B) {
 	eng, db, c := benchEngine(b)
 	ctx := context.Background()
-	req := handler.CallRequest{Caller: c, Tool: "echo", Key: "k", Input: []byte(`{"q":"x"}`)}
+	req := engine.CallRequest{Caller: c, Tool: "echo", Key: "k", Input: []byte(`{"q":"x"}`)}
 	_, err := eng.Call(ctx, req)
 	require.NoError(b, err)
 	before := db.Count()

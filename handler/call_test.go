@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -358,7 +359,7 @@ func TestWaiterReadsStayLowForOneSecondUpstream(t *testing.T) {
 	})
 	waiters := 0
 	for _, l := range e.logLines() {
-		if l["outcome"] == string(handler.OutcomeWaited) {
+		if l["outcome"] == string(engine.OutcomeWaited) {
 			waiters++
 			require.LessOrEqual(t, l["roundTrips"], float64(15), "reads of one waiter")
 			require.GreaterOrEqual(t, l["roundTrips"], float64(2))
@@ -559,7 +560,7 @@ func TestAdminRoutes(t *testing.T) {
 	require.Equal(t, http.StatusCreated, r.status)
 	m := r.json(t)
 	require.Equal(t, "bob", m["id"])
-	require.True(t, strings.HasPrefix(m["key"].(string), handler.CallerKeyPrefix))
+	require.True(t, strings.HasPrefix(m["key"].(string), engine.CallerKeyPrefix))
 	require.Len(t, m["key"], 3+43)
 	e.do(http.MethodPost, "/v1/admin/callers", adminToken, nil, `{"name": "bob", "id": "bob"}`).
 		problem(t, http.StatusConflict, "conflict")
@@ -656,7 +657,7 @@ func TestLocalWaitersShareTheExecution(t *testing.T) {
 	require.EqualValues(t, n+1, e.db.Count()-before)
 	waited := 0
 	for _, l := range e.logLines() {
-		if l["outcome"] == string(handler.OutcomeWaited) {
+		if l["outcome"] == string(engine.OutcomeWaited) {
 			waited++
 			require.EqualValues(t, 1, l["roundTrips"])
 		}

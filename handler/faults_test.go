@@ -14,6 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/storetest"
 )
@@ -62,11 +65,11 @@ func faultTools(t *testing.T, lease time.Duration, onAnswer func()) option {
 			docs = append(docs, fmt.Sprintf(`{"name": %q, "description": "d", "price": "0.05", "currency": "USD",
 				"lease": %q, "upstream": {"url": %q}}`, tool[0], lease, base+tool[1]))
 		}
-		cat, err := handler.ParseCatalog([]byte(`{"tools": [` + strings.Join(docs, ",") + `]}`))
+		cat, err := catalog.ParseCatalog([]byte(`{"tools": [` + strings.Join(docs, ",") + `]}`))
 		require.NoError(t, err)
 		c.Catalog = cat
 		up := c.Upstream
-		c.Upstream = handler.UpstreamFunc(func(ctx context.Context, r handler.UpstreamRequest) (handler.UpstreamResponse, error) {
+		c.Upstream = engine.UpstreamFunc(func(ctx context.Context, r engine.UpstreamRequest) (engine.UpstreamResponse, error) {
 			res, err := up.Do(ctx, r)
 			onAnswer()
 			return res, err
@@ -300,10 +303,10 @@ func stormUnderFaults(t *testing.T, tool string) {
 			statuses["503 store-unavailable"]++
 		case r.status == http.StatusConflict:
 			m := r.json(t)
-			require.Contains(t, []any{handler.ProblemTypeBase + "in-progress", handler.ProblemTypeBase + "lost-lease"}, m["type"])
+			require.Contains(t, []any{problem.TypeBase + "in-progress", problem.TypeBase + "lost-lease"}, m["type"])
 			require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
 			require.NotEmpty(t, r.header.Get("Retry-After"), string(r.body))
-			statuses["409 "+strings.TrimPrefix(m["type"].(string), handler.ProblemTypeBase)]++
+			statuses["409 "+strings.TrimPrefix(m["type"].(string), problem.TypeBase)]++
 		default:
 			require.Failf(t, "unexpected answer", "%d %s", r.status, r.body)
 		}
@@ -370,7 +373,7 @@ func stormUnderFaults(t *testing.T, tool string) {
 			// lost does not execute at all).
 			require.LessOrEqual(t, int64(execs[k]), rec.Generation, "%s: executions and claims", key)
 		}
-		es, err := e.st.Entries(context.Background(), store.EntryFilter{Key: handler.ScopedKey(alice.id, tool, key)})
+		es, err := e.st.Entries(context.Background(), store.EntryFilter{Key: engine.ScopedKey(alice.id, tool, key)})
 		require.NoError(t, err)
 		var net int64
 		for _, en := range es {

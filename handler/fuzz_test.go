@@ -17,7 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -34,50 +35,50 @@ func FuzzCallRequest(f *testing.F) {
 	f.Add("k", []byte(`{"t":"\ud83d\ude00"}`))
 	f.Add("k", []byte(strings.Repeat("[", 200)+strings.Repeat("]", 200)))
 	st, _ := openStore(f)
-	cat, err := handler.ParseCatalog([]byte(`{"tools": [{"name": "free", "description": "d", "price": "0",
+	cat, err := catalog.ParseCatalog([]byte(`{"tools": [{"name": "free", "description": "d", "price": "0",
 		"currency": "USD", "upstream": {"url": "http://upstream.test/"}}]}`))
 	require.NoError(f, err)
-	eng, err := handler.NewEngine(handler.Config{Store: st, Catalog: cat,
+	eng, err := engine.New(engine.Config{Store: st, Catalog: cat,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		Upstream: handler.UpstreamFunc(func(_ context.Context, r handler.UpstreamRequest) (handler.UpstreamResponse, error) {
-			return handler.UpstreamResponse{StatusCode: http.StatusOK, ContentType: "application/json", Body: r.Body}, nil
+		Upstream: engine.UpstreamFunc(func(_ context.Context, r engine.UpstreamRequest) (engine.UpstreamResponse, error) {
+			return engine.UpstreamResponse{StatusCode: http.StatusOK, ContentType: "application/json", Body: r.Body}, nil
 		})})
 	require.NoError(f, err)
 	var n atomic.Int64
 
 	f.Fuzz(func(t *testing.T, key string, body []byte) {
-		keyErr := handler.ValidateIdempotencyKey(key)
+		keyErr := engine.ValidateIdempotencyKey(key)
 		if keyErr == nil {
-			sk := handler.ScopedKey("caller", "free", key)
+			sk := engine.ScopedKey("caller", "free", key)
 			require.Len(t, sk, 67)
 			require.NoError(t, store.ValidateKey(sk))
 		}
-		canonical, inErr := handler.Canonicalize(body)
+		canonical, inErr := engine.Canonicalize(body)
 		if inErr == nil {
 			require.True(t, json.Valid(canonical), "%q", canonical)
-			again, err := handler.Canonicalize(canonical)
+			again, err := engine.Canonicalize(canonical)
 			require.NoError(t, err)
 			require.Equal(t, canonical, again, "canonical form is a fixed point")
 			require.Equal(t, decodeNumbers(t, body), decodeNumbers(t, canonical), "same meaning")
-			fp := handler.Fingerprint("free", canonical)
+			fp := engine.Fingerprint("free", canonical)
 			require.Regexp(t, fingerprintRE, fp)
-			require.NotEqual(t, fp, handler.Fingerprint("other", canonical))
+			require.NotEqual(t, fp, engine.Fingerprint("other", canonical))
 		}
 
 		c := store.Caller{ID: fmt.Sprintf("fuzz-%d", n.Add(1))}
 		ctx := context.Background()
-		res, err := eng.Call(ctx, handler.CallRequest{Caller: c, Tool: "free", Key: key, Input: body})
+		res, err := eng.Call(ctx, engine.CallRequest{Caller: c, Tool: "free", Key: key, Input: body})
 		switch {
 		case keyErr != nil:
-			require.ErrorIs(t, err, handler.ErrInvalidIdempotencyKey)
+			require.ErrorIs(t, err, engine.ErrInvalidIdempotencyKey)
 		case inErr != nil:
-			var ie *handler.InvalidInputError
+			var ie *engine.InvalidInputError
 			require.ErrorAs(t, err, &ie)
 		default:
 			require.NoError(t, err)
 			require.Equal(t, http.StatusOK, res.StatusCode)
 			require.False(t, res.Replayed)
-			again, err := eng.Call(ctx, handler.CallRequest{Caller: c, Tool: "free", Key: key, Input: canonical})
+			again, err := eng.Call(ctx, engine.CallRequest{Caller: c, Tool: "free", Key: key, Input: canonical})
 			require.NoError(t, err)
 			require.True(t, again.Replayed)
 			require.Equal(t, res.Body, again.Body)
@@ -102,9 +103,9 @@ func FuzzParseIdempotencyKey(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		key, err := handler.ParseIdempotencyKey([]string{v})
+		key, err := engine.ParseIdempotencyKey([]string{v})
 		if err != nil {
-			require.ErrorIs(t, err, handler.ErrInvalidIdempotencyKey)
+			require.ErrorIs(t, err, engine.ErrInvalidIdempotencyKey)
 			return
 		}
 		trimmed := strings.Trim(v, " \t")
@@ -114,7 +115,7 @@ func FuzzParseIdempotencyKey(f *testing.F) {
 			return
 		}
 		quoted := `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(key) + `"`
-		again, err := handler.ParseIdempotencyKey([]string{quoted})
+		again, err := engine.ParseIdempotencyKey([]string{quoted})
 		require.NoError(t, err, quoted)
 		require.Equal(t, key, again)
 	})

@@ -1,6 +1,10 @@
-// Package handler is toolgate's HTTP surface and call engine: a paid
-// tool-call gateway that turns duplicate calls with one idempotency key into
-// one upstream execution and one charge.
+// Package handler is toolgate's HTTP surface: a paid tool-call gateway that
+// turns duplicate calls with one idempotency key into one upstream execution
+// and one charge. New mounts the REST API of openapi.json, the admin API and
+// the MCP endpoint (package mcp) on one engine (package engine), which does
+// the work and is the only one that moves money; errors become RFC 9457
+// problems in one place (package problem). The surfaces translate; they never
+// decide or write.
 //
 // The Engine does the work (scoping, claim, wait-then-replay, charge,
 // upstream under heartbeats, complete, refund); New puts the REST API of
@@ -46,21 +50,25 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/mcp"
+	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 )
 
 // DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is zero.
 const DefaultMaxBodyBytes = 1 << 20
 
-// Config configures NewEngine and New.
+// Config configures New: the engine (see Engine) and the HTTP surfaces.
 type Config struct {
 	// Store holds records, the ledger and callers. Required.
 	Store store.Store
-	// Catalog lists the tools (see ParseCatalog). Required.
-	Catalog *Catalog
-	// Upstream calls the tools. Required: HTTPUpstream natively, a
-	// fetch-based one in the worker.
-	Upstream Upstream
+	// Catalog lists the tools (see catalog.ParseCatalog). Required.
+	Catalog *catalog.Catalog
+	// Upstream calls the tools. Required: engine.HTTPUpstream natively, a
+	// fetch-based engine.SendFunc in the worker.
+	Upstream engine.Upstream
 	// AdminToken guards /v1/admin/*, sent as a bearer token. Empty
 	// disables the admin routes: they answer 401.
 	AdminToken string
@@ -69,7 +77,7 @@ type Config struct {
 	// Logger gets one line per call; nil means JSON lines on stderr.
 	Logger *slog.Logger
 	// WaitForInProgress is how long a duplicate waits for an in-flight call
-	// before answering 409; zero means DefaultWaitForInProgress (5 s).
+	// before answering 409; zero means engine.DefaultWaitForInProgress (5 s).
 	WaitForInProgress time.Duration
 	// NoWait makes duplicates of an in-flight call fail fast with 409
 	// (waitForInProgress = 0). False means wait WaitForInProgress.
@@ -80,12 +88,20 @@ type Config struct {
 	// Rand is the source of owner ids, call ids and caller keys; nil means
 	// crypto/rand.Reader.
 	Rand io.Reader
-	// MCP configures the MCP endpoint served at /mcp (see NewMCP). Set
+	// MCP configures the MCP endpoint served at /mcp (see mcp.New). Set
 	// MCP.SessionKey from a secret shared by every instance.
-	MCP MCPOptions
+	MCP mcp.Options
 	// CallerCacheTTL is how long a successful caller-key lookup is
 	// remembered in memory; zero means one minute, negative disables it.
 	CallerCacheTTL time.Duration
+}
+
+// Engine returns the engine's part of c. Its log lines carry the status
+// that package problem maps a call's error to.
+func (c Config) Engine() engine.Config {
+	return engine.Config{Store: c.Store, Catalog: c.Catalog, Upstream: c.Upstream, NowFunc: c.NowFunc,
+		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, NoWait: c.NoWait, Rand: c.Rand,
+		CallerCacheTTL: c.CallerCacheTTL, StatusFunc: func(err error) int { return problem.For(err).Status }}
 }
 
 //go:embed openapi.json
@@ -98,11 +114,11 @@ func OpenAPI() []byte {
 }
 
 type server struct {
-	engine     *Engine
+	engine     *engine.Engine
 	adminToken string
 	maxBody    int64
 	toolsJSON  []byte
-	mcp        MCPOptions
+	mcp        mcp.Options
 }
 
 // route is one method and path of the API; routes() is the list the mux,
@@ -127,9 +143,9 @@ func (s *server) routes() []route {
 }
 
 // New returns the HTTP API over an Engine built from cfg (see openapi.json).
-// It returns the error of NewEngine.
+// It returns the error of engine.New.
 func New(cfg Config) (http.Handler, error) {
-	e, err := NewEngine(cfg)
+	e, err := engine.New(cfg.Engine())
 	if err != nil {
 		return nil, fmt.Errorf("new handler: %w", err)
 	}
@@ -160,9 +176,9 @@ func (s *server) mux() http.Handler {
 	for _, path := range order {
 		mux.Handle(path, methods(byPath[path]))
 	}
-	mux.Handle("/mcp", NewMCP(s.engine, s.mcp))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errRouteNotFound) })
-	return recoverPanics(s.engine.logger)(countRoundTrips(refuseUncleanPaths(mux)))
+	mux.Handle("/mcp", mcp.New(s.engine, s.mcp))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { problem.Write(w, problem.ErrRouteNotFound) })
+	return recoverPanics(s.engine.Logger())(countRoundTrips(refuseUncleanPaths(mux)))
 }
 
 // refuseUncleanPaths answers 404 for a path that is not in its clean form
@@ -177,7 +193,7 @@ func refuseUncleanPaths(next http.Handler) http.Handler {
 			clean += "/"
 		}
 		if p != clean {
-			writeProblem(w, errRouteNotFound)
+			problem.Write(w, problem.ErrRouteNotFound)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -196,7 +212,7 @@ func methods(hs map[string]http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := hs[r.Method]
 		if h == nil {
-			writeProblem(w, &methodNotAllowedError{allow: strings.Join(allow, ", ")})
+			problem.Write(w, &problem.MethodNotAllowedError{Allow: strings.Join(allow, ", ")})
 			return
 		}
 		h(w, r)
@@ -207,8 +223,7 @@ func methods(hs map[string]http.HandlerFunc) http.Handler {
 // log line reports.
 func countRoundTrips(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, _ := roundTripsFrom(r.Context())
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, r.WithContext(engine.CountRoundTrips(r.Context())))
 	})
 }
 
@@ -229,7 +244,7 @@ func recoverPanics(logger *slog.Logger) func(http.Handler) http.Handler {
 				logger.Error("panic", "method", r.Method, "path", r.URL.Path,
 					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				if !sw.wrote {
-					writeProblem(sw, errors.New("panic"))
+					problem.Write(sw, errors.New("panic"))
 				}
 			}()
 			next.ServeHTTP(sw, r)
@@ -256,9 +271,9 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // authenticate returns the request's caller, or writes the problem.
 func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (store.Caller, bool) {
-	c, err := s.engine.Authenticate(r.Context(), bearer(r))
+	c, err := s.engine.Authenticate(r.Context(), engine.BearerToken(r))
 	if err != nil {
-		writeProblem(w, err)
+		problem.Write(w, err)
 		return store.Caller{}, false
 	}
 	return c, true
@@ -268,18 +283,17 @@ func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (store.Cal
 func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	e := s.engine
-	start := e.now()
+	start := e.Now()
 	reject := func(caller string, err error) {
-		_, rt := roundTripsFrom(ctx)
-		e.logCall(ctx, callLog{start: start, caller: caller, tool: r.PathValue("tool")}, rt, CallResult{}, err)
-		writeProblem(w, err)
+		e.LogRejected(ctx, caller, r.PathValue("tool"), start, err)
+		problem.Write(w, err)
 	}
-	caller, err := e.Authenticate(ctx, bearer(r))
+	caller, err := e.Authenticate(ctx, engine.BearerToken(r))
 	if err != nil {
 		reject("", err)
 		return
 	}
-	key, err := ParseIdempotencyKey(r.Header.Values("Idempotency-Key"))
+	key, err := engine.ParseIdempotencyKey(r.Header.Values("Idempotency-Key"))
 	if err != nil {
 		reject(caller.ID, err)
 		return
@@ -289,10 +303,10 @@ func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 		reject(caller.ID, err)
 		return
 	}
-	res, err := e.Call(ctx, CallRequest{Caller: caller, Tool: r.PathValue("tool"),
+	res, err := e.Call(ctx, engine.CallRequest{Caller: caller, Tool: r.PathValue("tool"),
 		Key: key, Input: body, Header: r.Header})
 	if err != nil {
-		writeProblem(w, err)
+		problem.Write(w, err)
 		return
 	}
 	h := w.Header()
@@ -305,9 +319,9 @@ func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(res.Body)
 }
 
-// readBody reads the whole body, or returns ErrBodyTooLarge past limit.
+// readBody reads the whole body, or returns problem.ErrBodyTooLarge past limit.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	tooLarge := fmt.Errorf("%w: the limit is %d bytes", ErrBodyTooLarge, limit)
+	tooLarge := fmt.Errorf("%w: the limit is %d bytes", problem.ErrBodyTooLarge, limit)
 	if r.ContentLength > limit {
 		return nil, tooLarge
 	}
@@ -317,7 +331,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, tooLarge
 	}
 	if err != nil {
-		return nil, &BadRequestError{Reason: "the body could not be read"}
+		return nil, &problem.BadRequestError{Reason: "the body could not be read"}
 	}
 	return b, nil
 }
@@ -330,7 +344,7 @@ type toolJSON struct {
 	InputSchema json.RawMessage `json:"inputSchema"`
 }
 
-func toolsDocument(c *Catalog) ([]byte, error) {
+func toolsDocument(c *catalog.Catalog) ([]byte, error) {
 	var doc struct {
 		Tools []toolJSON `json:"tools"`
 	}
@@ -364,10 +378,10 @@ func (s *server) handleBalance(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	currencies := s.engine.catalog.Currencies()
+	currencies := s.engine.Catalog().Currencies()
 	if c := r.URL.Query().Get("currency"); c != "" {
 		if _, err := store.Decimals(c); err != nil {
-			writeProblem(w, &BadRequestError{Reason: fmt.Sprintf("currency %q is not supported", c)})
+			problem.Write(w, &problem.BadRequestError{Reason: fmt.Sprintf("currency %q is not supported", c)})
 			return
 		}
 		currencies = []string{c}
@@ -379,7 +393,7 @@ func (s *server) handleBalance(w http.ResponseWriter, r *http.Request) {
 	for _, cur := range currencies {
 		b, err := s.engine.Balance(r.Context(), caller.ID, cur)
 		if err != nil {
-			writeProblem(w, err)
+			problem.Write(w, err)
 			return
 		}
 		out.Balances = append(out.Balances, balanceJSON{Currency: cur, Amount: store.FormatAmount(b, cur), Minor: b})
@@ -420,22 +434,22 @@ func (s *server) handleGetCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.PathValue("key")
-	if err := ValidateIdempotencyKey(key); err != nil {
-		writeProblem(w, err)
+	if err := engine.ValidateIdempotencyKey(key); err != nil {
+		problem.Write(w, err)
 		return
 	}
-	tools := s.engine.catalog.Tools()
+	tools := s.engine.Catalog().Tools()
 	if name := r.URL.Query().Get("tool"); name != "" {
-		t, ok := s.engine.catalog.Tool(name)
+		t, ok := s.engine.Catalog().Tool(name)
 		if !ok {
-			writeProblem(w, fmt.Errorf("%w: %q", ErrUnknownTool, name))
+			problem.Write(w, fmt.Errorf("%w: %q", engine.ErrUnknownTool, name))
 			return
 		}
-		tools = []Tool{t}
+		tools = []catalog.Tool{t}
 	}
 	traces, err := s.engine.Trace(r.Context(), caller.ID, key, tools)
 	if err != nil {
-		writeProblem(w, err)
+		problem.Write(w, err)
 		return
 	}
 	out := struct {
@@ -446,13 +460,13 @@ func (s *server) handleGetCall(w http.ResponseWriter, r *http.Request) {
 		out.Calls = append(out.Calls, describeCall(tr.Tool, tr.Record, tr.Entries))
 	}
 	if len(out.Calls) == 0 {
-		writeProblem(w, ErrCallNotFound)
+		problem.Write(w, problem.ErrCallNotFound)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func describeCall(t Tool, rec store.Record, entries []store.Entry) callJSON {
+func describeCall(t catalog.Tool, rec store.Record, entries []store.Entry) callJSON {
 	cur := rec.Charge.Currency
 	if cur == "" {
 		cur = t.Currency
@@ -492,7 +506,7 @@ func (s *server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeProblem(w, fmt.Errorf("encode response: %w", err))
+		problem.Write(w, fmt.Errorf("encode response: %w", err))
 		return
 	}
 	writeRaw(w, status, b)

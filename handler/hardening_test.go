@@ -10,7 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/safejson"
 )
 
 // TestIdempotencyKeyForms: the IETF draft's sf-string form ("k") and the
@@ -51,17 +52,17 @@ func TestParseIdempotencyKey(t *testing.T) {
 		`order:42;retry 1`: "order:42;retry 1", `"`: "!", `"a`: "!", `"a" , "b"`: "!", `a,b`: "!",
 		`"a";x`: "!", `"a"b`: "!", `"a\nb"`: "!", "\"a\x01\"": "!",
 	} {
-		got, err := handler.ParseIdempotencyKey([]string{in})
+		got, err := engine.ParseIdempotencyKey([]string{in})
 		if want == "!" {
-			require.ErrorIs(t, err, handler.ErrInvalidIdempotencyKey, in)
+			require.ErrorIs(t, err, engine.ErrInvalidIdempotencyKey, in)
 			continue
 		}
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
-	_, err := handler.ParseIdempotencyKey([]string{"a", "b"})
-	require.ErrorIs(t, err, handler.ErrInvalidIdempotencyKey)
-	got, err := handler.ParseIdempotencyKey(nil)
+	_, err := engine.ParseIdempotencyKey([]string{"a", "b"})
+	require.ErrorIs(t, err, engine.ErrInvalidIdempotencyKey)
+	got, err := engine.ParseIdempotencyKey(nil)
 	require.NoError(t, err)
 	require.Empty(t, got)
 }
@@ -72,7 +73,7 @@ func TestJSONAtTheDepthLimitAndValidUnicode(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	alice := e.newCaller("alice", "1.00")
-	deep := strings.Repeat(`{"a":`, handler.MaxJSONDepth-1) + "[1]" + strings.Repeat("}", handler.MaxJSONDepth-1)
+	deep := strings.Repeat(`{"a":`, safejson.MaxDepth-1) + "[1]" + strings.Repeat("}", safejson.MaxDepth-1)
 	r := e.call(alice.key, "text", "deep", deep) // (echo would answer one level deeper)
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	e.up.mu.Lock()

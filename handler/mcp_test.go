@@ -19,7 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/handler"
-	"github.com/toolgate/toolgate-go/handler/mcptest"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	tgmcp "github.com/toolgate/toolgate-go/handler/mcp"
+	"github.com/toolgate/toolgate-go/handler/mcp/mcptest"
 )
 
 // mcpEnv is env with the MCP endpoint at /mcp beside the REST API. The two
@@ -29,25 +31,25 @@ type mcpEnv struct {
 	url   string
 	clock *atomic.Int64 // offset added to time.Now for session expiry
 	cfg   handler.Config
-	opts  handler.MCPOptions
+	opts  tgmcp.Options
 }
 
 // instance starts another MCP endpoint over the same store, as another
 // Workers isolate would be, with opts changed by edit.
-func (m *mcpEnv) instance(edit func(*handler.MCPOptions)) string {
+func (m *mcpEnv) instance(edit func(*tgmcp.Options)) string {
 	m.t.Helper()
-	engine, err := handler.NewEngine(m.cfg)
+	eng, err := engine.New(m.cfg.Engine())
 	require.NoError(m.t, err)
 	opts := m.opts
 	if edit != nil {
 		edit(&opts)
 	}
-	srv := httptest.NewServer(handler.NewMCP(engine, opts))
+	srv := httptest.NewServer(tgmcp.New(eng, opts))
 	m.t.Cleanup(srv.Close)
 	return srv.URL
 }
 
-func setupMCP(t *testing.T, opts ...func(*handler.MCPOptions)) *mcpEnv {
+func setupMCP(t *testing.T, opts ...func(*tgmcp.Options)) *mcpEnv {
 	t.Helper()
 	e := &env{t: t, up: newUpstream(t), logs: &syncBuffer{}}
 	e.st, e.db = openStore(t)
@@ -55,15 +57,15 @@ func setupMCP(t *testing.T, opts ...func(*handler.MCPOptions)) *mcpEnv {
 		Store:      e.st,
 		Catalog:    testCatalog(t, e.up.srv.URL),
 		AdminToken: adminToken,
-		Upstream:   &handler.HTTPUpstream{},
+		Upstream:   &engine.HTTPUpstream{},
 		Logger:     slog.New(slog.NewJSONHandler(e.logs, nil)),
 	}
 	rest, err := handler.New(cfg)
 	require.NoError(t, err)
-	engine, err := handler.NewEngine(cfg)
+	eng, err := engine.New(cfg.Engine())
 	require.NoError(t, err)
 	clock := &atomic.Int64{}
-	mo := handler.MCPOptions{
+	mo := tgmcp.Options{
 		SessionKey: []byte("mcp-test-session-key-0123456789abcdef"),
 		NowFunc:    func() time.Time { return time.Now().Add(time.Duration(clock.Load())) },
 	}
@@ -71,7 +73,7 @@ func setupMCP(t *testing.T, opts ...func(*handler.MCPOptions)) *mcpEnv {
 		o(&mo)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", handler.NewMCP(engine, mo))
+	mux.Handle("/mcp", tgmcp.New(eng, mo))
 	mux.Handle("/", rest)
 	e.gw = httptest.NewServer(mux)
 	t.Cleanup(func() {
@@ -89,7 +91,7 @@ func (m *mcpEnv) post(callerKey string, header map[string]string, body string) r
 	h := map[string]string{
 		"Content-Type":         "application/json",
 		"Accept":               "application/json, text/event-stream",
-		"MCP-Protocol-Version": handler.MCPProtocolVersion,
+		"MCP-Protocol-Version": tgmcp.ProtocolVersion,
 	}
 	for k, v := range header {
 		h[k] = v
@@ -117,7 +119,7 @@ func (m *mcpEnv) initialize(callerKey string) string {
 func callBody(tool, args, key string) string {
 	meta := ""
 	if key != "" {
-		meta = fmt.Sprintf(`,"_meta":{%q:%q}`, handler.MCPMetaIdempotencyKey, key)
+		meta = fmt.Sprintf(`,"_meta":{%q:%q}`, tgmcp.MetaIdempotencyKey, key)
 	}
 	return fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":%s%s}}`, tool, args, meta)
 }
@@ -232,22 +234,22 @@ func TestMCPConcurrentCallsOneKey(t *testing.T) {
 	errs := make([]error, n)
 	parallel(n, func(i int) {
 		results[i], errs[i] = sessions[i%2].CallTool(ctx, &mcp.CallToolParams{Name: "slow",
-			Arguments: map[string]any{"q": "once"}, Meta: mcp.Meta{handler.MCPMetaIdempotencyKey: "k-concurrent"}})
+			Arguments: map[string]any{"q": "once"}, Meta: mcp.Meta{tgmcp.MetaIdempotencyKey: "k-concurrent"}})
 	})
 
 	executed := 0
-	first, err := json.Marshal([]any{results[0].Content, results[0].StructuredContent, results[0].Meta[handler.MCPMetaReceipt]})
+	first, err := json.Marshal([]any{results[0].Content, results[0].StructuredContent, results[0].Meta[tgmcp.MetaReceipt]})
 	require.NoError(t, errs[0])
 	require.NoError(t, err)
 	for i, res := range results {
 		require.NoError(t, errs[i])
 		require.False(t, res.IsError)
-		if res.Meta[handler.MCPMetaReplayed] == false {
+		if res.Meta[tgmcp.MetaReplayed] == false {
 			executed++
 		} else {
-			require.Equal(t, true, res.Meta[handler.MCPMetaReplayed])
+			require.Equal(t, true, res.Meta[tgmcp.MetaReplayed])
 		}
-		got, err := json.Marshal([]any{res.Content, res.StructuredContent, res.Meta[handler.MCPMetaReceipt]})
+		got, err := json.Marshal([]any{res.Content, res.StructuredContent, res.Meta[tgmcp.MetaReceipt]})
 		require.NoError(t, err)
 		require.JSONEq(t, string(first), string(got), "every answer is the first one")
 	}
@@ -274,15 +276,15 @@ func TestMCPSharesExecutionWithREST(t *testing.T) {
 			}
 			res := rpcResult(t, m.post(c.key, h, body))
 			require.Nil(t, res["isError"])
-			require.Equal(t, false, meta(res)[handler.MCPMetaReplayed])
-			require.Equal(t, "shared-key", meta(res)[handler.MCPMetaIdempotencyKey])
+			require.Equal(t, false, meta(res)[tgmcp.MetaReplayed])
+			require.Equal(t, "shared-key", meta(res)[tgmcp.MetaIdempotencyKey])
 
 			// The same caller, tool, key and input over REST is the same paid action.
 			r := m.call(c.key, "echo", "shared-key", `{"n": 1, "q": "same"}`)
 			require.Equal(t, http.StatusOK, r.status, string(r.body))
 			require.Equal(t, "true", r.header.Get("Idempotent-Replayed"))
 			rest := r.json(t)
-			require.Equal(t, meta(res)[handler.MCPMetaReceipt], rest["receipt"])
+			require.Equal(t, meta(res)[tgmcp.MetaReceipt], rest["receipt"])
 			require.Equal(t, structured(res), rest["output"])
 
 			require.EqualValues(t, 1, m.up.count("/ok"))
@@ -300,8 +302,8 @@ func TestMCPSharesExecutionWithREST(t *testing.T) {
 		rest := r.json(t)
 
 		res := m.callTool(c.key, m.initialize(c.key), "echo", `{"q":"same"}`, "shared-key")
-		require.Equal(t, true, meta(res)[handler.MCPMetaReplayed])
-		require.Equal(t, rest["receipt"], meta(res)[handler.MCPMetaReceipt])
+		require.Equal(t, true, meta(res)[tgmcp.MetaReplayed])
+		require.Equal(t, rest["receipt"], meta(res)[tgmcp.MetaReceipt])
 		require.Equal(t, rest["output"], structured(res))
 
 		require.EqualValues(t, 1, m.up.count("/ok"))
@@ -317,24 +319,24 @@ func TestMCPDerivedKey(t *testing.T) {
 	sid := m.initialize(c.key)
 
 	first := m.callTool(c.key, sid, "echo", `{"a":1,"b":2}`, "")
-	require.Equal(t, false, meta(first)[handler.MCPMetaReplayed])
-	require.Equal(t, handler.DeriveMCPKey(sid, "echo", []byte(`{"a":1,"b":2}`)), meta(first)[handler.MCPMetaIdempotencyKey])
+	require.Equal(t, false, meta(first)[tgmcp.MetaReplayed])
+	require.Equal(t, tgmcp.DeriveKey(sid, "echo", []byte(`{"a":1,"b":2}`)), meta(first)[tgmcp.MetaIdempotencyKey])
 
 	// Same session, same arguments (in any order): the same paid action.
 	again := m.callTool(c.key, sid, "echo", `{ "b": 2, "a": 1 }`, "")
-	require.Equal(t, true, meta(again)[handler.MCPMetaReplayed])
-	require.Equal(t, meta(first)[handler.MCPMetaReceipt], meta(again)[handler.MCPMetaReceipt])
+	require.Equal(t, true, meta(again)[tgmcp.MetaReplayed])
+	require.Equal(t, meta(first)[tgmcp.MetaReceipt], meta(again)[tgmcp.MetaReceipt])
 
 	// Other arguments, or a new session: a new action.
 	other := m.callTool(c.key, sid, "echo", `{"a":2}`, "")
-	require.Equal(t, false, meta(other)[handler.MCPMetaReplayed])
+	require.Equal(t, false, meta(other)[tgmcp.MetaReplayed])
 	fresh := m.callTool(c.key, m.initialize(c.key), "echo", `{"a":1,"b":2}`, "")
-	require.Equal(t, false, meta(fresh)[handler.MCPMetaReplayed])
+	require.Equal(t, false, meta(fresh)[tgmcp.MetaReplayed])
 
 	// _meta wins over the header.
 	res := rpcResult(t, m.post(c.key, map[string]string{"Mcp-Session-Id": sid, "Idempotency-Key": "from-header"},
 		callBody("echo", `{"a":3}`, "from-meta")))
-	require.Equal(t, "from-meta", meta(res)[handler.MCPMetaIdempotencyKey])
+	require.Equal(t, "from-meta", meta(res)[tgmcp.MetaIdempotencyKey])
 	_, err := m.record(c, "echo", "from-meta")
 	require.NoError(t, err)
 
@@ -387,7 +389,7 @@ func TestMCPToolErrors(t *testing.T) {
 				require.Equal(t, "upstream_rejected", sc["error"])
 				require.Equal(t, map[string]any{"error": "bad input"}, sc["output"])
 				require.Contains(t, resultText(res), "bad input")
-				receipt := meta(res)[handler.MCPMetaReceipt].(map[string]any)
+				receipt := meta(res)[tgmcp.MetaReceipt].(map[string]any)
 				require.Equal(t, true, receipt["refunded"])
 				require.Equal(t, "0.00", receipt["amount"])
 			},
@@ -418,7 +420,7 @@ func TestMCPToolErrors(t *testing.T) {
 
 			res := m.callTool(c.key, sid, tc.tool, tc.args, "k1")
 			require.Equal(t, true, res["isError"])
-			require.Equal(t, "k1", meta(res)[handler.MCPMetaIdempotencyKey])
+			require.Equal(t, "k1", meta(res)[tgmcp.MetaIdempotencyKey])
 			tc.check(t, res)
 
 			after := m.state(c)
@@ -498,7 +500,7 @@ func TestMCPRejectsBadRequests(t *testing.T) {
 			return m.post(c.key, map[string]string{"Mcp-Session-Id": sid}, call)
 		}},
 		"expired session": {status: http.StatusNotFound, code: -32001, do: func(m *mcpEnv, c caller, sid string) response {
-			m.clock.Add(int64(handler.DefaultMCPSessionTTL + time.Second))
+			m.clock.Add(int64(tgmcp.DefaultSessionTTL + time.Second))
 			return m.post(c.key, map[string]string{"Mcp-Session-Id": sid}, call)
 		}},
 		"bad protocol version": {status: http.StatusBadRequest, code: -32000,
@@ -569,7 +571,7 @@ func send(m *mcpEnv, req *http.Request) response {
 
 func TestMCPHandshake(t *testing.T) {
 	t.Parallel()
-	m := setupMCP(t, func(o *handler.MCPOptions) {
+	m := setupMCP(t, func(o *tgmcp.Options) {
 		o.AllowedOrigins = []string{"https://app.example"}
 		o.ServerVersion = "1.2.3"
 	})
@@ -610,7 +612,7 @@ func TestMCPHandshake(t *testing.T) {
 	echo := tools["echo"]
 	require.Contains(t, echo["description"], "0.05 USD per call")
 	require.Equal(t, map[string]any{"type": "object"}, echo["inputSchema"])
-	require.Equal(t, map[string]any{handler.MCPMetaPrice: "0.05", handler.MCPMetaCurrency: "USD"}, echo["_meta"])
+	require.Equal(t, map[string]any{tgmcp.MetaPrice: "0.05", tgmcp.MetaCurrency: "USD"}, echo["_meta"])
 	require.Contains(t, tools["free"]["description"], "Price: free.")
 
 	// A text upstream answer is text content, without structured content.
@@ -639,7 +641,7 @@ func TestMCPSessionAcrossInstances(t *testing.T) {
 	// Any instance holding the key validates the session: no shared memory.
 	shared := m.instance(nil)
 	rpcResult(t, postTo(shared))
-	other := m.instance(func(o *handler.MCPOptions) { o.SessionKey = []byte("another-key-0123456789abcdef012345") })
+	other := m.instance(func(o *tgmcp.Options) { o.SessionKey = []byte("another-key-0123456789abcdef012345") })
 	rpcError(t, postTo(other), http.StatusNotFound, -32001)
 
 	// The documented limitation: DELETE ends the session on the instance

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/toolgate/toolgate-go/handler/problem"
 )
 
 // TestOpenAPIDescribesEveryRoute checks that openapi.json is OpenAPI 3.1 and
@@ -39,7 +40,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	for _, slug := range []string{"invalid-idempotency-key", "invalid-json", "unauthorized", "insufficient-funds",
 		"unknown-tool", "method-not-allowed", "in-progress", "body-too-large", "idempotency-key-mismatch",
 		"upstream-rejected", "upstream-failed", "upstream-timeout", "store-unavailable", "internal"} {
-		require.Contains(t, string(OpenAPI()), ProblemTypeBase+slug)
+		require.Contains(t, string(OpenAPI()), problem.TypeBase+slug)
 	}
 	// Every $ref resolves.
 	var all map[string]any

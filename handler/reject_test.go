@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/safejson"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -131,7 +132,7 @@ func TestEveryRejectionLeavesStateUnchanged(t *testing.T) {
 		},
 		"400 JSON one level past the limit": {
 			send: func(e *env, a caller) response {
-				return e.call(a.key, "echo", "k", strings.Repeat("[", handler.MaxJSONDepth+1)+strings.Repeat("]", handler.MaxJSONDepth+1))
+				return e.call(a.key, "echo", "k", strings.Repeat("[", safejson.MaxDepth+1)+strings.Repeat("]", safejson.MaxDepth+1))
 			},
 			status: http.StatusBadRequest, slug: "invalid-json",
 		},

@@ -21,6 +21,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/sqlite"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
@@ -130,7 +133,7 @@ func (u *upstream) lastHeader() http.Header {
 }
 
 // testCatalog is the catalog of every test: one tool per upstream behaviour.
-func testCatalog(t testing.TB, base string) *handler.Catalog {
+func testCatalog(t testing.TB, base string) *catalog.Catalog {
 	t.Helper()
 	doc := fmt.Sprintf(`{"tools": [
 	 {"name": "echo", "description": "echo", "price": "0.05", "currency": "USD",
@@ -155,7 +158,7 @@ func testCatalog(t testing.TB, base string) *handler.Catalog {
 	 {"name": "free", "description": "free", "price": "0", "currency": "USD", "upstream": {"url": "%[1]s/ok"}},
 	 {"name": "boom", "description": "panics", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok?boom=1"}}
 	]}`, base)
-	c, err := handler.ParseCatalog([]byte(doc))
+	c, err := catalog.ParseCatalog([]byte(doc))
 	require.NoError(t, err)
 	return c
 }
@@ -192,11 +195,11 @@ func setupDB(t *testing.T, wrap func(store.DbClient) store.DbClient, opts ...opt
 		Store:      gwStore,
 		Catalog:    testCatalog(t, e.up.srv.URL),
 		AdminToken: adminToken,
-		Upstream: handler.UpstreamFunc(func(ctx context.Context, r handler.UpstreamRequest) (handler.UpstreamResponse, error) {
+		Upstream: engine.UpstreamFunc(func(ctx context.Context, r engine.UpstreamRequest) (engine.UpstreamResponse, error) {
 			if strings.Contains(r.URL, "boom=1") {
 				panic("upstream exploded")
 			}
-			return (&handler.HTTPUpstream{}).Do(ctx, r)
+			return (&engine.HTTPUpstream{}).Do(ctx, r)
 		}),
 		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)),
 	}
@@ -242,7 +245,7 @@ func (r response) problem(t testing.TB, status int, slug string) map[string]any 
 	require.Equal(t, status, r.status, string(r.body))
 	require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
 	m := r.json(t)
-	require.Equal(t, handler.ProblemTypeBase+slug, m["type"], string(r.body))
+	require.Equal(t, problem.TypeBase+slug, m["type"], string(r.body))
 	require.EqualValues(t, status, m["status"])
 	return m
 }
@@ -321,7 +324,7 @@ func (e *env) kinds(c caller) []string {
 }
 
 func (e *env) record(c caller, tool, key string) (store.Record, error) {
-	return e.st.Peek(context.Background(), handler.ScopedKey(c.id, tool, key))
+	return e.st.Peek(context.Background(), engine.ScopedKey(c.id, tool, key))
 }
 
 func (e *env) checkInvariants() {

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/mcp"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -82,8 +85,8 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 
 // newApp wires the handler to a store and an upstream, and adds the demo
 // upstream when s.Demo is set.
-func newApp(st store.Store, up handler.Upstream, s Settings, logger *slog.Logger) (http.Handler, error) {
-	cat, err := handler.ParseCatalog(s.Tools)
+func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger) (http.Handler, error) {
+	cat, err := catalog.ParseCatalog(s.Tools)
 	if err != nil {
 		return nil, fmt.Errorf("TOOLS: %w", err)
 	}
@@ -95,7 +98,7 @@ func newApp(st store.Store, up handler.Upstream, s Settings, logger *slog.Logger
 		Logger:            logger,
 		WaitForInProgress: s.WaitForInProgress,
 		NoWait:            s.NoWait,
-		MCP:               handler.MCPOptions{SessionKey: s.MCPSessionKey},
+		MCP:               mcp.Options{SessionKey: s.MCPSessionKey},
 	})
 	if err != nil {
 		return nil, err
@@ -121,7 +124,7 @@ func newApp(st store.Store, up handler.Upstream, s Settings, logger *slog.Logger
 // least one). After a crash, a retry that waits this long finds the
 // abandoned call's lease expired and takes the key over instead of waiting
 // for it: the worker's crash Retry-After.
-func longestLease(cat *handler.Catalog) time.Duration {
+func longestLease(cat *catalog.Catalog) time.Duration {
 	var d time.Duration
 	for _, t := range cat.Tools() {
 		d = max(d, t.Lease)

@@ -16,7 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/sqlite"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
@@ -73,7 +74,7 @@ func setup(t *testing.T) (*httptest.Server, store.Store) {
 	s, err := SettingsFrom(func(k string) string { return map[string]string{"TOOLS": tools}[k] })
 	require.NoError(t, err)
 	s.Demo = true
-	h, err = newApp(st, &handler.HTTPUpstream{}, s, nil)
+	h, err = newApp(st, &engine.HTTPUpstream{}, s, nil)
 	require.NoError(t, err)
 	return srv, st
 }
@@ -106,13 +107,13 @@ func TestLongestLease(t *testing.T) {
 		tools string
 		want  time.Duration
 	}{
-		"the default lease":   {`{"tools":[` + leaseTool("a", "") + `]}`, handler.DefaultToolLease},
+		"the default lease":   {`{"tools":[` + leaseTool("a", "") + `]}`, catalog.DefaultToolLease},
 		"the longest of many": {`{"tools":[` + leaseTool("a", "2s") + `,` + leaseTool("b", "45s") + `,` + leaseTool("c", "") + `]}`, 45 * time.Second},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			cat, err := handler.ParseCatalog([]byte(tc.tools))
+			cat, err := catalog.ParseCatalog([]byte(tc.tools))
 			require.NoError(t, err)
 			require.Equal(t, tc.want, longestLease(cat))
 		})

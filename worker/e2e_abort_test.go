@@ -14,7 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store/sqlite"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
@@ -70,7 +70,7 @@ func TestE2EUpstreamAbortedAtTimeout(t *testing.T) {
 }
 
 // TestNativeUpstreamAbortedAtTimeout is the native twin: the same app over
-// net/http (handler.HTTPUpstream) closes the upstream connection at the
+// net/http (engine.HTTPUpstream) closes the upstream connection at the
 // tool's timeout too.
 func TestNativeUpstreamAbortedAtTimeout(t *testing.T) {
 	t.Parallel()
@@ -85,7 +85,7 @@ func TestNativeUpstreamAbortedAtTimeout(t *testing.T) {
 		"upstream":{"url":"%s/hang"},"timeout":"1s"}]}`, up.URL)
 	s, err := SettingsFrom(func(k string) string { return map[string]string{"TOOLS": tools}[k] })
 	require.NoError(t, err)
-	h, err := newApp(st, &handler.HTTPUpstream{}, s, nil)
+	h, err := newApp(st, &engine.HTTPUpstream{}, s, nil)
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

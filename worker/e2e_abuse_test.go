@@ -21,7 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store/sqlite"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
@@ -62,7 +62,7 @@ func TestNativeAbuse(t *testing.T) {
 			return map[string]string{"TOOLS": tools, "ADMIN_TOKEN": e2eAdminToken}[k]
 		})
 		require.NoError(t, err)
-		h, err := newApp(sqlstore.New(db), &handler.HTTPUpstream{}, s, nil)
+		h, err := newApp(sqlstore.New(db), &engine.HTTPUpstream{}, s, nil)
 		require.NoError(t, err)
 		srv := httptest.NewServer(h)
 		t.Cleanup(srv.Close)

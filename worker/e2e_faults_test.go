@@ -14,7 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 	"github.com/toolgate/toolgate-go/worker/internal/faultcheck"
 )
@@ -107,7 +107,7 @@ func TestE2ED1Faults(t *testing.T) {
 	require.Zero(t, money.Stranded)
 	extra, multi := 0, 0
 	for _, key := range keys {
-		km := money.Keys[handler.ScopedKey("zoe", "echo", key)]
+		km := money.Keys[engine.ScopedKey("zoe", "echo", key)]
 		require.Equal(t, faultcheck.KeyMoney{Status: "completed", Net: 1}, km, key)
 		n := up.Executions("/echo", key)
 		require.GreaterOrEqual(t, n, 1, key)

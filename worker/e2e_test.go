@@ -18,7 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler/mcptest"
+	"github.com/toolgate/toolgate-go/handler/mcp/mcptest"
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/store/storetest"

@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/libsql"
 	"github.com/toolgate/toolgate-go/store/sqlite"
@@ -86,7 +86,7 @@ func run() error {
 		}
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	h, err := newApp(st, &handler.HTTPUpstream{Client: &http.Client{}}, s, logger)
+	h, err := newApp(st, &engine.HTTPUpstream{Client: &http.Client{}}, s, logger)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func openDB(u string) (store.DbClient, error) {
 
 // seedDemo creates the demo caller and credits it once.
 func seedDemo(ctx context.Context, st store.Store) error {
-	err := st.CreateCaller(ctx, store.Caller{ID: demoCallerID, Name: "Demo agent", KeyHash: handler.HashKey(demoCallerKey), CreatedAt: time.Now()})
+	err := st.CreateCaller(ctx, store.Caller{ID: demoCallerID, Name: "Demo agent", KeyHash: engine.HashKey(demoCallerKey), CreatedAt: time.Now()})
 	if err != nil && !errors.Is(err, store.ErrConflict) {
 		return fmt.Errorf("seed demo caller: %w", err)
 	}

@@ -14,7 +14,8 @@ import (
 
 	"github.com/syumai/workers/cloudflare"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/worker/internal/bridge"
 )
@@ -45,13 +46,13 @@ func (a *app) init() {
 		}
 		// bridge's D1 and fetch release their JS callbacks per call; syumai's
 		// leak two per await, which adds up in a runtime that lives on.
-		if a.h, a.err = newApp(a.store, handler.SendFunc(bridge.Fetch), a.settings, a.logger); a.err != nil {
+		if a.h, a.err = newApp(a.store, engine.SendFunc(bridge.Fetch), a.settings, a.logger); a.err != nil {
 			return
 		}
 		// Requests in flight when the runtime dies are answered 503 with this
 		// Retry-After (newApp validated the catalog; parsing it again once
 		// per runtime keeps newApp's signature).
-		if cat, err := handler.ParseCatalog(a.settings.Tools); err == nil {
+		if cat, err := catalog.ParseCatalog(a.settings.Tools); err == nil {
 			bridge.SetCrashRetryAfter(longestLease(cat))
 		}
 	})

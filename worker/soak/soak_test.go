@@ -37,7 +37,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 	"github.com/toolgate/toolgate-go/worker/internal/faultcheck"
 )
@@ -449,7 +449,7 @@ func (s *soak) drainAndCheck(up *faultcheck.Upstream) {
 		} else {
 			paid++
 		}
-		if got := money.Keys[handler.ScopedKey(callerID, k.tool, key)]; got != want {
+		if got := money.Keys[engine.ScopedKey(callerID, k.tool, key)]; got != want {
 			s.fail("%s (%s): record %+v, want %+v", key, k.tool, got, want)
 		}
 		if n := up.Executions("/"+k.tool, key); n < 1 {

@@ -1,4 +1,4 @@
-package handler
+package engine
 
 import (
 	"errors"
@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Errors of the engine and the HTTP surface. problemFor maps each of them,
-// and the store's, to one RFC 9457 problem.
+// Errors of the engine. Package problem maps each of them, and the store's,
+// to one RFC 9457 problem.
 var (
 	// ErrInvalidIdempotencyKey means the Idempotency-Key is missing, longer
 	// than 255 bytes, or not printable ASCII.
@@ -17,19 +17,13 @@ var (
 	// ErrUnauthorized means the bearer key (or admin token) is missing or
 	// unknown.
 	ErrUnauthorized = errors.New("unauthorized")
-	// ErrBodyTooLarge means the request body is over Config.MaxBodyBytes.
-	ErrBodyTooLarge = errors.New("request body too large")
 	// ErrUnknownCaller means an admin request named a caller that does not
 	// exist.
 	ErrUnknownCaller = errors.New("unknown caller")
-	// ErrCallNotFound means the caller has no record under that key.
-	ErrCallNotFound = errors.New("call not found")
 	// ErrLostLease means another attempt took the record over while this one
 	// ran (its lease expired without a heartbeat getting through). This
 	// attempt stored nothing; a retry replays or waits for the new owner.
 	ErrLostLease = errors.New("lost the lease on the idempotency key")
-
-	errRouteNotFound = errors.New("no such route")
 )
 
 // InvalidInputError means the call body is not one JSON value in UTF-8.
@@ -37,12 +31,6 @@ type InvalidInputError struct{ Reason string }
 
 // Error implements error.
 func (e *InvalidInputError) Error() string { return "invalid input: " + e.Reason }
-
-// BadRequestError means an admin request body is malformed or out of range.
-type BadRequestError struct{ Reason string }
-
-// Error implements error.
-func (e *BadRequestError) Error() string { return "bad request: " + e.Reason }
 
 // InProgressError means another attempt holds the key and the wait for it
 // ran out (or waiting is off). Retry after RetryAfter.
@@ -86,7 +74,7 @@ func (e *StoreError) Error() string { return e.Op + ": " + e.Err.Error() }
 // Unwrap returns the store's error.
 func (e *StoreError) Unwrap() error { return e.Err }
 
-// methodNotAllowedError lists the methods a path serves.
-type methodNotAllowedError struct{ allow string }
-
-func (e *methodNotAllowedError) Error() string { return "method not allowed; allowed: " + e.allow }
+// ProblemTypeBase prefixes every problem type URI; the suffix is a stable
+// slug such as "insufficient-funds". Package problem renders the problems;
+// the engine needs the base for the 424 answer it stores.
+const ProblemTypeBase = "https://toolgate.dev/problems/"

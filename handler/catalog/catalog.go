@@ -1,17 +1,19 @@
-package handler
+// Package catalog is what the gateway sells: the tools, their prices and upstreams, parsed from one JSON
+// document (the TOOLS variable) and validated at start-up.
+package catalog
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/toolgate/toolgate-go/handler/safejson"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -104,9 +106,9 @@ type upstreamDoc struct {
 	Headers map[string]string `json:"headers"`
 }
 
-// validName reports whether s is 1-64 bytes of A-Z a-z 0-9 and extra. (No
+// ValidName reports whether s is 1-64 bytes of A-Z a-z 0-9 and extra. (No
 // regexp: the package is also compiled into the size-bound worker.)
-func validName(s, extra string) bool {
+func ValidName(s, extra string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
@@ -120,7 +122,7 @@ func validName(s, extra string) bool {
 }
 
 // validHeaderName reports whether s is an RFC 9110 token of at most 64 bytes.
-func validHeaderName(s string) bool { return validName(s, "!#$%&'*+-.^_`|~") }
+func validHeaderName(s string) bool { return ValidName(s, "!#$%&'*+-.^_`|~") }
 
 // unforwardable are request headers a tool may neither forward nor set:
 // the caller's credentials, the gateway's own idempotency key, and
@@ -150,7 +152,7 @@ var unforwardable = map[string]bool{
 // field that is wrong.
 func ParseCatalog(doc []byte) (*Catalog, error) {
 	var cd catalogDoc
-	if err := decodeStrict(doc, &cd); err != nil {
+	if err := safejson.DecodeStrict(doc, &cd); err != nil {
 		return nil, fmt.Errorf("parse catalog: %w", err)
 	}
 	if len(cd.Tools) == 0 {
@@ -178,11 +180,11 @@ func ParseCatalog(doc []byte) (*Catalog, error) {
 // when it was valid, for the message.
 func parseTool(raw json.RawMessage) (Tool, error) {
 	var d toolDoc
-	if err := decodeStrict(raw, &d); err != nil {
+	if err := safejson.DecodeStrict(raw, &d); err != nil {
 		return Tool{}, err
 	}
 	t := Tool{Name: d.Name}
-	if !validName(d.Name, "_.-") {
+	if !ValidName(d.Name, "_.-") {
 		return Tool{}, fmt.Errorf("name %q must be 1-64 characters of A-Z a-z 0-9 _ . -", d.Name)
 	}
 	if strings.TrimSpace(d.Description) == "" {
@@ -290,22 +292,4 @@ func durationOr(s string, def time.Duration, field string) (time.Duration, error
 		return 0, fmt.Errorf("%s %q must be a positive duration such as \"10s\"", field, s)
 	}
 	return d, nil
-}
-
-// decodeStrict decodes exactly one JSON value into v, refusing unknown
-// fields, trailing data, nesting deeper than MaxJSONDepth and lone
-// surrogate escapes (checked first, without recursion).
-func decodeStrict(data []byte, v any) error {
-	if reason := checkJSON(data, MaxJSONDepth); reason != "" {
-		return errors.New(reason)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("unexpected data after the JSON value")
-	}
-	return nil
 }

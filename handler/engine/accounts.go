@@ -1,10 +1,11 @@
-package handler
+package engine
 
 import (
 	"context"
 	"errors"
 	"fmt"
 
+	"github.com/toolgate/toolgate-go/handler/catalog"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -79,7 +80,7 @@ func (e *Engine) Balance(ctx context.Context, callerID, currency string) (int64,
 // CallTrace is one of a caller's calls under one key and tool: the record
 // and the ledger entries that moved its money.
 type CallTrace struct {
-	Tool    Tool
+	Tool    catalog.Tool
 	Record  store.Record
 	Entries []store.Entry
 }
@@ -88,7 +89,7 @@ type CallTrace struct {
 // record (none: an empty slice). It looks only at the caller's own scoped
 // keys, so another caller's call under the same key string is invisible.
 // It returns a *StoreError when the store fails.
-func (e *Engine) Trace(ctx context.Context, callerID, key string, tools []Tool) ([]CallTrace, error) {
+func (e *Engine) Trace(ctx context.Context, callerID, key string, tools []catalog.Tool) ([]CallTrace, error) {
 	var out []CallTrace
 	for _, t := range tools {
 		scoped := ScopedKey(callerID, t.Name, key)

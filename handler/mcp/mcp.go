@@ -1,4 +1,7 @@
-package handler
+// Package mcp is the gateway's Model Context Protocol endpoint (streamable HTTP, JSON responses): JSON-RPC
+// (rpc.go), self-validating sessions (session.go) and the translation of tools/list and tools/call to the
+// engine (tools.go). It decides nothing about money: every call goes through the engine.
+package mcp
 
 import (
 	"crypto/rand"
@@ -13,53 +16,59 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 )
 
-// MCPProtocolVersion is the Model Context Protocol revision the MCP endpoint
+// DefaultMaxBodyBytes is the request body limit when Options.MaxBodyBytes
+// is zero.
+const DefaultMaxBodyBytes = 1 << 20
+
+// ProtocolVersion is the Model Context Protocol revision the MCP endpoint
 // speaks: JSON-RPC 2.0 over the streamable HTTP transport, answered with
 // plain JSON (no SSE stream, no batches).
-const MCPProtocolVersion = "2025-06-18"
+const ProtocolVersion = "2025-06-18"
 
-// DefaultMCPSessionTTL is how long an MCP session id stays valid when
-// MCPOptions.SessionTTL is zero.
-const DefaultMCPSessionTTL = 24 * time.Hour
+// DefaultSessionTTL is how long an MCP session id stays valid when
+// Options.SessionTTL is zero.
+const DefaultSessionTTL = 24 * time.Hour
 
 // The _meta keys the MCP endpoint reads and writes.
 const (
-	// MCPMetaIdempotencyKey is the tools/call params._meta key holding the
+	// MetaIdempotencyKey is the tools/call params._meta key holding the
 	// client's idempotency key. The result's _meta echoes the key used,
 	// given or derived, under the same name.
-	MCPMetaIdempotencyKey = "io.toolgate/idempotency-key"
-	// MCPMetaReceipt is the result's _meta key holding the Receipt.
-	MCPMetaReceipt = "io.toolgate/receipt"
-	// MCPMetaReplayed is the result's _meta key that is true when the answer
+	MetaIdempotencyKey = "io.toolgate/idempotency-key"
+	// MetaReceipt is the result's _meta key holding the engine.Receipt.
+	MetaReceipt = "io.toolgate/receipt"
+	// MetaReplayed is the result's _meta key that is true when the answer
 	// was stored by an earlier request with the same key.
-	MCPMetaReplayed = "io.toolgate/replayed"
-	// MCPMetaPrice is a tool's _meta key in tools/list holding the price
+	MetaReplayed = "io.toolgate/replayed"
+	// MetaPrice is a tool's _meta key in tools/list holding the price
 	// per call as a decimal string, such as "0.05".
-	MCPMetaPrice = "io.toolgate/price"
-	// MCPMetaCurrency is a tool's _meta key in tools/list holding the
+	MetaPrice = "io.toolgate/price"
+	// MetaCurrency is a tool's _meta key in tools/list holding the
 	// price's currency, such as "USD".
-	MCPMetaCurrency = "io.toolgate/currency"
+	MetaCurrency = "io.toolgate/currency"
 )
 
-// mcpHeaderVersions are the MCP-Protocol-Version header values accepted:
+// headerVersions are the MCP-Protocol-Version header values accepted:
 // the revision we negotiate, and the one the spec says to assume when the
 // header is missing.
-var mcpHeaderVersions = []string{MCPProtocolVersion, "2025-03-26"}
+var headerVersions = []string{ProtocolVersion, "2025-03-26"}
 
-// MCPOptions configures NewMCP. The zero value works for a single process.
-type MCPOptions struct {
+// Options configures New. The zero value works for a single process.
+type Options struct {
 	// SessionKey signs session ids (HMAC-SHA256), so any instance holding
 	// the key validates a session without shared memory. Every instance
 	// behind one URL (every Workers isolate) must use the same key, at least
-	// 32 random bytes. Empty means a random key per NewMCP: sessions are then
+	// 32 random bytes. Empty means a random key per New: sessions are then
 	// valid only on the instance that issued them, and a client routed
 	// elsewhere gets 404 and must initialize again.
 	SessionKey []byte
 	// SessionTTL is how long a session id is valid after initialize; zero
-	// means DefaultMCPSessionTTL.
+	// means DefaultSessionTTL.
 	SessionTTL time.Duration
 	// AllowedOrigins lists the Origin header values (such as
 	// "https://app.example.com") accepted from browsers. A request carrying
@@ -76,9 +85,9 @@ type MCPOptions struct {
 	NowFunc func() time.Time
 }
 
-// mcpServer is the MCP endpoint over one Engine.
-type mcpServer struct {
-	engine    *Engine
+// server is the MCP endpoint over one Engine.
+type server struct {
+	engine    *engine.Engine
 	key       []byte
 	ttl       time.Duration
 	origins   []string
@@ -89,8 +98,8 @@ type mcpServer struct {
 	ended     endedSessions
 }
 
-// NewMCP returns the Model Context Protocol endpoint (streamable HTTP,
-// revision MCPProtocolVersion) over e, the same engine as the REST API, so a
+// New returns the Model Context Protocol endpoint (streamable HTTP,
+// revision ProtocolVersion) over e, the same engine as the REST API, so a
 // tools/call gets the same guarantees as POST /v1/tools/{tool}/call: one
 // charge and one upstream call per (caller, tool, idempotency key),
 // wait-then-replay, refunds. Mount it at one path, such as /mcp; it serves
@@ -105,7 +114,7 @@ type mcpServer struct {
 //
 // Callers authenticate with the same "Authorization: Bearer" keys as the
 // REST API (401 otherwise). A present Origin must be in
-// MCPOptions.AllowedOrigins (403 otherwise), and a present
+// Options.AllowedOrigins (403 otherwise), and a present
 // MCP-Protocol-Version must be 2025-06-18 or 2025-03-26 (400 otherwise).
 //
 // # Session ids
@@ -145,15 +154,15 @@ type mcpServer struct {
 // model sees them. Unknown tools, bad params and bad keys are JSON-RPC
 // errors -32602, unknown methods -32601, malformed JSON -32700 (HTTP 400),
 // an invalid message -32600 (HTTP 400), and an internal failure -32603.
-func NewMCP(e *Engine, opts MCPOptions) http.Handler {
-	s := &mcpServer{engine: e, key: opts.SessionKey, ttl: opts.SessionTTL, origins: opts.AllowedOrigins,
+func New(e *engine.Engine, opts Options) http.Handler {
+	s := &server{engine: e, key: opts.SessionKey, ttl: opts.SessionTTL, origins: opts.AllowedOrigins,
 		version: opts.ServerVersion, maxBody: opts.MaxBodyBytes, now: opts.NowFunc}
 	if len(s.key) == 0 {
 		s.key = make([]byte, 32)
 		_, _ = rand.Read(s.key) // crypto/rand.Read never fails
 	}
 	if s.ttl <= 0 {
-		s.ttl = DefaultMCPSessionTTL
+		s.ttl = DefaultSessionTTL
 	}
 	if s.version == "" {
 		s.version = "dev"
@@ -164,12 +173,12 @@ func NewMCP(e *Engine, opts MCPOptions) http.Handler {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.toolsList = mcpToolsList(e.Catalog())
+	s.toolsList = toolsListJSON(e.Catalog())
 	return s
 }
 
 // ServeHTTP implements http.Handler.
-func (s *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if o := r.Header.Get("Origin"); o != "" && !slices.ContainsFunc(s.origins, func(a string) bool { return strings.EqualFold(a, o) }) {
 		writeRPCError(w, http.StatusForbidden, nil, rpcTransportError, fmt.Sprintf("Forbidden: origin %q is not allowed", o))
 		return
@@ -190,23 +199,23 @@ func (s *mcpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // writes 400.
 func checkProtocolVersion(w http.ResponseWriter, r *http.Request) bool {
 	v := r.Header.Get("MCP-Protocol-Version")
-	if v == "" || slices.Contains(mcpHeaderVersions, v) {
+	if v == "" || slices.Contains(headerVersions, v) {
 		return true
 	}
 	writeRPC(w, http.StatusBadRequest, rpcResponse{Error: &rpcError{Code: rpcTransportError,
-		Message: fmt.Sprintf("Bad Request: unsupported MCP-Protocol-Version %q; this server speaks %s", v, MCPProtocolVersion),
-		Data:    map[string]any{"supported": mcpHeaderVersions, "requested": v}}})
+		Message: fmt.Sprintf("Bad Request: unsupported MCP-Protocol-Version %q; this server speaks %s", v, ProtocolVersion),
+		Data:    map[string]any{"supported": headerVersions, "requested": v}}})
 	return false
 }
 
 // authenticate returns the request's caller, or writes 401 (503 when the
 // store fails).
-func (s *mcpServer) authenticate(w http.ResponseWriter, r *http.Request) (store.Caller, bool) {
-	c, err := s.engine.Authenticate(r.Context(), bearer(r))
+func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (store.Caller, bool) {
+	c, err := s.engine.Authenticate(r.Context(), engine.BearerToken(r))
 	if err == nil {
 		return c, true
 	}
-	p := problemFor(err)
+	p := problem.For(err)
 	if p.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="toolgate"`)
 		writeRPCError(w, http.StatusUnauthorized, nil, rpcTransportError,
@@ -214,13 +223,13 @@ func (s *mcpServer) authenticate(w http.ResponseWriter, r *http.Request) (store.
 		return store.Caller{}, false
 	}
 	if p.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(p.RetryAfter)))
+		w.Header().Set("Retry-After", strconv.Itoa(p.RetryAfterSeconds()))
 	}
 	writeRPCError(w, p.Status, nil, rpcTransportError, p.Title+": "+p.Detail)
 	return store.Caller{}, false
 }
 
-func (s *mcpServer) handlePost(w http.ResponseWriter, r *http.Request) {
+func (s *server) handlePost(w http.ResponseWriter, r *http.Request) {
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		writeRPCError(w, http.StatusUnsupportedMediaType, nil, rpcTransportError,
 			"Unsupported Media Type: send one JSON-RPC message as Content-Type: application/json")
@@ -307,9 +316,9 @@ func acceptsJSON(values []string) bool {
 }
 
 // initialize answers initialize and issues a session id bound to caller.
-// It always answers MCPProtocolVersion, the only revision it negotiates; a
+// It always answers ProtocolVersion, the only revision it negotiates; a
 // client that cannot speak it disconnects.
-func (s *mcpServer) initialize(w http.ResponseWriter, msg rpcMessage, caller store.Caller) {
+func (s *server) initialize(w http.ResponseWriter, msg rpcMessage, caller store.Caller) {
 	var p struct {
 		ProtocolVersion string `json:"protocolVersion"`
 	}
@@ -320,18 +329,18 @@ func (s *mcpServer) initialize(w http.ResponseWriter, msg rpcMessage, caller sto
 	}
 	w.Header().Set("Mcp-Session-Id", s.newSession(caller.ID, s.now()))
 	writeRPC(w, http.StatusOK, rpcResponse{ID: msg.ID, Result: map[string]any{
-		"protocolVersion": MCPProtocolVersion,
+		"protocolVersion": ProtocolVersion,
 		"capabilities":    map[string]any{"tools": map[string]any{"listChanged": false}},
 		"serverInfo":      map[string]any{"name": "toolgate", "version": s.version},
 		"instructions": "Every tool here is paid per call from your prepaid balance (the price is in each tool's " +
 			"description and _meta). Duplicate calls with one idempotency key are charged and executed once and " +
-			"replay the first answer; failures are refunded. Send params._meta[\"" + MCPMetaIdempotencyKey + "\"] " +
+			"replay the first answer; failures are refunded. Send params._meta[\"" + MetaIdempotencyKey + "\"] " +
 			"to name the action; without it, identical calls in one session are the same action.",
 	}})
 }
 
 // handleDelete ends the session in the Mcp-Session-Id header.
-func (s *mcpServer) handleDelete(w http.ResponseWriter, r *http.Request) {
+func (s *server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	if !checkProtocolVersion(w, r) {
 		return
 	}

@@ -1,4 +1,4 @@
-package handler
+package engine
 
 import (
 	"context"
@@ -20,9 +20,22 @@ type callLog struct {
 
 type roundTripsKey struct{}
 
-// roundTripsFrom returns ctx with a round-trip counter (see
-// store.WithRoundTrips), reusing the one the HTTP middleware installed so
-// authentication is counted too.
+// CountRoundTrips returns ctx with the round-trip counter that the call's
+// log line reports (see store.WithRoundTrips), reusing one already there. An
+// HTTP middleware installs it first, so that authentication is counted too.
+func CountRoundTrips(ctx context.Context) context.Context {
+	ctx, _ = roundTripsFrom(ctx)
+	return ctx
+}
+
+// LogRejected writes the log line of a call that a surface refused before
+// it reached Call (no caller, a bad key or body): caller and tool as far as
+// known, the error, and the round trips so far.
+func (e *Engine) LogRejected(ctx context.Context, caller, tool string, start time.Time, err error) {
+	ctx, rt := roundTripsFrom(ctx)
+	e.logCall(ctx, callLog{start: start, caller: caller, tool: tool}, rt, CallResult{}, err)
+}
+
 func roundTripsFrom(ctx context.Context) (context.Context, *store.RoundTrips) {
 	if rt, ok := ctx.Value(roundTripsKey{}).(*store.RoundTrips); ok {
 		return ctx, rt
@@ -53,7 +66,7 @@ func outcomeFor(res CallResult, err error) Outcome {
 func (e *Engine) logCall(ctx context.Context, l callLog, rt *store.RoundTrips, res CallResult, err error) {
 	status := res.StatusCode
 	if err != nil {
-		status = problemFor(err).Status
+		status = e.statusOf(err)
 	}
 	outcome := outcomeFor(res, err)
 	amount := "0"

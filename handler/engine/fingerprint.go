@@ -1,4 +1,4 @@
-package handler
+package engine
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/toolgate/toolgate-go/handler/safejson"
 )
 
 // MaxIdempotencyKeyLen is the longest Idempotency-Key accepted, in bytes.
@@ -119,10 +121,10 @@ func logKey(scoped string) string {
 // sorted bytewise, string escapes normalised, no HTML escaping, and numbers
 // kept as their literal text (so 1 and 1.0 differ). A repeated object key keeps its
 // last value. It returns an *InvalidInputError for anything else, including
-// an empty body, trailing data, nesting deeper than MaxJSONDepth and lone
+// an empty body, trailing data, nesting deeper than safejson.MaxDepth and lone
 // UTF-16 surrogate escapes (checked before any recursive decoding).
 func Canonicalize(input []byte) ([]byte, error) {
-	if reason := checkJSON(input, MaxJSONDepth); reason != "" {
+	if reason := safejson.Check(input, safejson.MaxDepth); reason != "" {
 		return nil, &InvalidInputError{Reason: reason}
 	}
 	dec := json.NewDecoder(bytes.NewReader(input))

@@ -1,4 +1,4 @@
-package handler
+package mcp
 
 import (
 	"crypto/hmac"
@@ -18,7 +18,7 @@ import (
 // session validates the Mcp-Session-Id header for caller. When required is
 // false a missing header is fine (ok, ""). Otherwise it writes 400 for a
 // missing id and 404 for an unknown one.
-func (s *mcpServer) session(w http.ResponseWriter, r *http.Request, id json.RawMessage, caller store.Caller, required bool) (string, bool) {
+func (s *server) session(w http.ResponseWriter, r *http.Request, id json.RawMessage, caller store.Caller, required bool) (string, bool) {
 	sid := r.Header.Get("Mcp-Session-Id")
 	if sid == "" {
 		if !required {
@@ -39,7 +39,7 @@ func (s *mcpServer) session(w http.ResponseWriter, r *http.Request, id json.RawM
 const sessionPrefix = "tgs1."
 
 // newSession returns a session id for callerID issued at now.
-func (s *mcpServer) newSession(callerID string, now time.Time) string {
+func (s *server) newSession(callerID string, now time.Time) string {
 	var p [24]byte // issued-at (unix seconds), 16-byte nonce
 	binary.BigEndian.PutUint64(p[:8], uint64(now.Unix()))
 	_, _ = rand.Read(p[8:])
@@ -47,7 +47,7 @@ func (s *mcpServer) newSession(callerID string, now time.Time) string {
 	return sessionPrefix + enc.EncodeToString(p[:]) + "." + enc.EncodeToString(s.sessionMAC(callerID, p[:]))
 }
 
-func (s *mcpServer) sessionMAC(callerID string, payload []byte) []byte {
+func (s *server) sessionMAC(callerID string, payload []byte) []byte {
 	m := hmac.New(sha256.New, s.key)
 	m.Write([]byte("toolgate-mcp-session\x00" + callerID + "\x00"))
 	m.Write(payload)
@@ -76,7 +76,7 @@ func parseSession(sid string) (payload, mac []byte) {
 }
 
 // sessionExpiry is when a well-formed session id expires.
-func (s *mcpServer) sessionExpiry(sid string) time.Time {
+func (s *server) sessionExpiry(sid string) time.Time {
 	payload, _ := parseSession(sid)
 	if payload == nil {
 		return time.Time{}
@@ -86,7 +86,7 @@ func (s *mcpServer) sessionExpiry(sid string) time.Time {
 
 // validSession reports whether sid was issued by this key to callerID, has
 // not expired, and was not ended here.
-func (s *mcpServer) validSession(sid, callerID string, now time.Time) bool {
+func (s *server) validSession(sid, callerID string, now time.Time) bool {
 	payload, mac := parseSession(sid)
 	if payload == nil || !hmac.Equal(mac, s.sessionMAC(callerID, payload)) {
 		return false

@@ -1,4 +1,4 @@
-package handler
+package mcp
 
 import (
 	"bytes"
@@ -10,12 +10,15 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 )
 
-// mcpToolsList renders the tools/list result: each tool with its price in
+// toolsListJSON renders the tools/list result: each tool with its price in
 // the description and _meta, and its input schema.
-func mcpToolsList(c *Catalog) []byte {
+func toolsListJSON(c *catalog.Catalog) []byte {
 	type mcpTool struct {
 		Name        string          `json:"name"`
 		Description string          `json:"description"`
@@ -34,7 +37,7 @@ func mcpToolsList(c *Catalog) []byte {
 			schema = json.RawMessage(`{"type":"object"}`)
 		}
 		tools = append(tools, mcpTool{Name: t.Name, Description: strings.TrimSpace(t.Description) + "\n\n" + price,
-			InputSchema: schema, Meta: map[string]any{MCPMetaPrice: t.PriceString(), MCPMetaCurrency: t.Currency}})
+			InputSchema: schema, Meta: map[string]any{MetaPrice: t.PriceString(), MetaCurrency: t.Currency}})
 	}
 	b, err := json.Marshal(map[string]any{"tools": tools})
 	if err != nil {
@@ -45,7 +48,7 @@ func mcpToolsList(c *Catalog) []byte {
 
 // callTool runs tools/call through the engine. Protocol errors come back as
 // a JSON-RPC error; tool errors as a result with isError.
-func (s *mcpServer) callTool(r *http.Request, caller store.Caller, sid string, params json.RawMessage) (any, *rpcError) {
+func (s *server) callTool(r *http.Request, caller store.Caller, sid string, params json.RawMessage) (any, *rpcError) {
 	var p struct {
 		Name      string                     `json:"name"`
 		Arguments json.RawMessage            `json:"arguments"`
@@ -68,7 +71,7 @@ func (s *mcpServer) callTool(r *http.Request, caller store.Caller, sid string, p
 	if err != nil {
 		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: " + err.Error()}
 	}
-	res, err := s.engine.Call(r.Context(), CallRequest{Caller: caller, Tool: p.Name, Key: key, Input: args, Header: r.Header})
+	res, err := s.engine.Call(r.Context(), engine.CallRequest{Caller: caller, Tool: p.Name, Key: key, Input: args, Header: r.Header})
 	if err != nil {
 		return toolError(err, key)
 	}
@@ -79,34 +82,34 @@ func (s *mcpServer) callTool(r *http.Request, caller store.Caller, sid string, p
 // Idempotency-Key header, then the derivation from (session, tool,
 // canonical arguments).
 func idempotencyKey(r *http.Request, meta map[string]json.RawMessage, sid, tool string, args []byte) (string, error) {
-	if raw, ok := meta[MCPMetaIdempotencyKey]; ok {
+	if raw, ok := meta[MetaIdempotencyKey]; ok {
 		var key string
 		if err := json.Unmarshal(raw, &key); err != nil {
-			return "", fmt.Errorf("%w: _meta[%q] must be a string", ErrInvalidIdempotencyKey, MCPMetaIdempotencyKey)
+			return "", fmt.Errorf("%w: _meta[%q] must be a string", engine.ErrInvalidIdempotencyKey, MetaIdempotencyKey)
 		}
-		if err := ValidateIdempotencyKey(key); err != nil {
-			return "", fmt.Errorf("_meta[%q]: %w", MCPMetaIdempotencyKey, err)
+		if err := engine.ValidateIdempotencyKey(key); err != nil {
+			return "", fmt.Errorf("_meta[%q]: %w", MetaIdempotencyKey, err)
 		}
 		return key, nil
 	}
 	if keys := r.Header.Values("Idempotency-Key"); len(keys) > 0 {
-		key, err := ParseIdempotencyKey(keys)
+		key, err := engine.ParseIdempotencyKey(keys)
 		if err != nil {
 			return "", err
 		}
-		return key, ValidateIdempotencyKey(key)
+		return key, engine.ValidateIdempotencyKey(key)
 	}
-	canonical, err := Canonicalize(args)
+	canonical, err := engine.Canonicalize(args)
 	if err != nil {
 		return "", err
 	}
-	return DeriveMCPKey(sid, tool, canonical), nil
+	return DeriveKey(sid, tool, canonical), nil
 }
 
-// DeriveMCPKey is the idempotency key of an MCP tools/call that sends none:
+// DeriveKey is the idempotency key of an MCP tools/call that sends none:
 // "mcp:" and the hex SHA-256 of the session id, the tool and the canonical
-// arguments (see Canonicalize), joined by NUL bytes.
-func DeriveMCPKey(sessionID, tool string, canonicalArgs []byte) string {
+// arguments (see engine.Canonicalize), joined by NUL bytes.
+func DeriveKey(sessionID, tool string, canonicalArgs []byte) string {
 	h := sha256.New()
 	h.Write([]byte("toolgate-mcp-key\x00" + sessionID + "\x00" + tool + "\x00"))
 	h.Write(canonicalArgs)
@@ -125,14 +128,14 @@ type storedAnswer struct {
 // toolResult turns an engine answer into a CallToolResult. A 2xx is a
 // success; the stored 424 (the upstream rejected the input) is an isError
 // result holding the stored problem.
-func toolResult(res CallResult, key string) map[string]any {
+func toolResult(res engine.CallResult, key string) map[string]any {
 	var a storedAnswer
 	_ = json.Unmarshal(res.Body, &a) // the engine stored it; a zero value still answers
 	receipt := any(res.Receipt)
 	if len(a.Receipt) > 0 {
 		receipt = a.Receipt
 	}
-	meta := map[string]any{MCPMetaReceipt: receipt, MCPMetaReplayed: res.Replayed, MCPMetaIdempotencyKey: key}
+	meta := map[string]any{MetaReceipt: receipt, MetaReplayed: res.Replayed, MetaIdempotencyKey: key}
 	if res.StatusCode >= 300 {
 		var problem map[string]any
 		_ = json.Unmarshal(res.Body, &problem)
@@ -181,10 +184,10 @@ func textContent(text string) map[string]any {
 // upstream failure, key mismatch, in progress, store unavailable) is a
 // result with isError and the REST problem as structuredContent.
 func toolError(err error, key string) (any, *rpcError) {
-	p := problemFor(err)
-	var inputErr *InvalidInputError
+	p := problem.For(err)
+	var inputErr *engine.InvalidInputError
 	switch {
-	case errors.Is(err, ErrUnknownTool), errors.Is(err, ErrInvalidIdempotencyKey), errors.As(err, &inputErr):
+	case errors.Is(err, engine.ErrUnknownTool), errors.Is(err, engine.ErrInvalidIdempotencyKey), errors.As(err, &inputErr):
 		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: " + p.Detail}
 	case p.Status == http.StatusInternalServerError:
 		return nil, &rpcError{Code: rpcInternalError, Message: "Internal error: the gateway failed unexpectedly"}
@@ -192,7 +195,7 @@ func toolError(err error, key string) (any, *rpcError) {
 	var structured map[string]any
 	b, _ := json.Marshal(p)
 	_ = json.Unmarshal(b, &structured)
-	slug := strings.TrimPrefix(p.Type, ProblemTypeBase)
+	slug := strings.TrimPrefix(p.Type, problem.TypeBase)
 	code := strings.ReplaceAll(slug, "-", "_")
 	if slug == "insufficient-funds" {
 		code = "payment_required" // the x402-over-MCP name
@@ -202,6 +205,6 @@ func toolError(err error, key string) (any, *rpcError) {
 		"isError":           true,
 		"content":           []any{textContent(p.Title + ": " + p.Detail)},
 		"structuredContent": structured,
-		"_meta":             map[string]any{MCPMetaIdempotencyKey: key},
+		"_meta":             map[string]any{MetaIdempotencyKey: key},
 	}, nil
 }

@@ -1,4 +1,6 @@
-package handler
+// Package problem is the one mapping from errors (the engine's, the store's and the surfaces') to RFC 9457
+// problem details, and the writer of application/problem+json answers.
+package problem
 
 import (
 	"context"
@@ -10,12 +12,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 )
 
-// ProblemTypeBase prefixes every problem type URI; the suffix is a stable
-// slug such as "insufficient-funds".
-const ProblemTypeBase = "https://toolgate.dev/problems/"
+// TypeBase prefixes every problem type URI; the suffix is a stable slug
+// such as "insufficient-funds".
+const TypeBase = engine.ProblemTypeBase
 
 // Problem is an RFC 9457 problem detail. Extensions are extra members
 // (price, balance, refunded, ...) written beside the standard ones.
@@ -45,34 +48,36 @@ func (p Problem) MarshalJSON() ([]byte, error) {
 		m["detail"] = p.Detail
 	}
 	if p.RetryAfter > 0 {
-		m["retryAfter"] = retryAfterSeconds(p.RetryAfter)
+		m["retryAfter"] = p.RetryAfterSeconds()
 	}
 	return json.Marshal(m)
 }
 
-func retryAfterSeconds(d time.Duration) int {
-	return max(1, int(math.Ceil(d.Seconds())))
+// RetryAfterSeconds is RetryAfter in whole seconds, rounded up, at least 1:
+// the value of the Retry-After header.
+func (p Problem) RetryAfterSeconds() int {
+	return max(1, int(math.Ceil(p.RetryAfter.Seconds())))
 }
 
 func newProblem(status int, slug, title, detail string) Problem {
-	return Problem{Type: ProblemTypeBase + slug, Title: title, Status: status, Detail: detail}
+	return Problem{Type: TypeBase + slug, Title: title, Status: status, Detail: detail}
 }
 
-// problemFor is the one place that maps an error to an HTTP status and a
-// problem. Unrecognised errors become a generic 500 that reveals nothing.
-func problemFor(err error) Problem {
+// For is the one place that maps an error to an HTTP status and a problem.
+// Unrecognised errors become a generic 500 that reveals nothing.
+func For(err error) Problem {
 	var (
-		inputErr    *InvalidInputError
+		inputErr    *engine.InvalidInputError
 		badReq      *BadRequestError
-		inProgress  *InProgressError
-		upstreamErr *UpstreamError
+		inProgress  *engine.InProgressError
+		upstreamErr *engine.UpstreamError
 		fundsErr    *store.InsufficientFundsError
-		storeErr    *StoreError
-		methodErr   *methodNotAllowedError
+		storeErr    *engine.StoreError
+		methodErr   *MethodNotAllowedError
 		maxBytes    *http.MaxBytesError
 	)
 	switch {
-	case errors.Is(err, ErrInvalidIdempotencyKey):
+	case errors.Is(err, engine.ErrInvalidIdempotencyKey):
 		return newProblem(http.StatusBadRequest, "invalid-idempotency-key", "Invalid Idempotency-Key",
 			err.Error()+"; send 1-255 printable ASCII characters in the Idempotency-Key header")
 	case errors.As(err, &inputErr):
@@ -81,7 +86,7 @@ func problemFor(err error) Problem {
 		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request", badReq.Reason)
 	case errors.Is(err, store.ErrInvalidAmount), errors.Is(err, store.ErrUnknownCurrency):
 		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request", err.Error())
-	case errors.Is(err, ErrUnauthorized):
+	case errors.Is(err, engine.ErrUnauthorized):
 		return newProblem(http.StatusUnauthorized, "unauthorized", "Unauthorized",
 			"send a valid key as Authorization: Bearer <key>")
 	case errors.As(err, &fundsErr):
@@ -95,26 +100,26 @@ func problemFor(err error) Problem {
 			"currency": fundsErr.Currency,
 		}
 		return p
-	case errors.Is(err, ErrUnknownTool):
+	case errors.Is(err, engine.ErrUnknownTool):
 		return newProblem(http.StatusNotFound, "unknown-tool", "Unknown tool", err.Error())
-	case errors.Is(err, ErrUnknownCaller):
+	case errors.Is(err, engine.ErrUnknownCaller):
 		return newProblem(http.StatusNotFound, "unknown-caller", "Unknown caller", err.Error())
 	case errors.Is(err, ErrCallNotFound):
 		return newProblem(http.StatusNotFound, "call-not-found", "Call not found",
 			"you have no call under this Idempotency-Key")
-	case errors.Is(err, errRouteNotFound):
+	case errors.Is(err, ErrRouteNotFound):
 		return newProblem(http.StatusNotFound, "not-found", "Not found", "no such route; see /openapi.json")
 	case errors.As(err, &methodErr):
 		p := newProblem(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed",
-			"this route accepts "+methodErr.allow)
-		p.Allow = methodErr.allow
+			"this route accepts "+methodErr.Allow)
+		p.Allow = methodErr.Allow
 		return p
 	case errors.As(err, &inProgress):
 		p := newProblem(http.StatusConflict, "in-progress", "Call in progress",
 			"another request with this Idempotency-Key is still running; retry with the same key to get its result")
 		p.RetryAfter = inProgress.RetryAfter
 		return p
-	case errors.Is(err, ErrLostLease), errors.Is(err, store.ErrFencedOut):
+	case errors.Is(err, engine.ErrLostLease), errors.Is(err, store.ErrFencedOut):
 		p := newProblem(http.StatusConflict, "lost-lease", "Call taken over",
 			"another attempt took this Idempotency-Key over; retry with the same key to get its result")
 		p.RetryAfter = time.Second
@@ -140,7 +145,7 @@ func problemFor(err error) Problem {
 	return newProblem(http.StatusInternalServerError, "internal", "Internal error", "the gateway failed unexpectedly")
 }
 
-func upstreamProblem(e *UpstreamError) Problem {
+func upstreamProblem(e *engine.UpstreamError) Problem {
 	status, slug, title := http.StatusBadGateway, "upstream-failed", "Upstream failed"
 	if e.Timeout {
 		status, slug, title = http.StatusGatewayTimeout, "upstream-timeout", "Upstream timed out"
@@ -165,19 +170,20 @@ func upstreamProblem(e *UpstreamError) Problem {
 	return p
 }
 
-// writeProblem writes err as application/problem+json.
-func writeProblem(w http.ResponseWriter, err error) {
-	p := problemFor(err)
+// Write writes err as application/problem+json (see For), with Retry-After,
+// Allow and WWW-Authenticate where the problem calls for them.
+func Write(w http.ResponseWriter, err error) {
+	p := For(err)
 	body, mErr := json.Marshal(p)
 	if mErr != nil {
-		body = []byte(`{"type":"` + ProblemTypeBase + `internal","title":"Internal error","status":500}`)
+		body = []byte(`{"type":"` + TypeBase + `internal","title":"Internal error","status":500}`)
 		p.Status = http.StatusInternalServerError
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
 	if p.RetryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds(p.RetryAfter)))
+		h.Set("Retry-After", strconv.Itoa(p.RetryAfterSeconds()))
 	}
 	if p.Allow != "" {
 		h.Set("Allow", p.Allow)
@@ -188,3 +194,26 @@ func writeProblem(w http.ResponseWriter, err error) {
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(body)
 }
+
+// Errors of the HTTP surfaces, mapped by For.
+var (
+	// ErrBodyTooLarge means the request body is over the configured limit.
+	ErrBodyTooLarge = errors.New("request body too large")
+	// ErrCallNotFound means the caller has no record under that key.
+	ErrCallNotFound = errors.New("call not found")
+	// ErrRouteNotFound means no route matches the path.
+	ErrRouteNotFound = errors.New("no such route")
+)
+
+// BadRequestError means a request (an admin body, a query parameter) is
+// malformed or out of range.
+type BadRequestError struct{ Reason string }
+
+// Error implements error.
+func (e *BadRequestError) Error() string { return "bad request: " + e.Reason }
+
+// MethodNotAllowedError lists the methods a path serves (the Allow header).
+type MethodNotAllowedError struct{ Allow string }
+
+// Error implements error.
+func (e *MethodNotAllowedError) Error() string { return "method not allowed; allowed: " + e.Allow }

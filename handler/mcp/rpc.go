@@ -1,9 +1,11 @@
-package handler
+package mcp
 
 import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+
+	"github.com/toolgate/toolgate-go/handler/safejson"
 )
 
 // JSON-RPC error codes. -32000 is our transport-level rejection (origin,
@@ -55,13 +57,13 @@ func parseRPC(body []byte) (rpcMessage, *rpcError) {
 		return msg, &rpcError{Code: rpcParseError, Message: "Parse error: the body is not one valid JSON value"}
 	}
 	// Before any recursive decoding (the id, params, arguments, _meta).
-	if reason := checkJSON(body, MaxJSONDepth); reason != "" {
+	if reason := safejson.Check(body, safejson.MaxDepth); reason != "" {
 		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: " + reason}
 	}
 	switch {
 	case body[0] == '[':
 		return msg, &rpcError{Code: rpcInvalidRequest,
-			Message: "Invalid Request: JSON-RPC batches are not supported in MCP " + MCPProtocolVersion + "; send one message per request"}
+			Message: "Invalid Request: JSON-RPC batches are not supported in MCP " + ProtocolVersion + "; send one message per request"}
 	case body[0] != '{':
 		return msg, &rpcError{Code: rpcInvalidRequest, Message: "Invalid Request: a JSON-RPC message is a JSON object"}
 	}
@@ -102,7 +104,7 @@ func writeRPC(w http.ResponseWriter, status int, res rpcResponse) {
 	if res.ID == nil {
 		res.ID = json.RawMessage("null")
 	}
-	b, err := marshalNoEscape(res)
+	b, err := safejson.MarshalNoEscape(res)
 	if err != nil {
 		status = http.StatusInternalServerError
 		b = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Internal error"}}`)

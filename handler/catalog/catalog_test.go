@@ -1,6 +1,6 @@
 //go:build !js
 
-package handler_test
+package catalog_test
 
 import (
 	"net/http"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	"github.com/toolgate/toolgate-go/handler/catalog"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -31,7 +31,7 @@ const exampleCatalog = `{"tools": [{
 
 func TestParseCatalog(t *testing.T) {
 	t.Parallel()
-	c, err := handler.ParseCatalog([]byte(exampleCatalog))
+	c, err := catalog.ParseCatalog([]byte(exampleCatalog))
 	require.NoError(t, err)
 	require.Len(t, c.Tools(), 2)
 	s, ok := c.Tool("search")
@@ -49,8 +49,8 @@ func TestParseCatalog(t *testing.T) {
 	p, ok := c.Tool("ping")
 	require.True(t, ok)
 	require.EqualValues(t, 0, p.Price)
-	require.Equal(t, handler.DefaultToolTimeout, p.Timeout)
-	require.Equal(t, handler.DefaultToolLease, p.Lease)
+	require.Equal(t, catalog.DefaultToolTimeout, p.Timeout)
+	require.Equal(t, catalog.DefaultToolLease, p.Lease)
 	require.Equal(t, store.DefaultTTL, p.TTL)
 	require.JSONEq(t, `{"type":"object"}`, string(p.InputSchema))
 	require.Equal(t, []string{"CREDIT", "USD"}, c.Currencies())
@@ -98,25 +98,9 @@ func TestParseCatalogRejectsInvalidDocuments(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, err := handler.ParseCatalog([]byte(tc.doc))
+			_, err := catalog.ParseCatalog([]byte(tc.doc))
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 		})
-	}
-}
-
-func TestNewRequiresStoreCatalogUpstream(t *testing.T) {
-	t.Parallel()
-	st, _ := openStore(t)
-	c, err := handler.ParseCatalog([]byte(exampleCatalog))
-	require.NoError(t, err)
-	up := &handler.HTTPUpstream{}
-	for name, cfg := range map[string]handler.Config{
-		"store":    {Catalog: c, Upstream: up},
-		"catalog":  {Store: st, Upstream: up},
-		"upstream": {Store: st, Catalog: c},
-	} {
-		_, err := handler.New(cfg)
-		require.ErrorContains(t, err, "Config."+map[string]string{"store": "Store", "catalog": "Catalog", "upstream": "Upstream"}[name])
 	}
 }

@@ -1,4 +1,4 @@
-package handler
+package engine
 
 import (
 	"context"
@@ -62,19 +62,14 @@ func (e *Engine) Authenticate(ctx context.Context, key string) (store.Caller, er
 	return c, nil
 }
 
-// bearer returns the token of an "Authorization: Bearer <token>" header, or "".
-func bearer(r *http.Request) string {
+// BearerToken returns the token of an "Authorization: Bearer <token>"
+// header, or "": what Authenticate takes.
+func BearerToken(r *http.Request) string {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return ""
 	}
 	return strings.TrimSpace(token)
-}
-
-// equalSecret compares two secrets in constant time, whatever their lengths.
-func equalSecret(a, b string) bool {
-	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
-	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
 }
 
 // callerCache remembers successful key lookups for ttl, keyed by the key's

@@ -1,4 +1,8 @@
-package handler
+// Package engine executes paid tool calls: scoping, claim and charge, wait-then-replay, the upstream under
+// heartbeats, complete or refund, and the accounts side (credits, callers, balances, traces). It is the only
+// package of the HTTP side that moves money or writes to the store; the REST, MCP and admin surfaces translate
+// requests into its calls and its errors into problems (package problem).
+package engine
 
 import (
 	"bytes"
@@ -21,6 +25,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/safejson"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -126,7 +132,7 @@ type upstreamInfo struct {
 // routing, so the REST and MCP surfaces share it.
 type Engine struct {
 	store     store.Store
-	catalog   *Catalog
+	catalog   *catalog.Catalog
 	upstream  Upstream
 	now       func() time.Time
 	logger    *slog.Logger
@@ -134,13 +140,45 @@ type Engine struct {
 	rand      io.Reader
 	callers   *callerCache
 	maxStored int
+	statusOf  func(error) int
 	flights   flights   // executions in flight here, for local waiters
 	latency   latencies // observed execution time per tool, for remote waiters
 }
 
-// NewEngine returns an Engine for cfg. It returns an error when Store,
-// Catalog or Upstream is missing. The HTTP-only fields of cfg are ignored.
-func NewEngine(cfg Config) (*Engine, error) {
+// Config configures New.
+type Config struct {
+	// Store holds records, the ledger and callers. Required.
+	Store store.Store
+	// Catalog lists the tools (see catalog.ParseCatalog). Required.
+	Catalog *catalog.Catalog
+	// Upstream calls the tools. Required: HTTPUpstream natively, a
+	// fetch-based SendFunc in the worker.
+	Upstream Upstream
+	// NowFunc is the clock; nil means time.Now.
+	NowFunc func() time.Time
+	// Logger gets one line per call; nil means JSON lines on stderr.
+	Logger *slog.Logger
+	// WaitForInProgress is how long a duplicate waits for an in-flight call
+	// before giving up with an *InProgressError; zero means
+	// DefaultWaitForInProgress (5 s).
+	WaitForInProgress time.Duration
+	// NoWait makes duplicates of an in-flight call fail fast
+	// (WaitForInProgress = 0). False means wait WaitForInProgress.
+	NoWait bool
+	// Rand is the source of owner ids, call ids and caller keys; nil means
+	// crypto/rand.Reader.
+	Rand io.Reader
+	// CallerCacheTTL is how long a successful caller-key lookup is
+	// remembered in memory; zero means one minute, negative disables it.
+	CallerCacheTTL time.Duration
+	// StatusFunc maps a call's error to the HTTP status its log line
+	// carries (the surfaces' mapping, package problem); nil logs 500.
+	StatusFunc func(error) int
+}
+
+// New returns an Engine for cfg. It returns an error when Store, Catalog or
+// Upstream is missing.
+func New(cfg Config) (*Engine, error) {
 	switch {
 	case cfg.Store == nil:
 		return nil, errors.New("new engine: Config.Store is required")
@@ -152,7 +190,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		store: cfg.Store, catalog: cfg.Catalog, upstream: cfg.Upstream,
 		now: cfg.NowFunc, logger: cfg.Logger, wait: cfg.WaitForInProgress, rand: cfg.Rand,
-		maxStored: store.DefaultMaxResponseBytes,
+		maxStored: store.DefaultMaxResponseBytes, statusOf: cfg.StatusFunc,
+	}
+	if e.statusOf == nil {
+		e.statusOf = func(error) int { return http.StatusInternalServerError }
 	}
 	if e.now == nil {
 		e.now = time.Now
@@ -180,7 +221,13 @@ func NewEngine(cfg Config) (*Engine, error) {
 }
 
 // Catalog returns the engine's catalog.
-func (e *Engine) Catalog() *Catalog { return e.catalog }
+func (e *Engine) Catalog() *catalog.Catalog { return e.catalog }
+
+// Now returns the engine's clock reading.
+func (e *Engine) Now() time.Time { return e.now() }
+
+// Logger returns the engine's logger.
+func (e *Engine) Logger() *slog.Logger { return e.logger }
 
 // Call executes req once per (caller, tool, key): the first request charges,
 // calls the upstream and stores the answer; duplicates replay it, or wait
@@ -205,7 +252,7 @@ func (e *Engine) Call(ctx context.Context, req CallRequest) (res CallResult, err
 // attempt is one request's view of one scoped key.
 type attempt struct {
 	e      *Engine
-	tool   Tool
+	tool   catalog.Tool
 	caller store.Caller
 	key    string // scoped
 	input  []byte // canonical
@@ -475,7 +522,7 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 	}
 	env.Receipt = rcpt
 	res.Receipt = rcpt
-	if res.Body, err = marshalNoEscape(env); err != nil {
+	if res.Body, err = safejson.MarshalNoEscape(env); err != nil {
 		return CallResult{}, fmt.Errorf("encode answer: %w", err)
 	}
 	if len(res.Body) > e.maxStored {
@@ -577,11 +624,11 @@ func (a *attempt) upstreamFailure(up UpstreamResponse, err error, timedOut bool)
 	case len(up.Body) > a.e.maxStored:
 		return &UpstreamError{StatusCode: up.StatusCode,
 			Reason: fmt.Sprintf("the tool's answer is larger than %d bytes", a.e.maxStored)}
-	case isJSONType(up.ContentType) && tooDeep(up.Body, MaxJSONDepth):
+	case isJSONType(up.ContentType) && safejson.TooDeep(up.Body, safejson.MaxDepth):
 		// Stored, it would be parsed again on every MCP replay; deep enough,
 		// that recursion kills the isolate's runtime.
 		return &UpstreamError{StatusCode: up.StatusCode,
-			Reason: fmt.Sprintf("the tool's JSON answer nests deeper than %d levels", MaxJSONDepth)}
+			Reason: fmt.Sprintf("the tool's JSON answer nests deeper than %d levels", safejson.MaxDepth)}
 	}
 	return nil
 }
@@ -645,7 +692,7 @@ func encodeOutput(up UpstreamResponse) (json.RawMessage, string) {
 		}
 	}
 	if utf8.Valid(up.Body) {
-		s, _ := marshalNoEscape(string(up.Body))
+		s, _ := safejson.MarshalNoEscape(string(up.Body))
 		return s, "text"
 	}
 	s, _ := json.Marshal(base64.StdEncoding.EncodeToString(up.Body))
@@ -656,16 +703,6 @@ func encodeOutput(up UpstreamResponse) (json.RawMessage, string) {
 func isJSONType(contentType string) bool {
 	mt, _, _ := mime.ParseMediaType(contentType)
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
-}
-
-func marshalNoEscape(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // isOutage reports whether err is a store failure (a *StoreError once

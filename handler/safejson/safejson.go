@@ -1,20 +1,27 @@
-package handler
+// Package safejson checks JSON that comes from outside (callers, upstreams, configuration) before any
+// recursive decoder sees it. In WebAssembly a deep recursion overflows the JavaScript engine's stack and kills
+// the whole Go runtime of an isolate, which recover cannot catch; these checks are one non-recursive pass.
+package safejson
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"unicode/utf8"
 )
 
-// MaxJSONDepth is the deepest nesting of arrays and objects that toolgate
+// MaxDepth is the deepest nesting of arrays and objects that toolgate
 // accepts in JSON from outside: request bodies (REST, MCP, admin) and
 // upstream answers. Go's encoding/json allows 10,000 levels, but its decoder
 // recurses once per level, and in WebAssembly a deep recursion overflows the
 // JavaScript engine's stack, which kills the whole Go runtime of an isolate
 // (every request in flight on it) and cannot be recovered. 128 levels is far
 // below what the wasm stack allows and far above what a tool input needs.
-const MaxJSONDepth = 128
+const MaxDepth = 128
 
-// checkJSON reports, without recursion, why b is not JSON that toolgate may
+// Check reports, without recursion, why b is not JSON that toolgate may
 // decode: invalid UTF-8, arrays and objects nested deeper than maxDepth, or a
 // string escape that is a lone UTF-16 surrogate (\ud800 without its pair, or
 // \udc00 alone), which RFC 7493 (I-JSON) forbids and which decoders would
@@ -23,7 +30,7 @@ const MaxJSONDepth = 128
 //
 // It is one pass over the bytes and allocates nothing, so it is safe to run
 // on any input before the recursive decoder sees it.
-func checkJSON(b []byte, maxDepth int) string {
+func Check(b []byte, maxDepth int) string {
 	if !utf8.Valid(b) {
 		return "the body is not valid UTF-8"
 	}
@@ -31,9 +38,9 @@ func checkJSON(b []byte, maxDepth int) string {
 	return reason
 }
 
-// tooDeep reports whether b nests arrays and objects deeper than maxDepth
+// TooDeep reports whether b nests arrays and objects deeper than maxDepth
 // (strings are skipped, nothing else is checked).
-func tooDeep(b []byte, maxDepth int) bool {
+func TooDeep(b []byte, maxDepth int) bool {
 	deep, _ := scanJSON(b, maxDepth)
 	return deep
 }
@@ -115,4 +122,34 @@ func hex4(b []byte, i int) (rune, bool) {
 		r = r<<4 | rune(c)
 	}
 	return r, true
+}
+
+// DecodeStrict decodes exactly one JSON value into v, refusing unknown
+// fields, trailing data, nesting deeper than MaxDepth and lone surrogate
+// escapes (checked first, without recursion).
+func DecodeStrict(data []byte, v any) error {
+	if reason := Check(data, MaxDepth); reason != "" {
+		return errors.New(reason)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// MarshalNoEscape is json.Marshal without HTML escaping (<, >, & stay as
+// they are), the encoding of every answer the gateway stores or sends.
+func MarshalNoEscape(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/toolgate/toolgate-go/handler"
+	tgmcp "github.com/toolgate/toolgate-go/handler/mcp"
 )
 
 // T is the part of *testing.T that Exercise needs.
@@ -114,7 +114,7 @@ func Exercise(t T, p Params) Result {
 	cs, err := Connect(ctx, p.URL, p.APIKey, p.HTTPClient)
 	require.NoError(t, err, "connect to %s", p.URL)
 	init := cs.InitializeResult()
-	require.Equal(t, handler.MCPProtocolVersion, init.ProtocolVersion)
+	require.Equal(t, tgmcp.ProtocolVersion, init.ProtocolVersion)
 	require.NotNil(t, init.ServerInfo)
 	require.Equal(t, "toolgate", init.ServerInfo.Name)
 	require.NotNil(t, init.Capabilities)
@@ -132,8 +132,8 @@ func Exercise(t T, p Params) Result {
 	}
 	require.NotNil(t, out.Tool, "tools/list has %q", p.Tool)
 	require.NotNil(t, out.Tool.InputSchema)
-	out.Price, _ = out.Tool.Meta[handler.MCPMetaPrice].(string)
-	out.Currency, _ = out.Tool.Meta[handler.MCPMetaCurrency].(string)
+	out.Price, _ = out.Tool.Meta[tgmcp.MetaPrice].(string)
+	out.Currency, _ = out.Tool.Meta[tgmcp.MetaCurrency].(string)
 	require.NotEmpty(t, out.Price, "tool _meta has the price")
 	require.NotEmpty(t, out.Currency, "tool _meta has the currency")
 	require.Contains(t, out.Tool.Description, out.Price+" "+out.Currency, "the description states the price")
@@ -145,18 +145,18 @@ func Exercise(t T, p Params) Result {
 			args = map[string]any{}
 		}
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: p.Tool, Arguments: args,
-			Meta: mcp.Meta{handler.MCPMetaIdempotencyKey: out.IdempotencyKey}})
+			Meta: mcp.Meta{tgmcp.MetaIdempotencyKey: out.IdempotencyKey}})
 		require.NoError(t, err)
 		require.False(t, res.IsError, "tool error: %s", text(res))
 		require.NotEmpty(t, res.Content)
 		require.NotEmpty(t, text(res))
 		require.IsType(t, map[string]any{}, res.StructuredContent, "an object output is structured content")
-		require.Equal(t, out.IdempotencyKey, res.Meta[handler.MCPMetaIdempotencyKey])
+		require.Equal(t, out.IdempotencyKey, res.Meta[tgmcp.MetaIdempotencyKey])
 		return res
 	}
 	out.First = call()
-	require.Equal(t, false, out.First.Meta[handler.MCPMetaReplayed])
-	out.Receipt, _ = out.First.Meta[handler.MCPMetaReceipt].(map[string]any)
+	require.Equal(t, false, out.First.Meta[tgmcp.MetaReplayed])
+	out.Receipt, _ = out.First.Meta[tgmcp.MetaReceipt].(map[string]any)
 	require.NotNil(t, out.Receipt, "_meta has the receipt")
 	require.NotEmpty(t, out.Receipt["callId"])
 	require.Equal(t, p.Tool, out.Receipt["tool"])
@@ -165,8 +165,8 @@ func Exercise(t T, p Params) Result {
 	require.Equal(t, false, out.Receipt["refunded"])
 
 	out.Replay = call()
-	require.Equal(t, true, out.Replay.Meta[handler.MCPMetaReplayed])
-	require.Equal(t, out.Receipt, out.Replay.Meta[handler.MCPMetaReceipt], "a replay carries the original receipt")
+	require.Equal(t, true, out.Replay.Meta[tgmcp.MetaReplayed])
+	require.Equal(t, out.Receipt, out.Replay.Meta[tgmcp.MetaReceipt], "a replay carries the original receipt")
 	require.Equal(t, text(out.First), text(out.Replay))
 	require.Equal(t, jsonOf(t, out.First.StructuredContent), jsonOf(t, out.Replay.StructuredContent))
 

@@ -1,0 +1,73 @@
+//go:build !js
+
+package handler_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const module = "github.com/toolgate/toolgate-go"
+
+// deps lists the project packages that pkg imports, directly or not.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", module+"/"+pkg).Output()
+	require.NoError(t, err, pkg)
+	var own []string
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasPrefix(p, module+"/") && p != module+"/"+pkg {
+			own = append(own, strings.TrimPrefix(p, module+"/"))
+		}
+	}
+	return own
+}
+
+// TestLayout checks the package rules that make "where does money move?"
+// a one-package answer, from the import graph (`go list -deps`):
+//   - store imports nothing of the project; its backends import only store;
+//   - catalog and safejson are leaves above store;
+//   - the engine imports no surface (handler, mcp) and not problem;
+//   - problem imports no surface; mcp does not import the REST surface.
+//
+// And that the surfaces cannot write to the store: the store is an
+// unexported field of the engine, and the surfaces' only use of a
+// store.Store is handing Config.Store to the engine.
+func TestLayout(t *testing.T) {
+	t.Parallel()
+	allowed := map[string][]string{
+		"store":            {},
+		"store/sqlstore":   {"store"},
+		"store/memory":     {"store"},
+		"handler/safejson": {},
+		"handler/catalog":  {"store", "handler/safejson"},
+		"handler/engine":   {"store", "handler/catalog", "handler/safejson"},
+		"handler/problem":  {"store", "handler/catalog", "handler/safejson", "handler/engine"},
+		"handler/mcp":      {"store", "handler/catalog", "handler/safejson", "handler/engine", "handler/problem"},
+	}
+	for pkg, ok := range allowed {
+		for _, d := range deps(t, pkg) {
+			require.Contains(t, ok, d, "%s must not import %s", pkg, d)
+		}
+	}
+
+	for dir, want := range map[string]int{".": 1, "mcp": 0} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		require.NoError(t, err)
+		n := 0
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			n += strings.Count(string(b), "store.Store")
+		}
+		require.Equal(t, want, n, "uses of store.Store in the surface %s (only Config.Store, handed to the engine)", dir)
+	}
+}
