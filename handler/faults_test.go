@@ -400,3 +400,36 @@ func stormUnderFaults(t *testing.T, tool string) {
 		"keys left in progress %d; upstream executions per key %v; final writes that gave up %d; keys taken over %d",
 		tool, statuses, general.Counts(), final.Counts(), stranded, execs, gaveUp, takeovers)
 }
+
+// TestWaiterWhoseTakeoverReplyWasLost: a waiter's takeover claim commits but
+// its reply is lost; on its next poll the key is in progress under its own
+// owner id. It must claim again (the same owner gets the key back) and
+// execute, not wait for itself until 409. (Found by review.)
+func TestWaiterWhoseTakeoverReplyWasLost(t *testing.T) {
+	t.Parallel()
+	var claims atomic.Int64
+	isClaim := func(q string) bool {
+		if !strings.HasPrefix(strings.TrimSpace(q), "INSERT INTO idem_records") {
+			return false
+		}
+		return claims.Add(1) >= 2 // not the request's first claim-and-charge
+	}
+	e, fc := setupFaults(t, storetest.FaultConfig{AfterRate: 1, MaxErrors: 1, MatchFunc: isClaim}, nil,
+		func(c *handler.Config) { c.WaitForInProgress = time.Second })
+	alice := e.newCaller("alice", "1.00")
+	canonical, err := engine.Canonicalize([]byte(`{"a":1}`))
+	require.NoError(t, err)
+	key := engine.ScopedKey(alice.id, "ok", "k")
+	// Another attempt holds the key for 300 ms and then vanishes (a crash).
+	_, err = e.st.Claim(context.Background(), store.ClaimParams{Key: key, Owner: "X",
+		Fingerprint: engine.Fingerprint("ok", canonical), Now: time.Now(), Lease: 300 * time.Millisecond, TTL: time.Hour})
+	require.NoError(t, err)
+	fc.SetEnabled(true)
+
+	r := e.call(alice.key, "ok", "k", `{"a":1}`)
+	require.EqualValues(t, 1, fc.Counts().After, "the takeover's reply was lost")
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.EqualValues(t, 1, e.up.count("/ok"))
+	require.EqualValues(t, 95, e.balance(alice))
+	e.checkInvariants()
+}

@@ -222,9 +222,13 @@ type Idempotency interface {
 	//     whose lease, if in progress, has too) and whose money is settled:
 	//     completed, or not holding a charge.
 	//
-	// Refunds are bounded per call (the SQL backend's MaxSweepRefunds), so a
-	// cron invocation stays within D1's per-invocation query limit; what is
-	// left is done by the next sweep.
+	// It fails abandoned records before it refunds them, so a stale owner is
+	// fenced out before its charge comes back and can never complete a call
+	// whose charge was returned. Refunds are bounded per call (the SQL
+	// backend's MaxSweepRefunds), so a cron invocation stays within D1's
+	// per-invocation query limit; a larger backlog (more than that many
+	// charged calls abandoned at once, say by an outage) is refunded over
+	// the next sweeps.
 	Sweep(ctx context.Context, now time.Time, limit int) (int, error)
 }
 

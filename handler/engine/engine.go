@@ -372,9 +372,11 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 			if rec.Status == store.StatusCompleted && now.Before(rec.ExpiresAt) {
 				return replay(rec, OutcomeWaited)
 			}
-			if rec.Status == store.StatusInProgress && now.Before(rec.LeaseExpiresAt) {
+			if rec.Status == store.StatusInProgress && now.Before(rec.LeaseExpiresAt) && rec.Owner != p.Owner {
 				continue
 			}
+			// Held by this request itself (a claim whose reply was lost),
+			// or free: the claim below decides.
 		}
 		p.Now = now
 		cr, err := e.store.Claim(ctx, p)

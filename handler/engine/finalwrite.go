@@ -42,8 +42,9 @@ import (
 //   - Refund: the retry returns refunded=false while we still hold the record
 //     in progress (the store checks that), and the key held a charge when we
 //     first asked: only a refund under our fence can have returned it (Sweep
-//     refunds only records past their TTL, which exceeds timeout plus lease),
-//     so it was ours, and the balance the retry read is the balance after it.
+//     refunds only failed records, and a record we still hold in progress
+//     is not failed), so it was ours, and the balance the retry read is the
+//     balance after it.
 //
 // When the budget runs out, the last error stands: 503 with Retry-After for
 // a Complete, or the upstream failure with refunded=false when the refund did

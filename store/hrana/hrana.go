@@ -200,6 +200,9 @@ func (c *Client) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, erro
 	}
 	out := make([][][]any, n)
 	for i := range n {
+		if res.StepResults[i+1] == nil { // committed, but the server sent no result: not the spec
+			return nil, fmt.Errorf("hrana: batch statement %d: committed without a result", i+1)
+		}
 		if out[i], err = res.StepResults[i+1].values(); err != nil {
 			return nil, fmt.Errorf("hrana: batch statement %d: %w", i+1, err)
 		}

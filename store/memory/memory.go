@@ -195,25 +195,26 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 	sweepable := func(r *record) bool {
 		return !now.Before(r.ExpiresAt) && (r.Status != store.StatusInProgress || !now.Before(r.LeaseExpiresAt))
 	}
-	refunds := 0
-	for _, r := range s.records {
-		if refunds == min(limit, 10) {
-			break
-		}
-		abandoned := r.Status == store.StatusInProgress && !now.Before(r.LeaseExpiresAt)
-		if r.Charge.State == store.ChargeCharged && (abandoned || r.Status == store.StatusFailed && !now.Before(r.ExpiresAt)) {
-			s.refund(r, now)
-			refunds++
-		}
-	}
+	// As the SQL backend: fail the abandoned (fencing their owners out) before
+	// refunding what failed records still hold.
 	failed := 0
 	for _, r := range s.records {
 		if failed == limit {
 			break
 		}
-		if r.Status == store.StatusInProgress && !now.Before(r.LeaseExpiresAt) && r.Charge.State != store.ChargeCharged {
+		if r.Status == store.StatusInProgress && !now.Before(r.LeaseExpiresAt) {
 			r.Status, r.Error, r.UpdatedAt = store.StatusFailed, "abandoned: the lease expired before the call finished", now
 			failed++
+		}
+	}
+	refunds := 0
+	for _, r := range s.records {
+		if refunds == min(limit, 10) {
+			break
+		}
+		if r.Status == store.StatusFailed && r.Charge.State == store.ChargeCharged {
+			s.refund(r, now)
+			refunds++
 		}
 	}
 	n := 0
@@ -445,6 +446,9 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 		}
 		if net != want {
 			errs = append(errs, fmt.Errorf("invariant broken: key %q state %s net %d", k, r.Charge.State, net))
+		}
+		if r.Status == store.StatusCompleted && r.Response != nil && r.Response.StatusCode/100 == 2 && r.Charge.State == store.ChargeRefunded {
+			errs = append(errs, fmt.Errorf("invariant broken: key %q: a stored 2xx answer was refunded", k))
 		}
 	}
 	return errors.Join(errs...)

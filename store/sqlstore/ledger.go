@@ -313,6 +313,9 @@ var invariantChecks = []struct{ name, sql string }{
 		GROUP BY r.key
 		HAVING (r.charge_state = 'charged' AND coalesce(-sum(e.amount), 0) <> r.charge_amount)
 			OR (r.charge_state <> 'charged' AND coalesce(sum(e.amount), 0) <> 0)`},
+	{"a stored 2xx answer was not refunded", `
+		SELECT key FROM idem_records
+		WHERE status = 'completed' AND resp_status BETWEEN 200 AND 299 AND charge_state = 'refunded'`},
 }
 
 // CheckInvariants implements store.Store.

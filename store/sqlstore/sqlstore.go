@@ -194,60 +194,62 @@ func (s *Store) Fail(ctx context.Context, f store.Fence, reason string, now time
 // cron invocation stays within D1's per-invocation query limit.
 const MaxSweepRefunds = 10
 
-// sweepRefundSQL refunds one abandoned record that still holds a charge: in
-// progress with an expired lease (its owner crashed or lost its final
-// writes), or failed past its TTL. One record per statement keeps each
-// entry's balance_after exact.
+// sweepFailSQL marks abandoned records failed: in progress with an expired
+// lease (the owner crashed, or lost its final writes), charged or not. It
+// runs before any refund, so the stale owner is fenced out (its record is no
+// longer in progress) before its money is returned: it can never complete a
+// call whose charge the sweep refunded.
+const sweepFailSQL = `UPDATE idem_records SET status = 'failed', error = 'abandoned: the lease expired before the call finished',
+	updated_at = ?
+WHERE key IN (SELECT key FROM idem_records WHERE status = 'in_progress' AND lease_expires_at <= ? LIMIT ?)`
+
+// sweepRefundSQL refunds one failed record that still holds a charge (the
+// engine refunds before it fails, so such a record was abandoned: failed by
+// sweepFailSQL, or left so by a refund that never got through). One record
+// per statement keeps each entry's balance_after exact.
 const sweepRefundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
 	incarnation, generation, balance_after, created_at)
 SELECT r.charge_caller, r.charge_currency, r.charge_amount, 'refund', 'refund:' || r.key || ':' || r.incarnation || ':' || r.charge_count,
 	r.key, r.incarnation, r.generation,
 	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount, ?
 FROM idem_records r
-WHERE r.key = (SELECT key FROM idem_records WHERE charge_state = 'charged'
-	AND ((status = 'in_progress' AND lease_expires_at <= ?) OR (status = 'failed' AND expires_at <= ?)) LIMIT 1)
+WHERE r.key = (SELECT key FROM idem_records WHERE charge_state = 'charged' AND status = 'failed' LIMIT 1)
 RETURNING idem_key`
-
-// sweepFailSQL marks abandoned records failed: in progress, lease expired,
-// no charge held (sweepRefundSQL returned it first). The stale owner is
-// fenced out: its record is no longer in progress.
-const sweepFailSQL = `UPDATE idem_records SET status = 'failed', error = 'abandoned: the lease expired before the call finished',
-	updated_at = ?
-WHERE key IN (SELECT key FROM idem_records WHERE status = 'in_progress' AND lease_expires_at <= ? AND charge_state <> 'charged' LIMIT ?)`
 
 // sweepable selects records past their TTL and not held by a live lease.
 const sweepable = `WHERE expires_at <= ? AND (status <> 'in_progress' OR lease_expires_at <= ?)`
 
-// Sweep implements store.Idempotency: refunds (sweepRefundSQL), then fails
-// abandoned records (sweepFailSQL), then deletes expired ones. A record is
-// deleted only once its refund is in the ledger.
+// Sweep implements store.Idempotency: it fails abandoned records
+// (sweepFailSQL), then refunds failed records that hold a charge
+// (sweepRefundSQL, at most MaxSweepRefunds), then deletes expired ones. A
+// record is deleted only once its refund is in the ledger.
 func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
 	}
 	t := store.UnixMilli(now)
-	var refundErr error
+	var settleErr error
+	if _, err := s.db.Exec(ctx, sweepFailSQL, t, t, int64(limit)); err != nil {
+		settleErr = fmt.Errorf("sweep: fail abandoned records: %w", err)
+	}
 	for i := 0; i < min(limit, MaxSweepRefunds); i++ {
-		rows, err := s.db.Query(ctx, sweepRefundSQL, t, t, t)
+		rows, err := s.db.Query(ctx, sweepRefundSQL, t)
 		if err != nil {
 			// The delete below skips charged rows, so going on is safe.
-			refundErr = fmt.Errorf("sweep: refund abandoned charge: %w", err)
+			settleErr = errors.Join(settleErr, fmt.Errorf("sweep: refund abandoned charge: %w", err))
 			break
 		}
 		if len(rows) == 0 {
 			break
 		}
 	}
-	if _, err := s.db.Exec(ctx, sweepFailSQL, t, t, int64(limit)); err != nil {
-		refundErr = errors.Join(refundErr, fmt.Errorf("sweep: fail abandoned records: %w", err))
-	}
 	n, err := s.db.Exec(ctx, `DELETE FROM idem_records WHERE key IN (
 		SELECT key FROM idem_records `+sweepable+` AND (status = 'completed' OR charge_state <> 'charged')
 		LIMIT ?)`, t, t, int64(limit))
 	if err != nil {
-		return 0, errors.Join(refundErr, fmt.Errorf("sweep: %w", err))
+		return 0, errors.Join(settleErr, fmt.Errorf("sweep: %w", err))
 	}
-	return int(n), refundErr
+	return int(n), settleErr
 }
 
 func scanRecord(r []any) (store.Record, error) {

@@ -581,6 +581,37 @@ var Cases = []Case{
 		require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(live), Response: store.Response{StatusCode: 200, Body: []byte("ok")}, Now: at(lease + 3*time.Second)}))
 	}},
 
+	{"SweepFencesBeforeItRefunds", func(t TB, s store.Store, rt *store.CountingClient) {
+		// More abandoned records than the sweep's limit: whatever a sweep
+		// refunds, it has fenced out first, so no stale owner can complete a
+		// call whose charge came back (the answer would be free).
+		credit(t, s, "alice", 1000)
+		mustClaim(t, s, claim("u0", "A", "fp", t0), store.OutcomeClaimed) // abandoned, never charged
+		var owners []store.ClaimResult
+		for _, k := range []string{"a1", "a2", "a3"} {
+			r := mustClaim(t, s, claim(k, "A", "fp", t0), store.OutcomeClaimed)
+			_, err := s.Charge(ctx, charge(fence(r), "alice", 100, t0))
+			require.NoError(t, err)
+			owners = append(owners, r)
+		}
+		for i := 0; i < 4; i++ {
+			_, err := s.Sweep(ctx, at(lease+time.Duration(i+1)*time.Second), 1)
+			require.NoError(t, err)
+			for _, o := range owners {
+				rec, err := s.Peek(ctx, o.Record.Key)
+				require.NoError(t, err)
+				if rec.Charge.State != store.ChargeRefunded {
+					continue
+				}
+				require.Equal(t, store.StatusFailed, rec.Status, o.Record.Key)
+				err = s.Complete(ctx, store.CompleteParams{Fence: fence(o), Response: store.Response{StatusCode: 200, Body: []byte("late")}, Now: at(lease + 5*time.Second)})
+				require.ErrorIs(t, err, store.ErrFencedOut, o.Record.Key)
+			}
+		}
+		requireBalance(t, s, "alice", 1000)
+		require.NoError(t, s.CheckInvariants(ctx))
+	}},
+
 	{"OpenChargeOutlivesTTL", func(t TB, s store.Store, rt *store.CountingClient) {
 		// A charged call abandoned past its TTL is not "fresh": its charge is
 		// neither forgotten nor taken twice.
