@@ -92,7 +92,7 @@ seed-local: node_modules
 
 # test: every package, including the E2E tests that run build/app.wasm inside workerd (needs npm ci).
 test: node_modules
-	go test ./...
+	go test -timeout 30m ./...
 
 # test-short: the inner loop without Node: every package with -short, which skips the workerd E2E tests (they
 # need npm ci and the wasm build). `make test` and CI always run everything.

@@ -176,10 +176,14 @@ func TestE2ETursoHeartbeats(t *testing.T) {
 		// the previous one, so that is one per call), then let the upstream
 		// answer: each call cancels its heartbeat mid-statement and goes on
 		// to complete, which the stalled database holds too.
+		// (A heartbeat cancelled mid-statement is aborted, so it leaves the
+		// server: count the requests held so far, not those still held.)
+		heldBefore := te.srv.HeldTotal()
 		release := te.srv.Pause()
+		defer release() // a failure below must not leave the database stalled
 		waitHeld(t, te.srv, keys)
 		te.up.open("stall")
-		waitHeld(t, te.srv, 2*keys)
+		waitHeldTotal(t, te.srv, heldBefore+2*keys)
 		release()
 		wg.Wait()
 		close(statuses)
@@ -341,7 +345,8 @@ func (te *turso) charges(t *testing.T, caller string) int {
 func (te *turso) check(t *testing.T, caller string) {
 	t.Helper()
 	st := te.store(t)
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	require.NoError(t, st.CheckInvariants(ctx))
 	entries, err := st.Entries(ctx, store.EntryFilter{Caller: caller})
 	require.NoError(t, err)
@@ -357,6 +362,13 @@ func (te *turso) check(t *testing.T, caller string) {
 }
 
 // waitHeld waits until n requests are held by a paused Hrana server.
+func waitHeldTotal(t *testing.T, srv *hranatest.Server, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, srv.WaitHeldTotal(ctx, n), "waiting for %d requests held in all", n)
+}
+
 func waitHeld(t *testing.T, srv *hranatest.Server, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -55,6 +55,7 @@ type Server struct {
 	closed  bool
 	gate    chan struct{} // non-nil while paused: closed by the release
 	held    int           // requests waiting at the gate
+	heldAll int           // requests that waited at a gate, ever
 	heldCh  chan struct{} // closed and replaced whenever held changes
 
 	http      *http.Server // set by Start
@@ -313,6 +314,33 @@ func (s *Server) WaitPaused(ctx context.Context, n int) error {
 	}
 }
 
+// HeldTotal returns how many requests have waited on a Pause since the
+// server started.
+func (s *Server) HeldTotal() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.heldAll
+}
+
+// WaitHeldTotal blocks until at least n requests have waited on a Pause
+// since the server started (whether they still wait, ended or were let
+// through), or ctx ends; it returns ctx.Err() then, and nil otherwise.
+func (s *Server) WaitHeldTotal(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		total, changed := s.heldAll, s.heldCh
+		s.mu.Unlock()
+		if total >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // wait holds a request while the server is paused. It returns false if the
 // server closed or the request ended meanwhile.
 func (s *Server) wait(ctx context.Context) bool {
@@ -342,6 +370,9 @@ func (s *Server) wait(ctx context.Context) bool {
 // setHeld changes the number of held requests and wakes WaitPaused; s.mu is held.
 func (s *Server) setHeld(d int) {
 	s.held += d
+	if d > 0 {
+		s.heldAll += d
+	}
 	close(s.heldCh)
 	s.heldCh = make(chan struct{})
 }
