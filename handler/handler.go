@@ -77,11 +77,9 @@ type Config struct {
 	// Logger gets one line per call; nil means JSON lines on stderr.
 	Logger *slog.Logger
 	// WaitForInProgress is how long a duplicate waits for an in-flight call
-	// before answering 409; zero means engine.DefaultWaitForInProgress (5 s).
+	// before answering 409; zero means engine.DefaultWaitForInProgress (5 s),
+	// negative means not at all (409 at once).
 	WaitForInProgress time.Duration
-	// NoWait makes duplicates of an in-flight call fail fast with 409
-	// (waitForInProgress = 0). False means wait WaitForInProgress.
-	NoWait bool
 	// MaxBodyBytes limits request bodies (413 above); zero means
 	// DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
@@ -100,7 +98,7 @@ type Config struct {
 // that package problem maps a call's error to.
 func (c Config) Engine() engine.Config {
 	return engine.Config{Store: c.Store, Catalog: c.Catalog, Upstream: c.Upstream, NowFunc: c.NowFunc,
-		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, NoWait: c.NoWait, Rand: c.Rand,
+		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, Rand: c.Rand,
 		CallerCacheTTL: c.CallerCacheTTL, StatusFunc: func(err error) int { return problem.For(err).Status }}
 }
 

@@ -198,7 +198,7 @@ func TestEveryRejectionLeavesStateUnchanged(t *testing.T) {
 			check: func(t *testing.T, r response, m map[string]any) { require.Equal(t, "POST", r.header.Get("Allow")) },
 		},
 		"409 in flight, fail fast": {
-			opts: []option{func(c *handler.Config) { c.NoWait = true }},
+			opts: []option{func(c *handler.Config) { c.WaitForInProgress = -1 }},
 			prepare: func(e *env, a caller) {
 				go e.call(a.key, "block", "k", `{}`)
 				<-e.up.started

@@ -32,9 +32,9 @@ type Settings struct {
 	// them (secret MCP_SESSION_KEY). Empty derives it from AdminToken.
 	MCPSessionKey []byte
 	// WaitForInProgress is how long duplicates wait for an in-flight call
-	// (var WAIT_FOR_IN_PROGRESS_MS; "0" fails fast, empty means 5 s).
+	// (var WAIT_FOR_IN_PROGRESS_MS; "0" fails fast, empty means 5 s). Negative
+	// means fail fast, as handler.Config reads it.
 	WaitForInProgress time.Duration
-	NoWait            bool
 	// Demo serves the demo upstream under /_demo/ (var DEMO_UPSTREAM=1).
 	Demo bool
 	// SweepBatch bounds each statement of the cron sweep (var SWEEP_BATCH;
@@ -71,7 +71,10 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 		if err != nil || ms < 0 {
 			return Settings{}, fmt.Errorf("settings: WAIT_FOR_IN_PROGRESS_MS %q is not a non-negative integer", v)
 		}
-		s.WaitForInProgress, s.NoWait = time.Duration(ms)*time.Millisecond, ms == 0
+		s.WaitForInProgress = time.Duration(ms) * time.Millisecond
+		if ms == 0 {
+			s.WaitForInProgress = -1
+		}
 	}
 	if v := getenv("SWEEP_BATCH"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -97,7 +100,6 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 		AdminToken:        s.AdminToken,
 		Logger:            logger,
 		WaitForInProgress: s.WaitForInProgress,
-		NoWait:            s.NoWait,
 		MCP:               mcp.Options{SessionKey: s.MCPSessionKey},
 	})
 	if err != nil {

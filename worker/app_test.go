@@ -34,7 +34,7 @@ func TestSettingsFrom(t *testing.T) {
 		"bad wait":       {env: map[string]string{"TOOLS": "{}", "WAIT_FOR_IN_PROGRESS_MS": "soon"}, wantErr: "WAIT_FOR_IN_PROGRESS_MS"},
 		"bad sweep":      {env: map[string]string{"TOOLS": "{}", "SWEEP_BATCH": "0"}, wantErr: "SWEEP_BATCH"},
 		"zero wait fails fast": {env: map[string]string{"TOOLS": "{}", "WAIT_FOR_IN_PROGRESS_MS": "0"}, check: func(t *testing.T, s Settings) {
-			require.True(t, s.NoWait)
+			require.Negative(t, s.WaitForInProgress, "fails fast")
 		}},
 		"mcp key derived from the admin token": {env: map[string]string{"TOOLS": "{}", "ADMIN_TOKEN": "secret"}, check: func(t *testing.T, s Settings) {
 			require.Len(t, s.MCPSessionKey, 32)

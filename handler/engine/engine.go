@@ -160,11 +160,8 @@ type Config struct {
 	Logger *slog.Logger
 	// WaitForInProgress is how long a duplicate waits for an in-flight call
 	// before giving up with an *InProgressError; zero means
-	// DefaultWaitForInProgress (5 s).
+	// DefaultWaitForInProgress (5 s), negative means not at all (fail fast).
 	WaitForInProgress time.Duration
-	// NoWait makes duplicates of an in-flight call fail fast
-	// (WaitForInProgress = 0). False means wait WaitForInProgress.
-	NoWait bool
 	// Rand is the source of owner ids, call ids and caller keys; nil means
 	// crypto/rand.Reader.
 	Rand io.Reader
@@ -201,10 +198,10 @@ func New(cfg Config) (*Engine, error) {
 	if e.logger == nil {
 		e.logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
-	if e.wait == 0 {
+	switch {
+	case e.wait == 0:
 		e.wait = DefaultWaitForInProgress
-	}
-	if cfg.NoWait {
+	case e.wait < 0:
 		e.wait = 0
 	}
 	if e.rand == nil {
