@@ -404,6 +404,10 @@ type gatedUpstream struct {
 
 const sleepFor = 2500 * time.Millisecond // 2.5 leases of the tools below
 
+// answeredSuffix counts, under path+answeredSuffix, the calls of path that
+// got their answer written.
+const answeredSuffix = "#answered"
+
 func newGatedUpstream(t *testing.T) *gatedUpstream {
 	t.Helper()
 	u := &gatedUpstream{calls: map[string]int{}, keySeen: map[string]map[string]bool{},
@@ -433,6 +437,11 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"path":%q,"input":%s}`, r.URL.Path, body)
+		u.mu.Lock()
+		u.calls[r.URL.Path+answeredSuffix]++
+		close(u.changed)
+		u.changed = make(chan struct{})
+		u.mu.Unlock()
 	}))
 	t.Cleanup(func() {
 		close(u.closing)

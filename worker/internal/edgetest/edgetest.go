@@ -94,12 +94,16 @@ type FaultStats struct {
 	Delayed int `json:"delayed"`
 	// Passed is the number of eligible calls that succeeded.
 	Passed int `json:"passed"`
+	// Held is the number of D1 calls waiting on a pause (see PauseD1) now.
+	Held int `json:"held"`
+	// HeldTotal is the number of D1 calls that waited on a pause, ever.
+	HeldTotal int `json:"heldTotal"`
 }
 
 // Add returns the sum of s and o.
 func (s FaultStats) Add(o FaultStats) FaultStats {
 	return FaultStats{Calls: s.Calls + o.Calls, Before: s.Before + o.Before, After: s.After + o.After,
-		Delayed: s.Delayed + o.Delayed, Passed: s.Passed + o.Passed}
+		Delayed: s.Delayed + o.Delayed, Passed: s.Passed + o.Passed, Held: s.Held + o.Held, HeldTotal: s.HeldTotal + o.HeldTotal}
 }
 
 // Go runtime modes of toolgate's shim (worker/js/shim/worker.mjs).
@@ -249,6 +253,22 @@ func (e *Edge) SetFaults(ctx context.Context, on bool, f Faults) error {
 		if err != nil {
 			return err
 		}
+		if _, err := e.faultsRequest(ctx, http.MethodPost, w, "/_faults/config", body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PauseD1 stalls (paused true) or releases every worker's D1: while paused, each D1 call waits in its own
+// request's context until released, as a database that stops answering for a while (needs Options.Faults;
+// works whether or not faults are enabled). FaultStats' Held and HeldTotal count the calls held.
+func (e *Edge) PauseD1(ctx context.Context, paused bool) error {
+	body, err := json.Marshal(map[string]any{"paused": paused})
+	if err != nil {
+		return err
+	}
+	for _, w := range e.workers {
 		if _, err := e.faultsRequest(ctx, http.MethodPost, w, "/_faults/config", body); err != nil {
 			return err
 		}

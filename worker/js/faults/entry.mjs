@@ -11,6 +11,8 @@
 //     "latencyMs": 20,      // each eligible call first waits a uniform 0..latencyMs ms
 //     "match": "ledger",    // optional: only statements (or batches with a statement) matching this regexp
 //     "enabled": true,      // false: every call passes through untouched (default true)
+//     "paused": false,      // true: every D1 call waits (in its own request's context) until paused is false:
+//                           // a stalled database. stats.held counts the calls waiting, stats.heldTotal all that did
 //     "worker": "w0"        // set by miniflare.mjs, echoed by the stats
 //   }
 // A fault is the error D1 itself throws when the connection drops: Error("D1_ERROR: Network connection lost.").
@@ -18,7 +20,7 @@
 // batch([...]); all() and first() too.
 //
 // Routes answered here, never by Go (this entry only exists in tests):
-//   GET  /_faults/stats    {"worker", "config", "stats": {"calls","before","after","delayed","passed"}}
+//   GET  /_faults/stats    {"worker", "config", "stats": {"calls","before","after","delayed","passed","held","heldTotal"}}
 //                          counts since this isolate started (a restart resets them)
 //   POST /_faults/config   merges a JSON object into the config (a "seed" restarts the PRNG); answers stats
 import shim from "./worker.mjs";
@@ -30,7 +32,9 @@ const SQL = Symbol("sql");
 let cfg = null; // this isolate's config, from the first event's env
 let rng = null;
 let matcher = null;
-const stats = { calls: 0, before: 0, after: 0, delayed: 0, passed: 0 };
+const stats = { calls: 0, before: 0, after: 0, delayed: 0, passed: 0, held: 0, heldTotal: 0 };
+// While paused, a D1 call polls this often with a timer of its own request (no I/O object crosses requests).
+const PAUSE_POLL_MS = 5;
 
 // mulberry32 is a small seeded PRNG: the same seed gives the same sequence of decisions.
 function mulberry32(seed) {
@@ -57,6 +61,15 @@ function init(env) {
 
 // faulted runs op (one D1 call: a statement or a batch) under the config.
 async function faulted(sql, op) {
+  if (cfg.paused) {
+    stats.held++;
+    stats.heldTotal++;
+    try {
+      while (cfg.paused) await new Promise((resolve) => setTimeout(resolve, PAUSE_POLL_MS));
+    } finally {
+      stats.held--;
+    }
+  }
   if (!cfg.enabled || (matcher !== null && !matcher.test(sql))) return op();
   stats.calls++;
   if (cfg.latencyMs > 0) {
