@@ -3,16 +3,9 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
-	"strconv"
 
-	"github.com/stretchr/testify/require"
-
-	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/hrana"
-	"github.com/toolgate/toolgate-go/store/sqlstore"
-	"github.com/toolgate/toolgate-go/store/storetest"
 	"github.com/toolgate/toolgate-go/worker/internal/bridge"
 )
 
@@ -33,13 +26,5 @@ func runHranaConformance(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	_, batches := store.BatcherOf(db)
-	w.Header().Set("Toolgate-Hrana-Batch", strconv.FormatBool(batches))
-	results := storetest.RunAll(storetest.Harness{New: func(t storetest.TB) (store.Store, *store.CountingClient) {
-		require.NoError(t, resetSchema(ctx, db))
-		rt := &store.CountingClient{Inner: db}
-		return sqlstore.New(rt), rt
-	}})
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(results)
+	serveConformance(ctx, w, db, "Toolgate-Hrana-Batch")
 }

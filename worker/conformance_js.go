@@ -41,8 +41,15 @@ func runD1Conformance(w http.ResponseWriter, r *http.Request) {
 	}
 	// The header says which path ClaimCharge took (the suite accepts both):
 	// the bridge's client must batch, store/d1 over database/sql cannot.
+	serveConformance(ctx, w, db, "Toolgate-D1-Batch")
+}
+
+// serveConformance runs the suite on db, each case from an empty schema,
+// and answers the results as JSON, with batchHeader saying whether db
+// batches.
+func serveConformance(ctx context.Context, w http.ResponseWriter, db store.DbClient, batchHeader string) {
 	_, batches := store.BatcherOf(db)
-	w.Header().Set("Toolgate-D1-Batch", strconv.FormatBool(batches))
+	w.Header().Set(batchHeader, strconv.FormatBool(batches))
 	results := storetest.RunAll(storetest.Harness{New: func(t storetest.TB) (store.Store, *store.CountingClient) {
 		require.NoError(t, resetSchema(ctx, db))
 		rt := &store.CountingClient{Inner: db}

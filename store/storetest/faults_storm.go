@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,20 +77,10 @@ func RunAllFaults(h FaultHarness) []FaultResult {
 	return out
 }
 
-func runFaultOne(h FaultHarness, c FaultCase) (res FaultResult) {
-	t := &caseT{}
-	res.Name = c.Name
-	defer func() {
-		if p := recover(); p != nil {
-			if _, ok := p.(failNow); !ok {
-				t.msgs = append(t.msgs, fmt.Sprintf("panic: %v", p))
-			}
-		}
-		res.Passed = len(t.msgs) == 0
-		res.Failure = strings.Join(t.msgs, "\n")
-	}()
-	res.Faults = RunFaultCase(t, h, c)
-	return res
+func runFaultOne(h FaultHarness, c FaultCase) FaultResult {
+	var counts FaultCounts
+	r := capture(c.Name, func(t *caseT) { counts = RunFaultCase(t, h, c) })
+	return FaultResult{Result: r, Faults: counts}
 }
 
 // stormConfig injects every kind of fault into about a third of the calls.

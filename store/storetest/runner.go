@@ -35,9 +35,15 @@ func RunAll(h Harness) []Result {
 	return out
 }
 
-func runOne(h Harness, c Case) (res Result) {
+func runOne(h Harness, c Case) Result {
+	return capture(c.Name, func(t *caseT) { RunCase(t, h, c) })
+}
+
+// capture runs fn with a caseT and reports it as a Result: passed unless fn
+// failed it or panicked.
+func capture(name string, fn func(t *caseT)) (res Result) {
 	t := &caseT{}
-	res.Name = c.Name
+	res.Name = name
 	defer func() {
 		if p := recover(); p != nil {
 			if _, ok := p.(failNow); !ok {
@@ -47,6 +53,6 @@ func runOne(h Harness, c Case) (res Result) {
 		res.Passed = len(t.msgs) == 0
 		res.Failure = strings.Join(t.msgs, "\n")
 	}()
-	RunCase(t, h, c)
+	fn(t)
 	return res
 }
