@@ -535,9 +535,9 @@ func (s *soak) writeReport(up *faultcheck.Upstream, minutes int, took time.Durat
 		"with charges − refunds = 1, each failing-tool key failed with 0, the balance = credit − 0.05 × paid keys, "+
 		"and no record in progress past its lease. An upstream runs a key again only after a takeover (a lost "+
 		"write or a kill left the record in progress past its lease); the upstream receives the same `tg-` key each time. "+
-		"A stranded record with no charge left is one whose refund went through but whose `Fail` write was lost: the "+
-		"caller was told `502 refunded`, and the record stays in progress until a retry takes it over or its TTL ends "+
-		"(the sweep removes only records past their TTL).\n")
+		"A record stranded in progress (its owner was killed, or lost its final writes and ran out of retries) is "+
+		"settled by the cron sweep once its lease is past: failed first, so its stale owner is fenced out, then any "+
+		"charge it holds is refunded; a retry of the key executes again.\n")
 	if len(s.broken) > 0 {
 		fmt.Fprintf(&b, "\n## Broken (first %d)\n\n", len(s.broken))
 		for _, m := range s.broken {
