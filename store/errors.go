@@ -38,6 +38,25 @@ var (
 	ErrInvalidArgument = errors.New("store: invalid argument")
 )
 
+// answers are the sentinels above: what a store answers about the request,
+// as opposed to a failure of the database or of the way to it. A test keeps
+// the list equal to the Err variables this file declares, so a new sentinel
+// cannot silently be taken for an outage.
+var answers = []error{ErrNotFound, ErrFencedOut, ErrFingerprintMismatch, ErrInvalidKey, ErrInvalidAmount,
+	ErrUnknownCurrency, ErrTooLarge, ErrInsufficientFunds, ErrReferenceConflict, ErrConflict, ErrInvalidArgument}
+
+// IsAnswer reports whether err is (or wraps) one of this package's sentinel
+// errors: an answer about the request. Anything else a backend returns is a
+// failure of the database or of the way to it, worth a retry.
+func IsAnswer(err error) bool {
+	for _, a := range answers {
+		if errors.Is(err, a) {
+			return true
+		}
+	}
+	return false
+}
+
 // InsufficientFundsError reports a charge the balance could not cover.
 type InsufficientFundsError struct {
 	Currency string

@@ -356,7 +356,7 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		now := e.now()
 		peeked, err := e.store.Peek(ctx, p.Key)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			if isOutage(err) {
+			if transient(err) {
 				// A poll is a read: poll again while the wait lasts.
 				outage = err
 				continue
@@ -378,7 +378,7 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		p.Now = now
 		cr, err := e.store.Claim(ctx, p)
 		if err != nil {
-			if isOutage(err) {
+			if transient(err) {
 				// Safe to repeat: a claim whose reply was lost is ours, and
 				// the same owner claiming again gets it back.
 				outage = err
@@ -704,25 +704,15 @@ func isJSONType(contentType string) bool {
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
-// isOutage reports whether err is a store failure (a *StoreError once
-// mapped: the database or the way to it), not one of the store's answers.
-func isOutage(err error) bool {
-	var se *StoreError
-	return errors.As(storeError("", err), &se)
-}
-
-// storeError passes the store's sentinel errors through (wrapped) and turns
-// anything else into a *StoreError, which maps to 503.
+// storeError passes the store's answers through (wrapped; a fenced-out
+// write also as ErrLostLease) and turns anything else, a failure of the
+// database or of the way to it, into a *StoreError, which maps to 503.
 func storeError(op string, err error) error {
-	for _, s := range []error{store.ErrFingerprintMismatch, store.ErrFencedOut, store.ErrInsufficientFunds,
-		store.ErrNotFound, store.ErrConflict, store.ErrReferenceConflict, store.ErrInvalidAmount,
-		store.ErrUnknownCurrency, store.ErrTooLarge, store.ErrInvalidKey, store.ErrInvalidArgument} {
-		if errors.Is(err, store.ErrFencedOut) {
-			return fmt.Errorf("%s: %w: %w", op, ErrLostLease, err)
-		}
-		if errors.Is(err, s) {
-			return fmt.Errorf("%s: %w", op, err)
-		}
+	switch {
+	case errors.Is(err, store.ErrFencedOut):
+		return fmt.Errorf("%s: %w: %w", op, ErrLostLease, err)
+	case store.IsAnswer(err):
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	return &StoreError{Op: op, Err: err}
 }

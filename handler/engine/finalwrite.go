@@ -85,11 +85,10 @@ func (b *finalBudget) wait(ctx context.Context) bool {
 	return true
 }
 
-// transient reports whether err is a database failure worth retrying: none
-// of the store's sentinel errors.
+// transient reports whether err is a database failure worth retrying (or
+// polling through): not one of the store's answers.
 func transient(err error) bool {
-	var se *StoreError
-	return errors.As(storeError("", err), &se)
+	return err != nil && !store.IsAnswer(err)
 }
 
 // retryFinal runs write until it succeeds, fails for good, or b runs out,
