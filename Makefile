@@ -115,10 +115,13 @@ check:
 e2e: node_modules
 	go test -count=1 -run 'E2E' -v ./worker/...
 
-# bench: the Go worker in both runtime modes and the plain-JS reference (worker/js/reference), side by side on
-# one workerd, phases interleaved across targets, loopback only, every phase bounded; writes BENCHMARKS.md (see
-# worker/bench). About 7 minutes. BENCH_RSS_CALLS (default 20000) sizes the memory run, BENCH_ROUNDS (default 3)
-# the paid c=8 rounds; BENCH_GOFLAGS passes build flags.
+# bench: the Go worker in both runtime modes, the plain-JS reference (worker/js/reference) and the Turso build (on
+# the in-repo Hrana test server), side by side on one workerd, phases interleaved across targets, loopback only, every
+# phase bounded; writes BENCHMARKS.md with the rows of issue 16 (see worker/bench): throughput, CPU, a 50-way storm on
+# a 300 ms upstream over 2 isolates (wall time, waiters' extra latency, D1 statements), a simulated D1 round trip,
+# cold starts, wasm sizes, memory. About 10 minutes. BENCH_RSS_CALLS (default 20000) sizes the memory run,
+# BENCH_ROUNDS (default 3) the paid c=8 rounds, BENCH_STORMS (8) the slow storms, BENCH_COLD (3) the cold starts,
+# BENCH_RTT_MS (20; 0 skips) the simulated round trip; BENCH_GOFLAGS passes build flags.
 bench: node_modules
 	go test -run '^$$' -bench Edge -benchtime 1x -timeout 40m ./worker/bench
 

@@ -1,24 +1,33 @@
 //go:build !js
 
-// Package bench is `make bench`: the Go worker (./worker) in both of the shim's modes and the plain-JS
-// reference worker (worker/js/reference), side by side in one run on the same workerd, each in fresh
-// Miniflare processes on loopback. It writes BENCHMARKS.md.
+// Package bench is `make bench`: the Go worker (./worker) in both of the shim's modes, the plain-JS
+// reference worker (worker/js/reference) and the Turso build (on the Hrana test server, in this process),
+// side by side in one run on the same workerd, each in fresh Miniflare processes on loopback. It writes
+// BENCHMARKS.md, led by the rows of issue 16 against their targets.
 //
-// Every phase is bounded in count and time. Settings (environment):
+// The phases: paid calls (c=1, c=8 in rounds), replays and a 50-way storm on an instant upstream, under
+// load, with workerd's CPU and the D1 round trips logged (bench_test.go); a 50-way storm on a 300 ms
+// upstream over two isolates, a simulated round trip per D1 call, and the first request on a fresh
+// isolate (latency_test.go, through benchharness.MeterD1); memory over many calls. Every phase is
+// bounded in count and time. Settings (environment):
 //
 //	BENCH_RSS_CALLS   paid calls of the memory run (default 20000)
 //	BENCH_ROUNDS      rounds of the paid c=8 phase, interleaved across targets (default 3; the median is reported)
+//	BENCH_STORMS      storms of the 300 ms upstream phase (default 8)
+//	BENCH_COLD        fresh starts per target for the cold-start phase (default 3)
+//	BENCH_RTT_MS      the simulated D1 round trip, ms (default 20; 0 skips that phase)
 //	BENCH_GOFLAGS     extra flags for building ./worker (e.g. -overlay=...)
 //	BENCH_OUT         the report (default <repo>/BENCHMARKS.md; "-" writes none)
 //	BENCH_NOTE        a paragraph for the report (e.g. what BENCH_GOFLAGS changes)
 package bench
 
 import (
-	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,12 +39,16 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/toolgate/toolgate-go/store/libsql"
+	"github.com/toolgate/toolgate-go/store/libsql/hranatest"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/worker/internal/benchharness"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 )
@@ -48,10 +61,13 @@ const (
 
 // target is one worker under test.
 type target struct {
-	name string
-	dir  string // edgetest BuildDir
-	mode string // the shim's GO_RUNTIME; "" for the JS reference
-	js   bool
+	name  string
+	dir   string // edgetest BuildDir
+	mode  string // the shim's GO_RUNTIME; "" for the JS reference
+	js    bool
+	vars  map[string]string // extra vars (the Turso build's TURSO_DATABASE_URL)
+	hrana *hranatest.Server // the Turso build's database; nil on D1
+	meter string            // the same worker behind the D1 meter (benchharness.MeterD1); "" if none
 }
 
 // phase is one measured load.
@@ -59,6 +75,7 @@ type phase struct {
 	res     benchharness.Result
 	cpuMs   float64 // workerd CPU per successful request, ms
 	stmts   float64 // D1 statements per call (from the Go handler's log); 0 if unknown
+	hrana   float64 // HTTP requests to the Hrana server per successful call; 0 if not Turso
 	skipped string
 }
 
@@ -88,35 +105,79 @@ type report struct {
 	mem      []memPoint
 	memErr   string
 	note     string
+	persist  string // the load phases' D1 persist directory, seeded (the cold starts reuse it)
+	key      string // the bench caller's bearer key there
+	slow     slowStorms
+	rtt      rttRun
+	cold     []coldStart
 }
 
 func BenchmarkEdge(b *testing.B) {
 	rssCalls := envInt("BENCH_RSS_CALLS", 20000)
 	rounds := max(envInt("BENCH_ROUNDS", 3), 1)
+	storms := envInt("BENCH_STORMS", 8)
+	colds := envInt("BENCH_COLD", 3)
+	rttMs := 20
+	if v, err := strconv.Atoi(os.Getenv("BENCH_RTT_MS")); err == nil && v >= 0 {
+		rttMs = v
+	}
 	root := edgetest.RepoRoot(b)
 	up := upstream(b)
 
-	goDir := b.TempDir()
 	var goflags []string
 	if f := os.Getenv("BENCH_GOFLAGS"); f != "" {
 		goflags = strings.Fields(f)
 	}
-	require.NoError(b, benchharness.BuildGo(goDir, "./worker", append([]string{"-trimpath", "-ldflags=-s -w"}, goflags...)...))
-	refDir := b.TempDir()
+	// The flags of `make build` and `make build-turso`, so the sizes are the deployed ones.
+	flags := append([]string{"-trimpath", "-ldflags=-s -w"}, goflags...)
+	goDir, tursoDir, refDir := b.TempDir(), b.TempDir(), b.TempDir()
+	require.NoError(b, benchharness.BuildGo(goDir, "./worker", flags...))
+	require.NoError(b, benchharness.BuildGo(tursoDir, "./worker", append(slices.Clone(flags), "-tags=turso")...))
 	require.NoError(b, benchharness.BuildReference(refDir))
+	goMeter, refMeter := b.TempDir(), b.TempDir()
+	require.NoError(b, benchharness.MeterD1(goDir, goMeter))
+	require.NoError(b, benchharness.MeterD1(refDir, refMeter))
+	sizes := wasmSizes{d1: gzipSize(b, filepath.Join(goDir, "app.wasm")), turso: gzipSize(b, filepath.Join(tursoDir, "app.wasm"))}
+
+	// The Turso build's database: the Hrana test server on loopback, in this process, with the schema
+	// applied natively through libsql-client-go (as `make migrate-turso` does).
+	hrana, err := hranatest.Start(filepath.Join(b.TempDir(), "turso.db"))
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = hrana.Close() })
+	ldb, err := libsql.Open(hrana.URL(), "")
+	require.NoError(b, err)
+	require.NoError(b, sqlstore.Migrate(context.Background(), ldb))
+	require.NoError(b, ldb.DB().Close())
 
 	targets := []target{
-		{name: "Go, persistent", dir: goDir, mode: edgetest.ModePersistent},
-		{name: "Go, per-request", dir: goDir, mode: edgetest.ModePerRequest},
-		{name: "JS reference", dir: refDir, js: true},
+		{name: "Go, persistent", dir: goDir, mode: edgetest.ModePersistent, meter: goMeter},
+		{name: "Go, per-request", dir: goDir, mode: edgetest.ModePerRequest, meter: goMeter},
+		{name: "JS reference", dir: refDir, js: true, meter: refMeter},
+		{name: "Go on Turso, persistent", dir: tursoDir, mode: edgetest.ModePersistent, hrana: hrana,
+			vars: map[string]string{"TURSO_DATABASE_URL": hrana.URL()}},
 	}
 	start := time.Now()
 	var reports []*report
 	for _, t := range targets {
 		reports = append(reports, &report{t: t})
 	}
+	phaseStart := time.Now()
+	took := map[string]time.Duration{}
+	lap := func(name string) { took[name] = time.Since(phaseStart).Round(time.Second); phaseStart = time.Now() }
 	runPerf(b, reports, up.tools, rounds)
+	lap("load")
+	runSlowStorms(b, reports, up, storms)
+	lap("slow storms")
+	if rttMs > 0 {
+		runRTT(b, reports, up.tools, rttMs)
+		lap("round trip")
+	}
+	runColdStarts(b, reports, up.tools, colds)
+	lap("cold starts")
 	for _, r := range reports {
+		if r.t.hrana != nil {
+			continue // the memory run is about workerd with D1
+		}
 		calls := rssCalls
 		if r.t.mode == edgetest.ModePerRequest {
 			calls = min(calls, 1000) // about 40 calls/s: a larger run does not fit the time budget
@@ -124,11 +185,13 @@ func BenchmarkEdge(b *testing.B) {
 		runMemory(b, r, up.tools, calls)
 		b.Logf("%s: c=8 %.1f req/s, %d failures", r.t.name, r.c8.res.RPS(), r.c8.res.Failures)
 	}
+	lap("memory")
 	out := os.Getenv("BENCH_OUT")
 	if out == "" {
 		out = filepath.Join(root, "BENCHMARKS.md")
 	}
-	md := markdown(reports, time.Since(start), rssCalls, rounds, goflags)
+	md := markdown(reports, runInfo{took: time.Since(start), phases: took, rssCalls: rssCalls, rounds: rounds,
+		storms: storms, colds: colds, rttMs: rttMs, goflags: goflags, sizes: sizes})
 	if out != "-" {
 		require.NoError(b, os.WriteFile(out, []byte(md), 0o644))
 	}
@@ -140,17 +203,63 @@ func BenchmarkEdge(b *testing.B) {
 	}
 }
 
+// wasmSizes are the gzip -9 sizes of the two builds, bytes.
+type wasmSizes struct{ d1, turso int64 }
+
+// gzipSize returns the size of path compressed with gzip at its best compression (gzip -9).
+func gzipSize(b *testing.B, path string) int64 {
+	raw, err := os.ReadFile(path)
+	require.NoError(b, err)
+	var n countWriter
+	zw, err := gzip.NewWriterLevel(&n, gzip.BestCompression)
+	require.NoError(b, err)
+	_, err = zw.Write(raw)
+	require.NoError(b, err)
+	require.NoError(b, zw.Close())
+	return int64(n)
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
+// runInfo is what the report says about the run itself.
+type runInfo struct {
+	took                 time.Duration
+	phases               map[string]time.Duration
+	rssCalls, rounds     int
+	storms, colds, rttMs int
+	goflags              []string
+	sizes                wasmSizes
+}
+
 // start launches a fresh Miniflare process serving t, seeded with the bench caller.
 func start(b *testing.B, t target, tools string) (*edgetest.Edge, string, string) {
+	edge := launch(b, t, tools, edgetest.Options{})
+	return edge, edge.URL("w0"), seed(b, t, edge.URL("w0"))
+}
+
+// launch starts a fresh Miniflare process serving t with opts (BuildDir, Mode, Vars and MigrationsDir are
+// t's).
+func launch(b *testing.B, t target, tools string, opts edgetest.Options) *edgetest.Edge {
 	vars := map[string]string{"TOOLS": tools, "ADMIN_TOKEN": adminToken, "TOOLGATE_RUNTIME_STATS": "on"}
-	edge := edgetest.Start(b, edgetest.Options{BuildDir: t.dir, Mode: t.mode, Vars: vars,
-		MigrationsDir: "store/sqlstore/migrations"})
-	base := edge.URL("w0")
+	maps.Copy(vars, t.vars)
+	maps.Copy(vars, opts.Vars)
+	if opts.BuildDir == "" {
+		opts.BuildDir = t.dir
+	}
+	opts.Mode, opts.Vars, opts.MigrationsDir = t.mode, vars, "store/sqlstore/migrations"
+	return edgetest.Start(b, opts)
+}
+
+// seed creates the bench caller with a large credit through the worker at base and returns its bearer
+// key.
+func seed(b *testing.B, t target, base string) string {
 	key := "tg_bench_key_0123456789"
 	if t.js {
 		res := post(b, base+"/_seed?caller="+callerID+"&key="+key+"&amount=100000000", "", nil)
 		require.Equal(b, http.StatusCreated, res.status, res.body)
-		return edge, base, key
+		return key
 	}
 	res := post(b, base+"/v1/admin/callers", `{"id":"`+callerID+`","name":"bench"}`, map[string]string{"Authorization": "Bearer " + adminToken})
 	require.Equal(b, http.StatusCreated, res.status, res.body)
@@ -159,7 +268,7 @@ func start(b *testing.B, t target, tools string) (*edgetest.Edge, string, string
 	res = post(b, base+"/v1/admin/credits", `{"caller":"`+callerID+`","amount":"1000000.00","currency":"USD","reference":"bench-seed"}`,
 		map[string]string{"Authorization": "Bearer " + adminToken})
 	require.Equal(b, http.StatusCreated, res.status, res.body)
-	return edge, base, created.Key
+	return created.Key
 }
 
 var runID atomic.Int64
@@ -194,11 +303,18 @@ func (pr *perfRun) uniq(tag string) func(int) string {
 func (pr *perfRun) measure(l benchharness.Load) phase {
 	before := procOrZero(pr.edge)
 	mark := pr.edge.LogMark()
+	var reqs int64
+	if h := pr.r.t.hrana; h != nil {
+		reqs = h.Requests()
+	}
 	res := benchharness.Run(context.Background(), l)
 	after := procOrZero(pr.edge)
 	p := phase{res: res}
 	if ok := res.Requests - res.Failures; ok > 0 && after.CPU > 0 {
 		p.cpuMs = float64(after.CPU-before.CPU) / float64(time.Millisecond) / float64(ok)
+	}
+	if h := pr.r.t.hrana; h != nil && res.Requests > res.Failures {
+		p.hrana = float64(h.Requests()-reqs) / float64(res.Requests-res.Failures)
 	}
 	p.stmts = roundTrips(pr.edge.LogsSince(mark))
 	return p
@@ -212,6 +328,7 @@ func runPerf(b *testing.B, reports []*report, tools string, rounds int) {
 	for _, r := range reports {
 		edge, base, key := start(b, r.t, tools)
 		defer edge.Close()
+		r.persist, r.key = edge.PersistDir, key
 		runs = append(runs, &perfRun{r: r, edge: edge, base: base, key: key, run: runID.Add(1)})
 	}
 	for _, pr := range runs {
@@ -362,20 +479,51 @@ func post(b *testing.B, u, body string, hdr map[string]string) response {
 type loopback struct {
 	tools string
 	calls atomic.Int64
+
+	mu       sync.Mutex
+	answered map[string]time.Time // the slow tool: when it answered, by the input's "storm"
+	runs     map[string]int       // the slow tool: executions, by the input's "storm"
 }
 
-// upstream is the tool's loopback upstream: a small JSON answer, at once.
+// slowMs is how long the slow tool's upstream takes to answer.
+const slowMs = 300
+
+// upstream is the tools' loopback upstream: "bench" answers a small JSON at once; "slow" answers after
+// slowMs and records when it answered, by the input's "storm" member.
 func upstream(b *testing.B) *loopback {
-	u := &loopback{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u := &loopback{answered: map[string]time.Time{}, runs: map[string]int{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		u.calls.Add(1)
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"ok":true,"echo":%s}`, body)
-	}))
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var in struct{ Storm string }
+		_ = json.Unmarshal(body, &in)
+		time.Sleep(slowMs * time.Millisecond)
+		w.Header().Set("Content-Type", "application/json")
+		u.mu.Lock()
+		u.runs[in.Storm]++
+		u.answered[in.Storm] = time.Now()
+		u.mu.Unlock()
+		fmt.Fprintf(w, `{"ok":true,"echo":%s}`, body)
+	})
+	srv := httptest.NewServer(mux)
 	b.Cleanup(srv.Close)
-	u.tools = `{"tools":[{"name":"bench","description":"bench echo","price":"0.01","currency":"USD","upstream":{"url":"` + srv.URL + `/echo"}}]}`
+	u.tools = `{"tools":[` +
+		`{"name":"bench","description":"bench echo","price":"0.01","currency":"USD","upstream":{"url":"` + srv.URL + `/echo"}},` +
+		`{"name":"slow","description":"bench echo after 300 ms","price":"0.01","currency":"USD","upstream":{"url":"` + srv.URL + `/slow"}}]}`
 	return u
+}
+
+// slowAnswer returns when the slow tool answered the storm's input and how many times it ran for it.
+func (u *loopback) slowAnswer(storm string) (time.Time, int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.answered[storm], u.runs[storm]
 }
 
 func envInt(name string, def int) int {
@@ -383,124 +531,6 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
-}
-
-func markdown(reports []*report, took time.Duration, rssCalls, rounds int, goflags []string) string {
-	var w bytes.Buffer
-	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
-	ms := func(d time.Duration) string {
-		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64)
-	}
-	mb := func(n int64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) }
-	load := func(ph phase) string {
-		if ph.skipped != "" {
-			return "– (" + ph.skipped + ")"
-		}
-		s := fmt.Sprintf("%.1f (%s / %s)", ph.res.RPS(), ms(ph.res.Percentile(50)), ms(ph.res.Percentile(99)))
-		if ph.res.Failures > 0 {
-			s += fmt.Sprintf(" ⚠ %d failed", ph.res.Failures)
-		}
-		return s
-	}
-	p("# Benchmarks\n\n")
-	p("Generated by `make bench` (`go test -run '^$' -bench Edge -benchtime 1x ./worker/bench`")
-	if len(goflags) > 0 {
-		p(", `BENCH_GOFLAGS=%q`", strings.Join(goflags, " "))
-	}
-	p(") on %s. Do not edit by hand; see worker/bench for what is measured.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	p("- Machine: %s, %d CPUs (%s), %s\n", machine(), runtime.NumCPU(), cpuModel(), osRelease())
-	p("- Versions: %s, Node %s, wrangler %s, miniflare %s, workerd %s, syumai/workers %s\n",
-		runtime.Version(), cmdOut("node", "--version"), npmVersion("wrangler"), npmVersion("miniflare"), workerdVersion(), modVersion("github.com/syumai/workers"))
-	p("- Workload: `POST /v1/tools/bench/call` with a bearer key and an `Idempotency-Key`, price 0.01 USD, a loopback upstream answering at once. "+
-		"Go runs the real handler (`./worker`); the JS reference (worker/js/reference) runs the same SQL (store/sqlstore's, verbatim) the same way. "+
-		"For the load phases the three targets run at once, each in its own fresh Miniflare process, and every phase runs for each target in turn before the next phase "+
-		"(paid c=8 in %d such rounds; the table shows the median round), so a noisy neighbour hits them alike. Memory is measured in another fresh process per target. "+
-		"All on 127.0.0.1, bounded in count and time. Took %s.\n\n", rounds, took.Round(time.Second))
-
-	if note := os.Getenv("BENCH_NOTE"); note != "" {
-		p("%s\n\n", note)
-	}
-	p("## Throughput and latency\n\nreq/s (p50 / p99 ms). Paid calls use a new key each; replays repeat completed keys (c=8); the storm is 50 identical calls at once on a new key (5 storms).\n\n")
-	p("| target | paid, c=1 | paid, c=8 (median round) | replays, c=8 | storm of 50: all answered, median (max) ms | workerd CPU ms per paid call (c=8) | D1 round trips per paid call / replay |\n")
-	p("|---|---|---|---|---|---|---|\n")
-	for _, r := range reports {
-		stormTxt := "–"
-		if n := len(r.storm.times); n > 0 {
-			stormTxt = fmt.Sprintf("%s (%s) %s", ms(r.storm.times[n/2]), ms(r.storm.times[n-1]), statuses(r.storm.statuses))
-		}
-		stmts := "2 / 1 (by construction)"
-		if !r.t.js {
-			stmts = fmt.Sprintf("%.2f / %.2f (logged)", r.c8.stmts, r.replays.stmts)
-		}
-		p("| %s | %s | %s | %s | %s | %.2f | %s |\n", r.t.name, load(r.c1), load(r.c8), load(r.replays), stormTxt, r.c8.cpuMs, stmts)
-	}
-	p("\nPaid c=8, every round (req/s):")
-	for _, r := range reports {
-		var xs []string
-		for _, ph := range r.c8Rounds {
-			xs = append(xs, fmt.Sprintf("%.1f", ph.res.RPS()))
-		}
-		p(" %s %s;", r.t.name, strings.Join(xs, " / "))
-	}
-	p("\n")
-	p("\n## Memory\n\nworkerd RSS (MB) after N paid calls at c=%d, each target in a fresh process; 0 is after boot and seeding, before the first paid call. "+
-		"Go heap: `runtime.MemStats.HeapAlloc` after a GC, and the instance's linear memory (`WebAssembly.Memory`), "+
-		"reported by the worker (`/_toolgate/runtime`), with the number of JS values the Go instance holds and the Go instances booted so far.\n\n", memC)
-	p("| target | calls | workerd RSS MB | × JS reference | Go heap KB | Go wasm memory MB | JS values held by Go | instances booted |\n|---|---|---|---|---|---|---|---|\n")
-	ref := map[int]int64{}
-	for _, r := range reports {
-		if r.t.js {
-			for _, m := range r.mem {
-				ref[m.calls] = m.rss
-			}
-		}
-	}
-	for _, r := range reports {
-		for _, m := range r.mem {
-			ratio, heap, wmem, vals, inst := "–", "–", "–", "–", "–"
-			if x, ok := ref[m.calls]; ok && x > 0 {
-				ratio = fmt.Sprintf("%.2f", float64(m.rss)/float64(x))
-			}
-			if m.heap >= 0 {
-				heap, wmem, vals, inst = strconv.FormatInt(m.heap>>10, 10), mb(m.wasmMem), strconv.Itoa(m.jsValues), strconv.Itoa(m.instances)
-			}
-			p("| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.t.name, m.calls, mb(m.rss), ratio, heap, wmem, vals, inst)
-		}
-	}
-	p("\nThe memory run makes %d calls (BENCH_RSS_CALLS); per-request mode stops at 1000.\n", rssCalls)
-	var notes []string
-	for _, r := range reports {
-		if r.note != "" {
-			notes = append(notes, fmt.Sprintf("- %s: %s.", r.t.name, r.note))
-		}
-		if r.memErr != "" {
-			notes = append(notes, fmt.Sprintf("- %s memory run: %s.", r.t.name, r.memErr))
-		}
-	}
-	var pers, perReq, js *report
-	for _, r := range reports {
-		switch {
-		case r.t.js:
-			js = r
-		case r.t.mode == edgetest.ModePerRequest:
-			perReq = r
-		default:
-			pers = r
-		}
-	}
-	if pers != nil && perReq != nil && js != nil && perReq.c8.res.RPS() > 0 && js.c8.res.RPS() > 0 {
-		p("\n## Ratios (this run)\n\n- Go persistent / Go per-request, paid calls at c=8: **%.1f×** (target ≥ 10×); round by round: %s.\n",
-			pers.c8.res.RPS()/perReq.c8.res.RPS(), roundRatios(pers, perReq))
-		p("- Go persistent / JS reference, paid calls at c=8: **%.2f** of the JS throughput; c=1: %.2f.\n",
-			pers.c8.res.RPS()/js.c8.res.RPS(), pers.c1.res.RPS()/max(js.c1.res.RPS(), 1e-9))
-		if pers.c8.cpuMs > 0 && js.c8.cpuMs > 0 {
-			p("- workerd CPU per paid call: Go persistent %.2f ms, JS %.2f ms, Go per-request %.2f ms.\n", pers.c8.cpuMs, js.c8.cpuMs, perReq.c8.cpuMs)
-		}
-	}
-	if len(notes) > 0 {
-		p("\n## Notes\n\n%s\n", strings.Join(notes, "\n"))
-	}
-	return w.String()
 }
 
 // roundRatios lists a's paid c=8 throughput over b's, round by round (the rounds ran interleaved).
