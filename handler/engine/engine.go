@@ -321,7 +321,11 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 // the sum of the sleeps, so it does not depend on the injected clock.
 func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec store.Record) (CallResult, error) {
 	e := a.e
-	delay := a.firstPoll(rec)
+	// The first poll comes when the answer is expected (not jittered early:
+	// a poll that comes too soon costs a whole backoff step); later ones back
+	// off from pollInitial with jitter.
+	delay, first := a.firstPoll(rec), true
+	backoff := pollInitial
 	var waited time.Duration
 	var outage error // the last poll's store failure; a later good poll clears it
 	for {
@@ -331,7 +335,10 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 			}
 			return CallResult{}, &InProgressError{RetryAfter: e.retryAfter(rec, a.tool.Lease)}
 		}
-		d := jitter(min(delay, e.wait-waited))
+		d := min(delay, e.wait-waited)
+		if !first {
+			d = jitter(d)
+		}
 		start := time.Now()
 		// A local owner is awaited until its lease runs out at the latest:
 		// then the store says whether heartbeats renewed it, or a takeover is
@@ -352,7 +359,8 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 			d = max(d, time.Since(start))
 		}
 		waited += d
-		delay = min(2*max(delay, pollInitial/2), pollMax)
+		delay, first = backoff, false
+		backoff = min(2*backoff, pollMax)
 		now := e.now()
 		peeked, err := e.store.Peek(ctx, p.Key)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
