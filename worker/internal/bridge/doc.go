@@ -42,7 +42,7 @@
 // "Cannot perform I/O on behalf of a different request", and the Go runtime dies with every call on
 // the isolate. So outbound HTTP goes through Fetch and D1 through D1, which start and await their I/O
 // in one call into the shim and never cancel it from Go (callers that stop waiting, such as
-// handler.SendFunc and store/hrana, let it finish in the background). Never use
+// engine.SendFunc and store/hrana, let it finish in the background). Never use
 // net/http's client in the worker: its js/wasm transport aborts a fetch from whichever goroutine's
 // context ends, in whatever turn that is (store/hrana takes Fetch for libSQL for this reason).
 //

@@ -54,7 +54,7 @@ async function instanceFor(ev) {
   return inst;
 }
 
-// Problem types, as handler.ProblemTypeBase + slug in Go.
+// Problem types, as problem.TypeBase + slug in Go (handler/problem).
 const PROBLEM_TYPE_BASE = "https://toolgate.dev/problems/";
 
 function problem(status, members, headers = {}) {
