@@ -446,61 +446,80 @@ type chargeOutcome struct {
 	err error
 }
 
-// execute runs a claimed key: charge (unless paid holds the charge taken
-// with the claim), upstream under heartbeats, then complete (2xx, 4xx) or
+// execute runs a claimed key in named steps: take the charge (unless paid
+// holds the charge taken with the claim), call the upstream under
+// heartbeats, then store the answer (2xx, and 4xx under the 4xx rule) or
 // refund and fail (anything else).
-func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcome) (res CallResult, err error) {
-	e := a.e
+func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcome) (CallResult, error) {
 	// The caller going away must not strand a charged key half-way.
 	ctx = context.WithoutCancel(ctx)
-	charged := false
-	defer func() {
-		if v := recover(); v != nil {
-			// Leave the key retryable and its charge (ours or inherited)
-			// returned, then let the recover middleware answer 500.
-			now := e.now()
-			_, _, _ = e.store.Refund(ctx, f, now)
-			_ = e.store.Fail(ctx, f, "panic during execution", now)
-			panic(v)
-		}
-	}()
-	var balance int64
-	if a.tool.Price > 0 {
-		var cr store.ChargeResult
-		if paid != nil {
-			cr, err = paid.res, paid.err
-		} else {
-			cr, err = e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
-				Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now()})
-		}
-		if errors.Is(err, store.ErrInsufficientFunds) {
-			// Nothing was taken; free the key so a retry after a top-up runs.
-			if ferr := e.store.Fail(ctx, f, "insufficient funds", e.now()); ferr != nil {
-				return CallResult{}, errors.Join(err, storeError("fail key", ferr))
-			}
-			return CallResult{}, err
-		}
-		if err != nil {
-			return CallResult{}, storeError("charge key", err)
-		}
-		charged = true
-		balance = cr.Balance
+	defer a.returnOnPanic(ctx, f)
+	charged, balance, err := a.takeCharge(ctx, f, paid)
+	if err != nil {
+		return CallResult{}, err
 	}
-
-	up, timedOut, lost, upErr := a.callUpstream(ctx, f)
-	if lost {
+	up := a.callUpstream(ctx, f)
+	if up.lost {
 		// The new owner holds the key and inherits its charge; we must not
 		// complete, refund or fail it.
 		return CallResult{}, ErrLostLease
 	}
 	// From here on, the final writes retry transient errors (finalwrite.go).
 	b := a.finalBudget()
-	if ue := a.upstreamFailure(up, upErr, timedOut); ue != nil {
+	if ue := a.upstreamFailure(up); ue != nil {
 		return CallResult{}, a.refundAndFail(ctx, f, b, ue, charged)
 	}
+	return a.storeAnswer(ctx, f, b, up.resp, charged, balance)
+}
 
+// returnOnPanic, deferred by execute, leaves the key retryable and its
+// charge (ours or inherited) returned when execution panics, then lets the
+// recover middleware answer 500.
+func (a *attempt) returnOnPanic(ctx context.Context, f store.Fence) {
+	if v := recover(); v != nil {
+		now := a.e.now()
+		_, _, _ = a.e.store.Refund(ctx, f, now)
+		_ = a.e.store.Fail(ctx, f, "panic during execution", now)
+		panic(v)
+	}
+}
+
+// takeCharge charges the tool's price, or takes the outcome of the charge
+// made with the claim (paid). A free tool charges nothing. On insufficient
+// funds nothing was taken and the key is failed, so a retry after a top-up
+// runs; the error is the store's *InsufficientFundsError.
+func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOutcome) (charged bool, balance int64, err error) {
+	e := a.e
+	if a.tool.Price <= 0 {
+		return false, 0, nil
+	}
+	var cr store.ChargeResult
+	if paid != nil {
+		cr, err = paid.res, paid.err
+	} else {
+		cr, err = e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
+			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now()})
+	}
+	if errors.Is(err, store.ErrInsufficientFunds) {
+		if ferr := e.store.Fail(ctx, f, "insufficient funds", e.now()); ferr != nil {
+			return false, 0, errors.Join(err, storeError("fail key", ferr))
+		}
+		return false, 0, err
+	}
+	if err != nil {
+		return false, 0, storeError("charge key", err)
+	}
+	return true, cr.Balance, nil
+}
+
+// storeAnswer builds the answer to a final upstream response (the envelope
+// with its receipt; an upstream 4xx is refunded and answered 424) and stores
+// it. An answer too large to store is refunded and failed instead.
+func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget, up UpstreamResponse, charged bool, balance int64) (CallResult, error) {
+	e := a.e
 	rcpt := Receipt{Tool: a.tool.Name, Price: a.tool.PriceString(), Amount: a.tool.PriceString(),
 		Currency: a.tool.Currency, At: store.FromUnixMilli(store.UnixMilli(e.now()))}
+	var err error
 	if rcpt.CallID, err = e.newID("call_"); err != nil {
 		return CallResult{}, err
 	}
@@ -509,7 +528,7 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 	}
 	env := envelope{Tool: a.tool.Name, Upstream: upstreamInfo{Status: up.StatusCode, ContentType: up.ContentType}}
 	env.Output, env.Upstream.Encoding = encodeOutput(up)
-	res = CallResult{StatusCode: http.StatusOK, ContentType: "application/json", Outcome: OutcomeExecuted}
+	res := CallResult{StatusCode: http.StatusOK, ContentType: "application/json", Outcome: OutcomeExecuted}
 	if up.StatusCode >= 400 {
 		// The 4xx rule: the upstream's rejection is the final answer for
 		// this key. It is refunded and stored, and replays return it.
@@ -550,10 +569,18 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 	return res, nil
 }
 
+// upstreamResult is what one upstream call came to.
+type upstreamResult struct {
+	resp     UpstreamResponse
+	err      error // a network failure or the timeout; any status is a resp
+	timedOut bool  // the tool's timeout ran out
+	lost     bool  // a heartbeat found the key taken over; the call was cancelled
+}
+
 // callUpstream calls the upstream with the tool's timeout while a goroutine
 // heartbeats the lease every Lease/3. If a heartbeat finds the key fenced
-// out, the upstream call is cancelled and lost is true.
-func (a *attempt) callUpstream(ctx context.Context, f store.Fence) (up UpstreamResponse, timedOut, lost bool, err error) {
+// out, the upstream call is cancelled and the result is lost.
+func (a *attempt) callUpstream(ctx context.Context, f store.Fence) (r upstreamResult) {
 	e := a.e
 	h := http.Header{}
 	for _, name := range a.tool.ForwardHeaders {
@@ -587,13 +614,13 @@ func (a *attempt) callUpstream(ctx context.Context, f store.Fence) (up UpstreamR
 	defer func() {
 		stopHeartbeat()
 		wg.Wait()
-		lost = isLost.Load()
+		r.lost = isLost.Load()
 	}()
 
-	up, err = e.upstream.Do(upCtx, UpstreamRequest{Method: a.tool.Method, URL: a.tool.URL, Header: h,
+	r.resp, r.err = e.upstream.Do(upCtx, UpstreamRequest{Method: a.tool.Method, URL: a.tool.URL, Header: h,
 		Body: a.input, MaxResponseBytes: int64(e.maxStored)})
-	timedOut = err != nil && errors.Is(upCtx.Err(), context.DeadlineExceeded)
-	return up, timedOut, false, err
+	r.timedOut = r.err != nil && errors.Is(upCtx.Err(), context.DeadlineExceeded)
+	return r
 }
 
 func (a *attempt) heartbeat(ctx context.Context, f store.Fence, onLost func()) {
@@ -618,11 +645,12 @@ func (a *attempt) heartbeat(ctx context.Context, f store.Fence, onLost func()) {
 
 // upstreamFailure classifies an upstream result: nil for a final answer
 // (2xx, 4xx), else the failure to refund.
-func (a *attempt) upstreamFailure(up UpstreamResponse, err error, timedOut bool) *UpstreamError {
+func (a *attempt) upstreamFailure(r upstreamResult) *UpstreamError {
+	up := r.resp
 	switch {
-	case err != nil && timedOut:
+	case r.err != nil && r.timedOut:
 		return &UpstreamError{Timeout: true, Reason: fmt.Sprintf("the tool did not answer within %s", a.tool.Timeout)}
-	case err != nil:
+	case r.err != nil:
 		return &UpstreamError{Reason: "the tool could not be reached"}
 	case up.StatusCode >= 500:
 		return &UpstreamError{StatusCode: up.StatusCode, Reason: fmt.Sprintf("the tool answered %d", up.StatusCode)}
