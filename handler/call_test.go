@@ -124,12 +124,7 @@ func TestHeartbeatPreventsTakeoverOfLongCall(t *testing.T) {
 	// polling (each poll a Claim that would take over an expired lease).
 	const n = 5
 	res := make([]response, n)
-	parallel(n, func(i int) {
-		if i > 0 {
-			time.Sleep(time.Duration(i) * 100 * time.Millisecond)
-		}
-		res[i] = e.call(alice.key, "longrun", "long", `{}`)
-	})
+	e.afterFirst(n, func(i int) { res[i] = e.call(alice.key, "longrun", "long", `{}`) })
 	for _, r := range res {
 		require.Equal(t, http.StatusOK, r.status, string(r.body))
 		require.Equal(t, string(res[0].body), string(r.body))
@@ -302,12 +297,7 @@ func TestWaiterTakesOverFailedAttemptOnce(t *testing.T) {
 	// take over: one executes (successfully), the others replay its answer.
 	const n = 6
 	res := make([]response, n)
-	parallel(n, func(i int) {
-		if i > 0 {
-			time.Sleep(50 * time.Millisecond) // let call 0 claim first
-		}
-		res[i] = e.call(alice.key, "flakyslow", "k", `{}`)
-	})
+	e.afterFirst(n, func(i int) { res[i] = e.call(alice.key, "flakyslow", "k", `{}`) })
 	var ok []response
 	for _, r := range res {
 		if r.status == http.StatusOK {
@@ -342,12 +332,11 @@ func TestWaiterReadsStayLowForOneSecondUpstream(t *testing.T) {
 	t.Cleanup(isolate2.Close)
 	alice := e.newCaller("alice", "1.00")
 	const n = 5
-	parallel(n, func(i int) {
+	e.afterFirst(n, func(i int) {
 		if i == 0 {
 			require.Equal(t, http.StatusOK, e.call(alice.key, "slow1s", "k", `{}`).status)
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
 		req, err := http.NewRequest(http.MethodPost, isolate2.URL+"/v1/tools/slow1s/call", strings.NewReader(`{}`))
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+alice.key)
@@ -618,10 +607,7 @@ func TestLostLeaseOwnerNeitherCompletesNorChargesAgainAndReplays(t *testing.T) {
 	// upstream call; B, waiting, takes over and executes. A's Complete is
 	// fenced out; A then waits for B and replays B's answer.
 	res := make([]response, 2)
-	parallel(2, func(i int) {
-		time.Sleep(time.Duration(i) * 100 * time.Millisecond)
-		res[i] = e.call(alice.key, "longrun", "k", `{}`)
-	})
+	e.afterFirst(2, func(i int) { res[i] = e.call(alice.key, "longrun", "k", `{}`) })
 	require.Equal(t, http.StatusOK, res[0].status, string(res[0].body))
 	require.Equal(t, http.StatusOK, res[1].status, string(res[1].body))
 	require.Equal(t, string(res[1].body), string(res[0].body))

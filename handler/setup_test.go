@@ -365,6 +365,24 @@ func parallel(n int, f func(i int)) {
 	wg.Wait()
 }
 
+// afterFirst runs f(0), and once the upstream has seen its call (so call 0
+// holds the key), f(1) to f(n-1) in parallel; it returns when all are done.
+// It orders the calls by the upstream's own signal, not by sleeping.
+func (e *env) afterFirst(n int, f func(i int)) {
+	e.t.Helper()
+	before := e.up.calls.Load()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f(0)
+	}()
+	require.Eventually(e.t, func() bool { return e.up.calls.Load() > before }, 10*time.Second, time.Millisecond,
+		"the first call reaches the upstream")
+	parallel(n-1, func(i int) { f(i + 1) })
+	wg.Wait()
+}
+
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
