@@ -350,6 +350,7 @@ func stormUnderFaults(t *testing.T, tool string) {
 		if msg, _ := l["error"].(string); strings.Contains(msg, "complete key") || strings.Contains(msg, "refund key") ||
 			strings.Contains(msg, "fail key") {
 			gaveUp++
+			t.Logf("a final write gave up: %q", msg)
 		}
 	}
 	price, status, state := int64(5), store.StatusCompleted, store.ChargeCharged

@@ -38,7 +38,8 @@ import (
 //   - Complete: fenced out, and one Peek shows the record completed at our
 //     (owner, generation) with the very response we stored;
 //   - Fail: fenced out, and one Peek shows the record failed at our
-//     (owner, generation);
+//     (owner, generation), or already at a later generation (a new request
+//     took the failed key over before our retry read it), or gone;
 //   - Refund: the retry returns refunded=false while we still hold the record
 //     in progress (the store checks that), and the key held a charge when we
 //     first asked: only a refund under our fence can have returned it (Sweep
@@ -163,9 +164,17 @@ func (a *attempt) fail(ctx context.Context, f store.Fence, b *finalBudget, reaso
 		return e.store.Fail(ctx, f, reason, e.now())
 	}, func() (bool, error) {
 		rec, err := e.store.Peek(ctx, f.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			return true, nil // swept: nothing left to fail
+		}
 		if err != nil {
 			return false, err
 		}
-		return rec.Status == store.StatusFailed && rec.Owner == f.Owner && rec.Generation == f.Generation, nil
+		// Failed by us (the lost reply), or moved on to a later generation:
+		// a new request took the key over after our Fail, or after our
+		// lease ran out. Either way it is not ours to fail any more, and
+		// what we answer (refunded or not, retryable) stays true.
+		return rec.Generation > f.Generation ||
+			rec.Status == store.StatusFailed && rec.Owner == f.Owner && rec.Generation == f.Generation, nil
 	})
 }
