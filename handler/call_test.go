@@ -625,7 +625,8 @@ func TestLostLeaseOwnerNeitherCompletesNorChargesAgainAndReplays(t *testing.T) {
 
 // TestLocalWaitersShareTheExecution: duplicates on the same engine (one
 // isolate) wait for the execution in flight there, not for the store: each
-// costs its one claim and no polls, and they answer the owner's bytes.
+// costs its one claim (and at most one poll, if it came before the owner
+// published its flight), and they answer the owner's bytes.
 func TestLocalWaitersShareTheExecution(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -639,13 +640,15 @@ func TestLocalWaitersShareTheExecution(t *testing.T) {
 		require.Equal(t, http.StatusOK, r.status, string(r.body))
 		require.Equal(t, string(res[0].body), string(r.body))
 	}
-	// n claims (one of them with the charge) and one complete.
-	require.EqualValues(t, n+1, e.db.Count()-before)
+	// n claims (one of them with the charge) and one complete; a waiter that
+	// claims before the owner has published its flight polls once more.
+	// Polling for the whole 300 ms would cost 3-4 reads per waiter.
+	require.LessOrEqual(t, e.db.Count()-before, int64(2*n))
 	waited := 0
 	for _, l := range e.logLines() {
 		if l["outcome"] == string(engine.OutcomeWaited) {
 			waited++
-			require.EqualValues(t, 1, l["roundTrips"])
+			require.LessOrEqual(t, l["roundTrips"], float64(2))
 		}
 	}
 	require.Equal(t, n-1, waited)
