@@ -290,7 +290,10 @@ func testWorker(t *testing.T, mode string) {
 			}
 			done <- res.StatusCode
 		}()
-		// The fail-fast isolate answers 409 while the first call is in flight.
+		// The fail-fast isolate answers 409 while the first call is in flight
+		// (once the upstream has it: a probe that came first would claim the
+		// key itself).
+		require.Eventually(t, func() bool { return up.count("/slow") == 1 }, 10*time.Second, 5*time.Millisecond)
 		var res *http.Response
 		require.Eventually(t, func() bool {
 			res, _ = client{t: t, base: edge.URL("fast"), key: dave.key}.call("slow", "d-1", `{}`)
