@@ -299,19 +299,7 @@ func (s *Server) Pause() (release func()) {
 // WaitPaused blocks until at least n requests are waiting on a Pause, or
 // ctx ends; it returns ctx.Err() then, and nil otherwise.
 func (s *Server) WaitPaused(ctx context.Context, n int) error {
-	for {
-		s.mu.Lock()
-		held, changed := s.held, s.heldCh
-		s.mu.Unlock()
-		if held >= n {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return s.waitCount(ctx, n, func() int { return s.held })
 }
 
 // HeldTotal returns how many requests have waited on a Pause since the
@@ -326,11 +314,16 @@ func (s *Server) HeldTotal() int {
 // since the server started (whether they still wait, ended or were let
 // through), or ctx ends; it returns ctx.Err() then, and nil otherwise.
 func (s *Server) WaitHeldTotal(ctx context.Context, n int) error {
+	return s.waitCount(ctx, n, func() int { return s.heldAll })
+}
+
+// waitCount blocks until count(), read under s.mu, reaches n, or ctx ends.
+func (s *Server) waitCount(ctx context.Context, n int, count func() int) error {
 	for {
 		s.mu.Lock()
-		total, changed := s.heldAll, s.heldCh
+		got, changed := count(), s.heldCh
 		s.mu.Unlock()
-		if total >= n {
+		if got >= n {
 			return nil
 		}
 		select {
