@@ -57,15 +57,21 @@ func IsAnswer(err error) bool {
 	return false
 }
 
-// InsufficientFundsError reports a charge the balance could not cover.
+// InsufficientFundsError reports a charge the balance could not cover, or
+// that was refused because the caller owes money in the currency (Owed > 0,
+// after a reversed top-up) until a credit pays the debt.
 type InsufficientFundsError struct {
 	Currency string
 	Balance  int64
 	Required int64
+	Owed     int64
 }
 
 // Error implements error.
 func (e *InsufficientFundsError) Error() string {
+	if e.Owed > 0 {
+		return fmt.Sprintf("store: insufficient funds: %d %s owed, balance %d, required %d", e.Owed, e.Currency, e.Balance, e.Required)
+	}
 	return fmt.Sprintf("store: insufficient funds: balance %d %s, required %d", e.Balance, e.Currency, e.Required)
 }
 

@@ -295,6 +295,11 @@ type Entry struct {
 	Kind         string
 	Reference    string
 	Key          string // idempotency key for charges and refunds
+	Topup        string // the top-up of a top-up credit or a reversal
+	// Owed is the entry's change to the caller's debt: positive for the
+	// part of a reversal the balance could not cover, negative (equal to
+	// Amount) for a repayment, 0 otherwise.
+	Owed         int64
 	BalanceAfter int64
 	CreatedAt    time.Time
 }
@@ -354,6 +359,7 @@ type Store interface {
 	Idempotency
 	Ledger
 	Callers
+	Topups
 	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
 	// charges p.Amount to p.Caller for it, exactly as Claim followed by
 	// Charge on the claimed fence would. The claim's errors
@@ -366,7 +372,7 @@ type Store interface {
 	// with the charge inherited (or Sweep refunds it after the TTL).
 	ClaimCharge(ctx context.Context, p ClaimChargeParams) (ClaimChargeResult, error)
 	// CheckInvariants verifies the charge invariant (see the package doc)
-	// over the whole store and returns an error describing the first
+	// and the funding invariant (see Topups) over the whole store and returns an error describing the first
 	// violation.
 	CheckInvariants(ctx context.Context) error
 }
