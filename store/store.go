@@ -289,13 +289,13 @@ type CreditResult struct {
 
 // Entry is one row of the ledger's audit trail.
 type Entry struct {
-	Caller       string
-	Currency     string
-	Amount       int64 // signed: credits and refunds positive, charges negative
-	Kind         string
-	Reference    string
-	Key          string // idempotency key for charges and refunds
-	Topup        string // the top-up of a top-up credit or a reversal
+	Caller    string
+	Currency  string
+	Amount    int64 // signed: credits and refunds positive, charges negative
+	Kind      string
+	Reference string
+	Key       string // idempotency key for charges and refunds
+	Topup     string // the top-up of a top-up credit or a reversal
 	// Owed is the entry's change to the caller's debt: positive for the
 	// part of a reversal the balance could not cover, negative (equal to
 	// Amount) for a repayment, 0 otherwise.
