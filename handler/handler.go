@@ -53,6 +53,7 @@ import (
 	"github.com/toolgate/toolgate-go/handler/catalog"
 	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/handler/mcp"
+	"github.com/toolgate/toolgate-go/handler/pay"
 	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 )
@@ -92,6 +93,9 @@ type Config struct {
 	// CallerCacheTTL is how long a successful caller-key lookup is
 	// remembered in memory; zero means one minute, negative disables it.
 	CallerCacheTTL time.Duration
+	// Stripe enables prepaid top-ups through Stripe Checkout and Stripe's
+	// webhook; its zero value disables them (501 problem).
+	Stripe StripeConfig
 }
 
 // Engine returns the engine's part of c. Its log lines carry the status
@@ -99,7 +103,16 @@ type Config struct {
 func (c Config) Engine() engine.Config {
 	return engine.Config{Store: c.Store, Catalog: c.Catalog, Upstream: c.Upstream, NowFunc: c.NowFunc,
 		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, Rand: c.Rand,
-		CallerCacheTTL: c.CallerCacheTTL, StatusFunc: func(err error) int { return problem.For(err).Status }}
+		CallerCacheTTL: c.CallerCacheTTL, StatusFunc: func(err error) int { return problem.For(err).Status },
+		Checkout: c.checkout(), Topups: c.Stripe.Topups}
+}
+
+// checkout is the Stripe rail, or nil when no Stripe key is configured.
+func (c Config) checkout() pay.Checkout {
+	if c.Stripe.SecretKey == "" {
+		return nil
+	}
+	return &stripe.Rail{Client: &stripe.Client{SecretKey: c.Stripe.SecretKey, BaseURL: c.Stripe.APIBase, Send: c.Stripe.Send}}
 }
 
 //go:embed openapi.json
@@ -117,6 +130,7 @@ type server struct {
 	maxBody    int64
 	toolsJSON  []byte
 	mcp        mcp.Options
+	stripe     StripeConfig
 }
 
 // route is one method and path of the API; routes() is the list the mux,
@@ -133,6 +147,9 @@ func (s *server) routes() []route {
 		{http.MethodGet, "/v1/tools", s.handleTools},
 		{http.MethodGet, "/v1/balance", s.handleBalance},
 		{http.MethodGet, "/v1/calls/{key}", s.handleGetCall},
+		{http.MethodPost, "/v1/topups", s.handleCreateTopup},
+		{http.MethodGet, "/v1/topups/{id}", s.handleGetTopup},
+		{http.MethodPost, "/v1/webhooks/stripe", s.handleStripeWebhook},
 		{http.MethodPost, "/v1/admin/callers", s.handleCreateCaller},
 		{http.MethodPost, "/v1/admin/credits", s.handleCredit},
 		{http.MethodGet, "/healthz", s.handleHealth},
@@ -143,11 +160,14 @@ func (s *server) routes() []route {
 // New returns the HTTP API over an Engine built from cfg (see openapi.json).
 // It returns the error of engine.New.
 func New(cfg Config) (http.Handler, error) {
+	if cfg.Stripe.SecretKey != "" && cfg.Stripe.Send == nil {
+		return nil, errors.New("new handler: Config.Stripe.Send is required with a Stripe secret key")
+	}
 	e, err := engine.New(cfg.Engine())
 	if err != nil {
 		return nil, fmt.Errorf("new handler: %w", err)
 	}
-	s := &server{engine: e, adminToken: cfg.AdminToken, maxBody: cfg.MaxBodyBytes, mcp: cfg.MCP}
+	s := &server{engine: e, adminToken: cfg.AdminToken, maxBody: cfg.MaxBodyBytes, mcp: cfg.MCP, stripe: cfg.Stripe}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
 	}

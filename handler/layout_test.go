@@ -34,8 +34,10 @@ func deps(t *testing.T, pkg string) []string {
 //   - catalog and safejson are leaves above store;
 //   - the engine imports no surface (handler, mcp) and not problem;
 //   - problem imports no surface; mcp does not import the REST surface;
-//   - a payment rail (handler/pay/<rail>) imports neither the engine nor a
-//     surface: it speaks its provider's wire format, the engine moves money.
+//   - the payment seam (handler/pay) imports nothing of the project, and a
+//     rail (handler/pay/<rail>) only the seam, store and safejson: neither
+//     the engine nor a surface nor another rail. It speaks its provider's
+//     wire format; the engine moves money.
 //
 // And that the surfaces cannot write to the store: the store is an
 // unexported field of the engine, and the surfaces' only use of a
@@ -48,10 +50,11 @@ func TestLayout(t *testing.T) {
 		"store/memory":       {"store"},
 		"handler/safejson":   {},
 		"handler/catalog":    {"store", "handler/safejson"},
-		"handler/engine":     {"store", "handler/catalog", "handler/safejson"},
-		"handler/problem":    {"store", "handler/catalog", "handler/safejson", "handler/engine"},
-		"handler/mcp":        {"store", "handler/catalog", "handler/safejson", "handler/engine", "handler/problem"},
-		"handler/pay/stripe": {"store", "handler/safejson"},
+		"handler/pay":        {},
+		"handler/engine":     {"store", "handler/catalog", "handler/safejson", "handler/pay"},
+		"handler/problem":    {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine"},
+		"handler/mcp":        {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine", "handler/problem"},
+		"handler/pay/stripe": {"store", "handler/safejson", "handler/pay"},
 	}
 	for pkg, ok := range allowed {
 		for _, d := range deps(t, pkg) {

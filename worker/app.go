@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler"
@@ -43,7 +44,30 @@ type Settings struct {
 	// TursoURL and TursoToken select libSQL instead of D1 (var
 	// TURSO_DATABASE_URL, secret TURSO_AUTH_TOKEN).
 	TursoURL, TursoToken string
+	// Stripe enables prepaid top-ups through Stripe Checkout: secrets
+	// STRIPE_SECRET_KEY (creates Checkout Sessions) and
+	// STRIPE_WEBHOOK_SECRET (verifies the webhook; several,
+	// comma-separated, during a rotation); vars TOPUP_CURRENCIES (default
+	// the catalog's card currencies), TOPUP_MIN and TOPUP_MAX (default 5
+	// and 1000, one amount or "USD:5.00,JPY:500"), TOPUP_SUCCESS_URL and
+	// TOPUP_CANCEL_URL (where Checkout sends the customer back when the
+	// request names none), STRIPE_API_BASE (tests: stripe-mock).
+	Stripe StripeSettings
 }
+
+// StripeSettings are the Stripe rail's settings (see Settings.Stripe).
+type StripeSettings struct {
+	SecretKey      string
+	WebhookSecrets []string
+	APIBase        string
+	Currencies     string
+	Min, Max       string
+	SuccessURL     string
+	CancelURL      string
+}
+
+// Enabled reports whether any Stripe route is enabled.
+func (s StripeSettings) Enabled() bool { return s.SecretKey != "" || len(s.WebhookSecrets) > 0 }
 
 // SettingsFrom reads Settings through getenv. It returns an error naming
 // the variable that is missing or malformed.
@@ -54,6 +78,20 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 		Demo:       getenv("DEMO_UPSTREAM") == "1",
 		TursoURL:   getenv("TURSO_DATABASE_URL"),
 		TursoToken: getenv("TURSO_AUTH_TOKEN"),
+		Stripe: StripeSettings{
+			SecretKey:  strings.TrimSpace(getenv("STRIPE_SECRET_KEY")),
+			APIBase:    getenv("STRIPE_API_BASE"),
+			Currencies: getenv("TOPUP_CURRENCIES"),
+			Min:        getenv("TOPUP_MIN"),
+			Max:        getenv("TOPUP_MAX"),
+			SuccessURL: getenv("TOPUP_SUCCESS_URL"),
+			CancelURL:  getenv("TOPUP_CANCEL_URL"),
+		},
+	}
+	for _, sec := range strings.Split(getenv("STRIPE_WEBHOOK_SECRET"), ",") {
+		if sec = strings.TrimSpace(sec); sec != "" {
+			s.Stripe.WebhookSecrets = append(s.Stripe.WebhookSecrets, sec)
+		}
 	}
 	if len(s.Tools) == 0 {
 		return Settings{}, errors.New("settings: TOOLS is empty: set it to the tool catalog JSON (see README)")
@@ -93,6 +131,13 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("TOOLS: %w", err)
 	}
+	stripeCfg, err := stripeConfig(s.Stripe, cat, up)
+	if err != nil {
+		return nil, err
+	}
+	if logger != nil && !s.Stripe.Enabled() {
+		logger.Info("top-ups disabled: set the secrets STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET to sell them through Stripe Checkout")
+	}
 	h, err := handler.New(handler.Config{
 		Store:             st,
 		Catalog:           cat,
@@ -101,6 +146,7 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 		Logger:            logger,
 		WaitForInProgress: s.WaitForInProgress,
 		MCP:               mcp.Options{SessionKey: s.MCPSessionKey},
+		Stripe:            stripeCfg,
 	})
 	if err != nil {
 		return nil, err
@@ -120,6 +166,45 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 		add(mux)
 	}
 	return mux, nil
+}
+
+// stripeConfig is the handler's Stripe configuration from s: the API
+// requests go out through the upstream's send function (the worker's fetch,
+// or net/http natively). Top-up currencies default to the catalog's
+// currencies that a card can pay (not CREDIT or USDC).
+func stripeConfig(s StripeSettings, cat *catalog.Catalog, up engine.Upstream) (handler.StripeConfig, error) {
+	cfg := handler.StripeConfig{SecretKey: s.SecretKey, WebhookSecrets: s.WebhookSecrets, APIBase: s.APIBase}
+	if !s.Enabled() {
+		return cfg, nil
+	}
+	switch u := up.(type) {
+	case engine.SendFunc:
+		cfg.Send = u
+	case *engine.HTTPUpstream:
+		cfg.Send = u.Send
+	default:
+		return handler.StripeConfig{}, fmt.Errorf("settings: Stripe needs a send function, and the upstream %T has none", up)
+	}
+	currencies := s.Currencies
+	if currencies == "" {
+		var cards []string
+		for _, c := range cat.Currencies() {
+			if c != "CREDIT" && c != "USDC" {
+				cards = append(cards, c)
+			}
+		}
+		if len(cards) == 0 {
+			cards = []string{"USD"}
+		}
+		currencies = strings.Join(cards, ",")
+	}
+	policy, err := engine.ParseTopupPolicy(currencies, s.Min, s.Max)
+	if err != nil {
+		return handler.StripeConfig{}, fmt.Errorf("settings: TOPUP_CURRENCIES, TOPUP_MIN, TOPUP_MAX: %w", err)
+	}
+	policy.SuccessURL, policy.CancelURL = s.SuccessURL, s.CancelURL
+	cfg.Topups = policy
+	return cfg, nil
 }
 
 // longestLease returns the longest lease of cat's tools (a catalog has at

@@ -26,6 +26,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/pay"
 	"github.com/toolgate/toolgate-go/handler/safejson"
 	"github.com/toolgate/toolgate-go/store"
 )
@@ -141,6 +142,8 @@ type Engine struct {
 	callers   *callerCache
 	maxStored int
 	statusOf  func(error) int
+	checkout  pay.Checkout
+	topups    TopupPolicy
 	flights   flights   // executions in flight here, for local waiters
 	latency   latencies // observed execution time per tool, for remote waiters
 }
@@ -171,6 +174,11 @@ type Config struct {
 	// StatusFunc maps a call's error to the HTTP status its log line
 	// carries (the surfaces' mapping, package problem); nil logs 500.
 	StatusFunc func(error) int
+	// Checkout is the rail that sells prepaid top-ups; nil disables
+	// top-ups (ErrTopupsDisabled).
+	Checkout pay.Checkout
+	// Topups limits the top-ups Checkout sells. Required with Checkout.
+	Topups TopupPolicy
 }
 
 // New returns an Engine for cfg. It returns an error when Store, Catalog or
@@ -188,6 +196,10 @@ func New(cfg Config) (*Engine, error) {
 		store: cfg.Store, catalog: cfg.Catalog, upstream: cfg.Upstream,
 		now: cfg.NowFunc, logger: cfg.Logger, wait: cfg.WaitForInProgress, rand: cfg.Rand,
 		maxStored: store.DefaultMaxResponseBytes, statusOf: cfg.StatusFunc,
+		checkout: cfg.Checkout, topups: cfg.Topups,
+	}
+	if e.checkout != nil && len(e.topups.Limits) == 0 {
+		return nil, errors.New("new engine: Config.Topups needs a currency when Config.Checkout is set")
 	}
 	if e.statusOf == nil {
 		e.statusOf = func(error) int { return http.StatusInternalServerError }
@@ -243,7 +255,8 @@ func (e *Engine) Call(ctx context.Context, req CallRequest) (res CallResult, err
 		}
 		e.logCall(ctx, l, rt, res, err)
 	}()
-	return e.call(ctx, req, &l)
+	res, err = e.call(ctx, req, &l)
+	return res, e.paymentRequired(err)
 }
 
 // attempt is one request's view of one scoped key.

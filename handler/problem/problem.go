@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/pay"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -72,6 +73,9 @@ func For(err error) Problem {
 		inProgress  *engine.InProgressError
 		upstreamErr *engine.UpstreamError
 		fundsErr    *store.InsufficientFundsError
+		topupErr    *engine.TopupError
+		webhookErr  *WebhookError
+		rejected    *pay.RejectedError
 		storeErr    *engine.StoreError
 		methodErr   *MethodNotAllowedError
 		maxBytes    *http.MaxBytesError
@@ -90,16 +94,27 @@ func For(err error) Problem {
 		return newProblem(http.StatusUnauthorized, "unauthorized", "Unauthorized",
 			"send a valid key as Authorization: Bearer <key>")
 	case errors.As(err, &fundsErr):
-		p := newProblem(http.StatusPaymentRequired, "insufficient-funds", "Insufficient funds",
-			fmt.Sprintf("the call costs %s %s and the balance is %s %s; nothing was charged or executed",
-				store.FormatAmount(fundsErr.Required, fundsErr.Currency), fundsErr.Currency,
-				store.FormatAmount(fundsErr.Balance, fundsErr.Currency), fundsErr.Currency))
-		p.Extensions = map[string]any{
-			"price":    store.FormatAmount(fundsErr.Required, fundsErr.Currency),
-			"balance":  store.FormatAmount(fundsErr.Balance, fundsErr.Currency),
-			"currency": fundsErr.Currency,
-		}
+		return fundsProblem(err, fundsErr)
+	case errors.Is(err, engine.ErrTopupsDisabled):
+		return newProblem(http.StatusNotImplemented, "topups-disabled", "Top-ups not enabled",
+			"this gateway sells no top-ups (its operator has not configured a payment provider); ask the operator for credit")
+	case errors.Is(err, engine.ErrTopupNotFound):
+		return newProblem(http.StatusNotFound, "topup-not-found", "Top-up not found", "you have no top-up with this id")
+	case errors.Is(err, engine.ErrTopupKeyReused):
+		return newProblem(http.StatusUnprocessableEntity, "idempotency-key-mismatch", "Idempotency-Key reused",
+			"this Idempotency-Key was used for a top-up with another amount, currency or return URL; nothing was created")
+	case errors.As(err, &topupErr):
+		return newProblem(http.StatusBadRequest, "invalid-topup", "Invalid top-up", topupErr.Reason)
+	case errors.As(err, &webhookErr):
+		return newProblem(http.StatusBadRequest, "invalid-webhook", "Invalid webhook", webhookErr.Reason)
+	case errors.Is(err, pay.ErrUnavailable):
+		p := newProblem(http.StatusServiceUnavailable, "payment-provider-unavailable", "Payment provider unavailable",
+			"the payment provider could not be reached; retry with the same Idempotency-Key (no second payment page is made)")
+		p.RetryAfter = 2 * time.Second
 		return p
+	case errors.As(err, &rejected):
+		return newProblem(http.StatusBadGateway, "payment-provider-rejected", "Payment provider refused",
+			"the payment provider refused the top-up: "+rejected.Reason)
 	case errors.Is(err, engine.ErrUnknownTool):
 		return newProblem(http.StatusNotFound, "unknown-tool", "Unknown tool", err.Error())
 	case errors.Is(err, engine.ErrUnknownCaller):
@@ -143,6 +158,45 @@ func For(err error) Problem {
 		return p
 	}
 	return newProblem(http.StatusInternalServerError, "internal", "Internal error", "the gateway failed unexpectedly")
+}
+
+// fundsProblem is the 402 of an insufficient balance: the price, the
+// balance, the debt if any, the shortfall, and, when top-ups are enabled,
+// the topUp member that says how to add money.
+func fundsProblem(err error, fe *store.InsufficientFundsError) Problem {
+	cur := fe.Currency
+	amount := func(v int64) string { return store.FormatAmount(v, cur) }
+	detail := fmt.Sprintf("the call costs %s %s and the balance is %s %s", amount(fe.Required), cur, amount(fe.Balance), cur)
+	if fe.Owed > 0 {
+		detail = fmt.Sprintf("the call costs %s %s, the balance is %s %s and %s %s is owed (a top-up was refunded or disputed after it was spent); paid calls resume once a credit covers the debt",
+			amount(fe.Required), cur, amount(fe.Balance), cur, amount(fe.Owed), cur)
+	}
+	p := newProblem(http.StatusPaymentRequired, "insufficient-funds", "Insufficient funds", detail+"; nothing was charged or executed")
+	p.Extensions = map[string]any{
+		"price":    amount(fe.Required),
+		"balance":  amount(fe.Balance),
+		"currency": cur,
+	}
+	if fe.Owed > 0 {
+		p.Extensions["owed"] = amount(fe.Owed)
+	}
+	var pr *engine.PaymentRequiredError
+	if !errors.As(err, &pr) {
+		return p
+	}
+	p.Extensions["shortfall"] = amount(pr.Shortfall)
+	if t := pr.TopUp; t != nil {
+		p.Extensions["topUp"] = map[string]any{
+			"method":   t.Method,
+			"href":     t.Path,
+			"currency": t.Currency,
+			"minimum":  amount(t.Minimum),
+			"maximum":  amount(t.Maximum),
+		}
+		p.Detail += fmt.Sprintf("; add at least %s %s with %s %s and retry with the same Idempotency-Key",
+			amount(t.Minimum), cur, t.Method, t.Path)
+	}
+	return p
 }
 
 func upstreamProblem(e *engine.UpstreamError) Problem {
@@ -211,6 +265,14 @@ type BadRequestError struct{ Reason string }
 
 // Error implements error.
 func (e *BadRequestError) Error() string { return "bad request: " + e.Reason }
+
+// WebhookError means a payment provider's webhook could not be verified or
+// read: no or a bad signature, a stale timestamp, or a malformed event.
+// Nothing was changed.
+type WebhookError struct{ Reason string }
+
+// Error implements error.
+func (e *WebhookError) Error() string { return "invalid webhook: " + e.Reason }
 
 // MethodNotAllowedError lists the methods a path serves (the Allow header).
 type MethodNotAllowedError struct{ Allow string }

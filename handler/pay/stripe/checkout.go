@@ -43,7 +43,9 @@ type CheckoutSessionParams struct {
 
 // CheckoutSessionForm returns the form-encoded body of
 // POST /v1/checkout/sessions for p, in Stripe's bracket notation: a payment
-// mode session with one price_data line item of quantity 1, the return URLs,
+// mode session with one price_data line item of quantity 1, Adaptive Pricing
+// off (so the customer pays, and amount_total is, in the top-up's own
+// currency, which is what is credited), the return URLs,
 // client_reference_id = TopupID, and metadata naming the caller and the
 // top-up, on the session and on its PaymentIntent (payment_intent_data), so
 // that the charge of a later refund or dispute names them too. Encode sorts
@@ -75,6 +77,7 @@ func CheckoutSessionForm(p CheckoutSessionParams) (url.Values, error) {
 	const item = "line_items[0]"
 	return url.Values{
 		"mode":                                    {"payment"},
+		"adaptive_pricing[enabled]":               {"false"},
 		item + "[price_data][currency]":           {strings.ToLower(p.Currency)},
 		item + "[price_data][unit_amount]":        {strconv.FormatInt(p.Amount, 10)},
 		item + "[price_data][product_data][name]": {name},

@@ -27,7 +27,8 @@ func TestCheckoutSessionForm(t *testing.T) {
 	t.Parallel()
 	form, err := stripe.CheckoutSessionForm(validParams())
 	require.NoError(t, err)
-	require.Equal(t, "cancel_url=https%3A%2F%2Fagent.example%2Ftopup%2Fcancel"+
+	require.Equal(t, "adaptive_pricing%5Benabled%5D=false"+
+		"&cancel_url=https%3A%2F%2Fagent.example%2Ftopup%2Fcancel"+
 		"&client_reference_id=tu_01JF3Q8Z"+
 		"&line_items%5B0%5D%5Bprice_data%5D%5Bcurrency%5D=usd"+
 		"&line_items%5B0%5D%5Bprice_data%5D%5Bproduct_data%5D%5Bname%5D=Prepaid+balance+top-up"+
