@@ -347,10 +347,10 @@ func (s *Store) Credit(_ context.Context, p store.CreditParams) (store.CreditRes
 	if bal > store.MaxAmount-p.Amount {
 		return store.CreditResult{}, fmt.Errorf("%w: balance would exceed %d", store.ErrInvalidAmount, store.MaxAmount)
 	}
-	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Kind: "credit",
+	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Kind: store.EntryCredit,
 		Reference: ref, CreatedAt: norm(p.Now)}})
-	s.repay(p.Caller, p.Currency, ref, norm(p.Now))
-	return store.CreditResult{Applied: true, Balance: s.balances[balanceKey{p.Caller, p.Currency}]}, nil
+	bal -= s.repay(p.Caller, p.Currency, ref, norm(p.Now))
+	return store.CreditResult{Applied: true, Balance: bal}, nil
 }
 
 // Balance implements store.Ledger.
