@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -105,6 +106,23 @@ func ValidateClaim(p *ClaimParams) error {
 	}
 	if p.Lease <= 0 || p.TTL <= p.Lease {
 		return fmt.Errorf("%w: need 0 < lease < ttl, got lease %s ttl %s", ErrInvalidArgument, p.Lease, p.TTL)
+	}
+	return nil
+}
+
+// ValidateCredit checks the arguments of Credit: ErrInvalidAmount or
+// ErrUnknownCurrency for the amount, ErrInvalidArgument for a missing
+// caller or reference, or a reference starting with "topup:", which names
+// top-up credits (TopupCreditReference).
+func ValidateCredit(p CreditParams) error {
+	if err := ValidateAmount(p.Amount, p.Currency); err != nil {
+		return err
+	}
+	if p.Caller == "" || p.Reference == "" {
+		return fmt.Errorf("%w: caller and reference are required", ErrInvalidArgument)
+	}
+	if strings.HasPrefix(p.Reference, "topup:") {
+		return fmt.Errorf("%w: credit references starting with topup: are the top-ups'", ErrInvalidArgument)
 	}
 	return nil
 }

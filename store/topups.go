@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -200,12 +201,70 @@ type Topups interface {
 	// changes nothing), credits or reverses, moves the debt, and updates
 	// the top-up. It returns ErrNotFound when the caller has no such
 	// top-up, ErrConflict when a session kind names another session than
-	// the one recorded, and ErrInvalidAmount or ErrUnknownCurrency for a
-	// bad amount. A paid event for a top-up already credited, a reversal
+	// the one recorded, a reversal kind another currency than the top-up's,
+	// or the event another rail (nothing changed, the event not recorded),
+	// ErrInvalidAmount or ErrUnknownCurrency for a bad amount, and
+	// ErrInvalidArgument for a missing field (see ValidateTopupEvent). A
+	// paid event credits the top-up's payment page once
+	// (TopupCreditReference) and first repays any debt in its currency; a
+	// reversal kind takes back min(credited, the sum of what its sources
+	// asked) beyond what was reversed before; a paid event that arrives
+	// after a refund settles that refund too. A paid event for a top-up already credited, a reversal
 	// that adds nothing (a smaller running refund total), and a state
 	// change that would go backwards (expired after paid) are recorded and
 	// change nothing else.
 	ApplyTopupEvent(ctx context.Context, ev TopupEvent) (TopupEventResult, error)
 	// Debt returns what the caller owes in currency, 0 if nothing.
 	Debt(ctx context.Context, caller, currency string) (int64, error)
+}
+
+// SessionKind reports whether k is about the payment page (paid,
+// processing, failed, expired) rather than a reversal.
+func (k TopupEventKind) SessionKind() bool {
+	return k >= TopupEventPaid && k <= TopupEventExpired
+}
+
+// TopupCreditReference is the reference of a top-up's credit entry: it names
+// the rail's payment page, so that two events of one payment cannot credit
+// twice. Admin credits may not use references that start with "topup:".
+func TopupCreditReference(rail, sessionID string) string {
+	return "credit:topup:" + rail + ":" + sessionID
+}
+
+// ValidateTopup checks a top-up for CreateTopup: ErrInvalidAmount or
+// ErrUnknownCurrency for its amount, ErrInvalidKey for its key, and
+// ErrInvalidArgument for a missing caller, id, rail or fingerprint.
+func ValidateTopup(t Topup) error {
+	if err := ValidateAmount(t.Amount, t.Currency); err != nil {
+		return err
+	}
+	if err := ValidateKey(t.Key); err != nil {
+		return err
+	}
+	if t.Caller == "" || t.ID == "" || t.Rail == "" || t.Fingerprint == "" {
+		return fmt.Errorf("%w: caller, id, rail and fingerprint are required", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// ValidateTopupEvent checks an event for ApplyTopupEvent: rail, event id,
+// caller, top-up and a known kind are required, a session kind needs its
+// session, a reversal kind its source, and paid and reversal kinds a valid
+// amount (ErrInvalidAmount, ErrUnknownCurrency).
+func ValidateTopupEvent(ev TopupEvent) error {
+	if ev.Rail == "" || ev.EventID == "" || ev.Caller == "" || ev.TopupID == "" {
+		return fmt.Errorf("%w: rail, event id, caller and top-up are required", ErrInvalidArgument)
+	}
+	switch {
+	case ev.Kind.String() == "unknown":
+		return fmt.Errorf("%w: event kind %d", ErrInvalidArgument, ev.Kind)
+	case ev.Kind.SessionKind() && ev.SessionID == "":
+		return fmt.Errorf("%w: a %s event needs its session", ErrInvalidArgument, ev.Kind)
+	case !ev.Kind.SessionKind() && ev.Source == "":
+		return fmt.Errorf("%w: a %s event needs its source", ErrInvalidArgument, ev.Kind)
+	}
+	if ev.Kind == TopupEventPaid || !ev.Kind.SessionKind() {
+		return ValidateAmount(ev.Amount, ev.Currency)
+	}
+	return nil
 }

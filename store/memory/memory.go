@@ -28,6 +28,25 @@ type Store struct {
 	entries  []entry
 	refs     map[string]int // reference -> index in entries
 	callers  map[string]store.Caller
+	owed     map[balanceKey]int64
+
+	topups    map[topupKey]*store.Topup
+	topupKeys map[topupKey]string // (caller, idempotency key) -> top-up id
+	events    map[eventKey]bool
+	asks      map[topupKey]map[string]ask // what each refund or dispute source asks back
+	routes    map[routeKey]topupKey
+}
+
+type topupKey struct{ caller, id string }
+
+type eventKey struct{ caller, rail, id string }
+
+type routeKey struct{ rail, ref string }
+
+// ask is what one refund (its running total) or dispute asks back.
+type ask struct {
+	dispute bool
+	amount  int64
 }
 
 type record struct {
@@ -51,6 +70,13 @@ func New() *Store {
 		balances: map[balanceKey]int64{},
 		refs:     map[string]int{},
 		callers:  map[string]store.Caller{},
+		owed:     map[balanceKey]int64{},
+
+		topups:    map[topupKey]*store.Topup{},
+		topupKeys: map[topupKey]string{},
+		events:    map[eventKey]bool{},
+		asks:      map[topupKey]map[string]ask{},
+		routes:    map[routeKey]topupKey{},
 	}
 }
 
@@ -235,6 +261,7 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 func (s *Store) post(e entry) int64 {
 	bk := balanceKey{e.Caller, e.Currency}
 	s.balances[bk] += e.Amount
+	s.owed[bk] += e.Owed
 	e.BalanceAfter = s.balances[bk]
 	s.refs[e.Reference] = len(s.entries)
 	s.entries = append(s.entries, e)
@@ -256,8 +283,8 @@ func (s *Store) Charge(_ context.Context, p store.ChargeParams) (store.ChargeRes
 	if r.Charge.State == store.ChargeCharged {
 		return store.ChargeResult{Charged: false, Balance: bal}, nil
 	}
-	if bal < p.Amount {
-		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount}
+	if owed := s.owed[balanceKey{p.Caller, p.Currency}]; bal < p.Amount || owed > 0 {
+		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount, Owed: owed}
 	}
 	r.Charge = store.Charge{State: store.ChargeCharged, Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Count: r.Charge.Count + 1}
 	r.UpdatedAt = norm(p.Now)
@@ -303,11 +330,8 @@ func (s *Store) refund(r *record, now time.Time) int64 {
 
 // Credit implements store.Ledger.
 func (s *Store) Credit(_ context.Context, p store.CreditParams) (store.CreditResult, error) {
-	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+	if err := store.ValidateCredit(p); err != nil {
 		return store.CreditResult{}, err
-	}
-	if p.Caller == "" || p.Reference == "" {
-		return store.CreditResult{}, fmt.Errorf("%w: caller and reference are required", store.ErrInvalidArgument)
 	}
 	ref := "credit:" + p.Reference
 	s.mu.Lock()
@@ -323,8 +347,9 @@ func (s *Store) Credit(_ context.Context, p store.CreditParams) (store.CreditRes
 	if bal > store.MaxAmount-p.Amount {
 		return store.CreditResult{}, fmt.Errorf("%w: balance would exceed %d", store.ErrInvalidAmount, store.MaxAmount)
 	}
-	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Kind: "credit",
+	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Kind: store.EntryCredit,
 		Reference: ref, CreatedAt: norm(p.Now)}})
+	bal -= s.repay(p.Caller, p.Currency, ref, norm(p.Now))
 	return store.CreditResult{Applied: true, Balance: bal}, nil
 }
 
@@ -390,7 +415,7 @@ func (s *Store) CallerByID(_ context.Context, id string) (store.Caller, error) {
 }
 
 // CheckInvariants implements store.Store, with the same checks as the SQL
-// backend.
+// backend: the charge invariant, then the funding invariant (checkFunding).
 func (s *Store) CheckInvariants(_ context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -404,7 +429,7 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 		if sums[bk] != e.BalanceAfter || sums[bk] < 0 {
 			errs = append(errs, fmt.Errorf("invariant broken: %s balance_after %d running %d", e.Reference, e.BalanceAfter, sums[bk]))
 		}
-		if e.Kind == "credit" {
+		if e.Kind != store.EntryCharge && e.Kind != store.EntryRefund {
 			continue
 		}
 		g := groups[e.Key+"\x00"+e.incarnation]
@@ -451,5 +476,6 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 			errs = append(errs, fmt.Errorf("invariant broken: key %q: a stored 2xx answer was refunded", k))
 		}
 	}
+	errs = append(errs, s.checkFunding()...)
 	return errors.Join(errs...)
 }

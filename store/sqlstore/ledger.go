@@ -18,7 +18,7 @@ SELECT b.caller, b.currency, -?, 'charge', 'charge:' || r.key || ':' || r.incarn
 FROM idem_records r, balances b
 WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress'
 	AND r.charge_state <> 'charged'
-	AND b.caller = ? AND b.currency = ? AND b.balance >= ?
+	AND b.caller = ? AND b.currency = ? AND b.balance >= ? AND b.owed = 0
 RETURNING balance_after`
 
 // chargeClaimedSQL is chargeSQL for the batch that claims and charges. The
@@ -104,7 +104,7 @@ func (s *Store) chargeOutcome(ctx context.Context, p store.ChargeParams, rows []
 	case st.charge == store.ChargeCharged:
 		return store.ChargeResult{Charged: false, Balance: st.balance}, nil
 	}
-	return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: st.balance, Required: p.Amount}
+	return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: st.balance, Required: p.Amount, Owed: st.owed}
 }
 
 const refundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
@@ -140,16 +140,17 @@ type fenceState struct {
 	status  store.Status
 	charge  store.ChargeState
 	balance int64
+	owed    int64
 }
 
 // fenceState reads whether f holds its record, the record's charge state,
 // and a balance: of (caller, currency) if given, else of the charged caller.
 func (s *Store) fenceState(ctx context.Context, f store.Fence, caller, currency string) (fenceState, error) {
 	rows, err := s.db.Query(ctx, `SELECT r.owner = ? AND r.generation = ?, r.status, r.charge_state,
-		coalesce((SELECT balance FROM balances
-			WHERE caller = coalesce(nullif(?, ''), r.charge_caller) AND currency = coalesce(nullif(?, ''), r.charge_currency)), 0)
-		FROM (SELECT 1) LEFT JOIN idem_records r ON r.key = ?`,
-		f.Owner, f.Generation, caller, currency, f.Key)
+		coalesce(b.balance, 0), coalesce(b.owed, 0)
+		FROM (SELECT 1) LEFT JOIN idem_records r ON r.key = ?
+		LEFT JOIN balances b ON b.caller = coalesce(nullif(?, ''), r.charge_caller) AND b.currency = coalesce(nullif(?, ''), r.charge_currency)`,
+		f.Owner, f.Generation, f.Key, caller, currency)
 	if err != nil {
 		return fenceState{}, err
 	}
@@ -162,6 +163,7 @@ func (s *Store) fenceState(ctx context.Context, f store.Fence, caller, currency 
 		status:  store.Status(asString(r[1])),
 		charge:  store.ChargeState(asString(r[2])),
 		balance: asInt64(r[3]),
+		owed:    asInt64(r[4]),
 	}, nil
 }
 
@@ -171,28 +173,52 @@ SELECT ?, ?, ?, 'credit', ?,
 WHERE NOT EXISTS (SELECT 1 FROM ledger_entries WHERE reference = ?)
 RETURNING balance_after`
 
-// Credit implements store.Ledger.
+// creditRepaySQL pays the caller's debt from a credit just made, once: only
+// while the credit is still the caller's latest entry in the currency (a
+// repayment would follow it, and so would anything that moved the debt
+// since). On a Batcher it shares the credit's batch, so "latest" means "made
+// by this batch"; without one, a retried Credit whose repayment was lost
+// still finds its credit latest, unless the caller's ledger moved in
+// between: then the debt waits for the next credit (and charges stay
+// refused until it is paid).
+const creditRepaySQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, owed_change, balance_after, created_at)
+SELECT b.caller, b.currency, -min(b.owed, b.balance), 'repay', 'repay:' || ?, -min(b.owed, b.balance),
+	b.balance - min(b.owed, b.balance), ?
+FROM balances b
+WHERE b.caller = ? AND b.currency = ? AND b.owed > 0 AND b.balance > 0
+	AND (SELECT id FROM ledger_entries WHERE caller = b.caller AND currency = b.currency ORDER BY id DESC LIMIT 1)
+		= (SELECT id FROM ledger_entries WHERE reference = ? AND caller = b.caller AND currency = b.currency)
+	AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE reference = 'repay:' || ?)
+RETURNING balance_after`
+
+// Credit implements store.Ledger. The credit and the repayment of a debt
+// (creditRepaySQL) are one batch on a Batcher, two statements otherwise.
 func (s *Store) Credit(ctx context.Context, p store.CreditParams) (store.CreditResult, error) {
-	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+	if err := store.ValidateCredit(p); err != nil {
 		return store.CreditResult{}, err
 	}
-	if p.Caller == "" || p.Reference == "" {
-		return store.CreditResult{}, fmt.Errorf("%w: caller and reference are required", store.ErrInvalidArgument)
-	}
 	ref := "credit:" + p.Reference
-	rows, err := s.db.Query(ctx, creditSQL, p.Caller, p.Currency, p.Amount, ref,
-		p.Caller, p.Currency, p.Amount, store.UnixMilli(p.Now), ref)
+	now := store.UnixMilli(p.Now)
+	stmts := []store.Stmt{
+		{Query: creditSQL, Args: []any{p.Caller, p.Currency, p.Amount, ref, p.Caller, p.Currency, p.Amount, now, ref}},
+		{Query: creditRepaySQL, Args: []any{ref, now, p.Caller, p.Currency, ref, ref}},
+	}
+	out, err := s.batchOrEach(ctx, stmts)
 	if err != nil && !isConstraint(err, "UNIQUE") {
 		if isConstraint(err, "CHECK") {
 			return store.CreditResult{}, fmt.Errorf("%w: balance would exceed %d", store.ErrInvalidAmount, store.MaxAmount)
 		}
 		return store.CreditResult{}, fmt.Errorf("credit: %w", err)
 	}
-	if err == nil && len(rows) == 1 {
-		return store.CreditResult{Applied: true, Balance: asInt64(rows[0][0])}, nil
+	if err == nil && len(out[0]) == 1 {
+		res := store.CreditResult{Applied: true, Balance: asInt64(out[0][0][0])}
+		if len(out[1]) == 1 {
+			res.Balance = asInt64(out[1][0][0])
+		}
+		return res, nil
 	}
 	// The reference exists: a repeat is fine, a different credit is not.
-	rows, err = s.db.Query(ctx, `SELECT caller, currency, amount,
+	rows, err := s.db.Query(ctx, `SELECT caller, currency, amount,
 		coalesce((SELECT balance FROM balances WHERE caller = ? AND currency = ?), 0)
 		FROM ledger_entries WHERE reference = ?`, p.Caller, p.Currency, ref)
 	if err != nil {
@@ -223,7 +249,7 @@ func (s *Store) Balance(ctx context.Context, caller, currency string) (int64, er
 // Entries implements store.Ledger.
 func (s *Store) Entries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error) {
 	rows, err := s.db.Query(ctx, `SELECT caller, currency, amount, kind, reference, coalesce(idem_key, ''),
-		balance_after, created_at FROM ledger_entries
+		balance_after, created_at, coalesce(topup_id, ''), owed_change FROM ledger_entries
 		WHERE (? = '' OR caller = ?) AND (? = '' OR idem_key = ?) ORDER BY id`,
 		f.Caller, f.Caller, f.Key, f.Key)
 	if err != nil {
@@ -240,6 +266,8 @@ func (s *Store) Entries(ctx context.Context, f store.EntryFilter) ([]store.Entry
 			Key:          asString(r[5]),
 			BalanceAfter: asInt64(r[6]),
 			CreatedAt:    store.FromUnixMilli(asInt64(r[7])),
+			Topup:        asString(r[8]),
+			Owed:         asInt64(r[9]),
 		})
 	}
 	return out, nil
@@ -289,12 +317,45 @@ func (s *Store) caller(ctx context.Context, column, v string) (store.Caller, err
 }
 
 // invariantChecks are queries that return rows only when the charge
-// invariant (see package store) is broken; each row describes a violation.
+// invariant (see package store) or the funding invariant (see
+// store.Topups) is broken; each row describes a violation.
 var invariantChecks = []struct{ name, sql string }{
 	{"balance equals the sum of its entries", `
 		SELECT b.caller || '/' || b.currency || ': balance ' || b.balance || ' entries ' || coalesce(sum(e.amount), 0)
 		FROM balances b LEFT JOIN ledger_entries e ON e.caller = b.caller AND e.currency = b.currency
 		GROUP BY b.caller, b.currency HAVING b.balance <> coalesce(sum(e.amount), 0)`},
+	{"owed equals the sum of its entries' owed changes", `
+		SELECT b.caller || '/' || b.currency || ': owed ' || b.owed || ' entries ' || coalesce(sum(e.owed_change), 0)
+		FROM balances b LEFT JOIN ledger_entries e ON e.caller = b.caller AND e.currency = b.currency
+		GROUP BY b.caller, b.currency HAVING b.owed <> coalesce(sum(e.owed_change), 0) OR b.owed < 0`},
+	{"owed_after is never negative", `
+		SELECT reference || ': owed running ' || running FROM (
+			SELECT reference, sum(owed_change) OVER (PARTITION BY caller, currency ORDER BY id) AS running
+			FROM ledger_entries) WHERE running < 0`},
+	{"a top-up is credited once, by its one credit entry", `
+		SELECT t.caller || '/' || t.id || ': credited ' || t.credited || ' ' || t.credited_currency || ', '
+			|| count(e.id) || ' credit entries of ' || coalesce(sum(e.amount), 0)
+		FROM topups t LEFT JOIN ledger_entries e ON e.caller = t.caller AND e.topup_id = t.id AND e.kind = 'credit'
+		GROUP BY t.caller, t.id
+		HAVING count(e.id) > 1 OR t.credited <> coalesce(sum(e.amount), 0)
+			OR (count(e.id) = 1 AND (t.credited_currency <> max(e.currency)
+				OR max(e.reference) <> 'credit:topup:' || t.rail || ':' || t.session_id))`},
+	{"a top-up's reversed is its reversal entries' sum, at most its credit", `
+		SELECT t.caller || '/' || t.id || ': reversed ' || t.reversed || ' credited ' || t.credited || ' entries '
+			|| coalesce(sum(e.owed_change - e.amount), 0)
+		FROM topups t LEFT JOIN ledger_entries e ON e.caller = t.caller AND e.topup_id = t.id AND e.kind = 'reversal'
+		GROUP BY t.caller, t.id
+		HAVING t.reversed <> coalesce(sum(e.owed_change - e.amount), 0) OR t.reversed > t.credited
+			OR (count(e.id) > 0 AND max(e.currency) <> t.credited_currency)`},
+	{"a top-up is credited or refunded exactly when it holds a credit", `
+		SELECT caller || '/' || id || ': ' || status || ' credited ' || credited || ' reversed ' || reversed FROM topups
+		WHERE (status IN ('credited', 'refunded')) <> (credited > 0) OR (status = 'refunded') <> (reversed > 0)`},
+	{"a repayment moves money from the balance to the debt", `
+		SELECT reference FROM ledger_entries WHERE kind = 'repay' AND (amount >= 0 OR owed_change <> amount)`},
+	{"a top-up's entries name an existing top-up", `
+		SELECT e.reference FROM ledger_entries e
+		WHERE (e.kind = 'reversal' OR e.topup_id IS NOT NULL)
+			AND NOT EXISTS (SELECT 1 FROM topups t WHERE t.caller = e.caller AND t.id = e.topup_id)`},
 	{"every entry has a balance", `
 		SELECT e.caller || '/' || e.currency FROM ledger_entries e
 		WHERE NOT EXISTS (SELECT 1 FROM balances b WHERE b.caller = e.caller AND b.currency = e.currency) LIMIT 1`},
@@ -304,7 +365,7 @@ var invariantChecks = []struct{ name, sql string }{
 			FROM ledger_entries) WHERE balance_after <> running OR running < 0`},
 	{"per key, charges and refunds alternate (net at most one price)", `
 		SELECT idem_key || ' (' || incarnation || '): ' || sum(kind = 'charge') || ' charges, ' || sum(kind = 'refund') || ' refunds'
-		FROM ledger_entries WHERE kind <> 'credit' GROUP BY idem_key, incarnation
+		FROM ledger_entries WHERE kind IN ('charge', 'refund') GROUP BY idem_key, incarnation
 		HAVING sum(kind = 'charge') - sum(kind = 'refund') NOT IN (0, 1)
 			OR max(abs(amount)) <> min(abs(amount))`},
 	{"a record's charge state matches its entries", `

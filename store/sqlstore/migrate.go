@@ -19,8 +19,14 @@ var Migrations embed.FS
 
 // Migrate applies the embedded migrations that db has not seen yet. It
 // records them in wrangler's d1_migrations table, so a database migrated by
-// wrangler is not migrated again and vice versa. Statements are idempotent
-// (IF NOT EXISTS), so two processes migrating at once are safe.
+// wrangler is not migrated again and vice versa.
+//
+// On a Batcher each file and its record are one atomic batch: a crash
+// leaves the file wholly applied or not at all, and of two processes
+// migrating at once the second fails its batch (0002 rebuilds a table and
+// adds a column, which cannot run twice), finds the file recorded and goes
+// on. Without a Batcher (libSQL over HTTP) the statements run one by one:
+// migrate such a database from one process.
 func Migrate(ctx context.Context, db store.DbClient) error {
 	if _, err := db.Exec(ctx, `CREATE TABLE IF NOT EXISTS d1_migrations(
 		id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,14 +56,41 @@ func Migrate(ctx context.Context, db store.DbClient) error {
 		if err != nil {
 			return fmt.Errorf("read migration %s: %w", name, err)
 		}
-		for _, stmt := range SplitStatements(string(src)) {
-			if _, err := db.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("apply migration %s: %w", name, err)
+		if err := apply(ctx, db, name, SplitStatements(string(src))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const recordMigrationSQL = `INSERT INTO d1_migrations (name) VALUES (?) ON CONFLICT(name) DO NOTHING`
+
+// apply runs one migration's statements and records it: in one batch on a
+// Batcher, else one by one.
+func apply(ctx context.Context, db store.DbClient, name string, stmts []string) error {
+	if b, ok := store.BatcherOf(db); ok {
+		batch := make([]store.Stmt, 0, len(stmts)+1)
+		for _, st := range stmts {
+			batch = append(batch, store.Stmt{Query: st})
+		}
+		batch = append(batch, store.Stmt{Query: recordMigrationSQL, Args: []any{name}})
+		if _, err := b.Batch(ctx, batch); err != nil {
+			// Another process may have applied it first.
+			rows, rerr := db.Query(ctx, `SELECT 1 FROM d1_migrations WHERE name = ?`, name)
+			if rerr == nil && len(rows) == 1 {
+				return nil
 			}
+			return fmt.Errorf("apply migration %s: %w", name, err)
 		}
-		if _, err := db.Exec(ctx, `INSERT INTO d1_migrations (name) VALUES (?) ON CONFLICT(name) DO NOTHING`, name); err != nil {
-			return fmt.Errorf("record migration %s: %w", name, err)
+		return nil
+	}
+	for _, stmt := range stmts {
+		if _, err := db.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("apply migration %s: %w", name, err)
 		}
+	}
+	if _, err := db.Exec(ctx, recordMigrationSQL, name); err != nil {
+		return fmt.Errorf("record migration %s: %w", name, err)
 	}
 	return nil
 }

@@ -94,7 +94,10 @@ func referenceSQL(t *testing.T) map[string]string {
 	out["callerByKeyHash"] = one("caller by key hash", rec.last())
 	_, err = s.Credit(ctx, store.CreditParams{Caller: "c", Currency: "USD", Amount: 100, Reference: "r", Now: now})
 	require.NoError(t, err)
-	out["credit"] = one("credit", rec.last())
+	// The credit and the repayment of a debt, in one batch.
+	credit := rec.last()
+	require.Len(t, credit, 2, "credit")
+	out["credit"] = credit[0]
 
 	p := store.ClaimParams{Key: "k", Owner: "o", Fingerprint: "f", Now: now, Lease: time.Minute, TTL: time.Hour}
 	cr, err := s.Claim(ctx, p)
