@@ -57,10 +57,10 @@ type Client struct {
 	// BaseURL is the API's origin, without a trailing path; "" means
 	// DefaultBaseURL. Tests point it at stripe-mock.
 	BaseURL string
-	// SendFunc sends one HTTP request and returns its response. Nil means
+	// Send sends one HTTP request and returns its response. Nil means
 	// http.DefaultClient.Do natively; in js/wasm it is required (the worker
 	// passes its fetch), so that net/http's client is never linked there.
-	SendFunc func(*http.Request) (*http.Response, error)
+	Send func(*http.Request) (*http.Response, error)
 }
 
 // Session is the part of a created Checkout Session a top-up needs.
@@ -133,10 +133,10 @@ func (e *APIError) Is(target error) bool {
 //
 // Before sending anything it returns ErrInvalidCheckoutParams (for p, or
 // for a key that is empty or over MaxIdempotencyKeyBytes), or an error for
-// a Client without SecretKey (or, in js/wasm, without SendFunc). After, it
+// a Client without SecretKey (or, in js/wasm, without Send). After, it
 // returns ErrStripeUnavailable (wrapped), an *APIError for any other
 // non-2xx answer, ErrMalformedResponse, or ctx's error as soon as ctx ends,
-// even if SendFunc does not honour ctx (the request is then left to finish
+// even if Send does not honour ctx (the request is then left to finish
 // on its own).
 func (c *Client) CreateCheckoutSession(ctx context.Context, p CheckoutSessionParams, idempotencyKey string) (Session, error) {
 	const op = "stripe: create checkout session: "
@@ -164,12 +164,12 @@ func (c *Client) post(ctx context.Context, path, form, idempotencyKey string) ([
 	if c.SecretKey == "" {
 		return nil, errors.New("no secret key")
 	}
-	send := c.SendFunc
+	send := c.Send
 	if send == nil {
 		send = defaultSend
 	}
 	if send == nil {
-		return nil, errors.New("no SendFunc, which this build requires")
+		return nil, errors.New("no send function, which this build requires")
 	}
 	base := c.BaseURL
 	if base == "" {

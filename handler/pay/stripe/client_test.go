@@ -66,7 +66,7 @@ func TestClientAgainstStripeMock(t *testing.T) {
 	t.Run("creates a session", func(t *testing.T) {
 		t.Parallel()
 		var seen captured
-		c := &stripe.Client{SecretKey: secretKey, BaseURL: base, SendFunc: seen.wrap(http.DefaultClient.Do)}
+		c := &stripe.Client{SecretKey: secretKey, BaseURL: base, Send: seen.wrap(http.DefaultClient.Do)}
 		key := stripe.IdempotencyKey("agent 7", "order-42")
 		s, err := c.CreateCheckoutSession(context.Background(), validParams(), key)
 		require.NoError(t, err)
@@ -112,7 +112,7 @@ func TestClientAgainstStripeMock(t *testing.T) {
 			req.ContentLength = int64(len(form.Encode()))
 			return http.DefaultClient.Do(req)
 		}
-		c := &stripe.Client{SecretKey: secretKey, BaseURL: base, SendFunc: seen.wrap(rewrite)}
+		c := &stripe.Client{SecretKey: secretKey, BaseURL: base, Send: seen.wrap(rewrite)}
 		_, err := c.CreateCheckoutSession(context.Background(), validParams(), "k-1")
 		var apiErr *stripe.APIError
 		require.ErrorAs(t, err, &apiErr)
@@ -160,7 +160,7 @@ func TestClientRefusesBeforeSending(t *testing.T) {
 		sent.Add(1)
 		return nil, errors.New("must not be called")
 	}
-	c := &stripe.Client{SecretKey: secretKey, SendFunc: send}
+	c := &stripe.Client{SecretKey: secretKey, Send: send}
 	bad := validParams()
 	bad.Amount = 0
 	_, err := c.CreateCheckoutSession(context.Background(), bad, "k-1")
@@ -169,14 +169,14 @@ func TestClientRefusesBeforeSending(t *testing.T) {
 	require.ErrorIs(t, err, stripe.ErrInvalidCheckoutParams, "no idempotency key: a retry could pay twice")
 	_, err = c.CreateCheckoutSession(context.Background(), validParams(), strings.Repeat("k", stripe.MaxIdempotencyKeyBytes+1))
 	require.ErrorIs(t, err, stripe.ErrInvalidCheckoutParams)
-	_, err = (&stripe.Client{SendFunc: send}).CreateCheckoutSession(context.Background(), validParams(), "k-1")
+	_, err = (&stripe.Client{Send: send}).CreateCheckoutSession(context.Background(), validParams(), "k-1")
 	require.ErrorContains(t, err, "no secret key")
 	require.Zero(t, sent.Load())
 }
 
 func TestClientSendFails(t *testing.T) {
 	t.Parallel()
-	c := &stripe.Client{SecretKey: secretKey, SendFunc: func(req *http.Request) (*http.Response, error) {
+	c := &stripe.Client{SecretKey: secretKey, Send: func(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("dial tcp: connection refused (" + req.Header.Get("Authorization") + ")")
 	}}
 	_, err := c.CreateCheckoutSession(context.Background(), validParams(), "k-1")
@@ -200,7 +200,7 @@ func TestClientSendIgnoresContext(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	defer close(release)
-	c := &stripe.Client{SecretKey: secretKey, SendFunc: func(*http.Request) (*http.Response, error) {
+	c := &stripe.Client{SecretKey: secretKey, Send: func(*http.Request) (*http.Response, error) {
 		<-release
 		return nil, errors.New("released")
 	}}

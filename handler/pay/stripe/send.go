@@ -4,5 +4,5 @@ package stripe
 
 import "net/http"
 
-// defaultSend is the transport when Client.SendFunc is nil.
+// defaultSend is the transport when Client.Send is nil.
 var defaultSend = http.DefaultClient.Do
