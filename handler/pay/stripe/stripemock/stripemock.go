@@ -53,7 +53,9 @@ var installMu sync.Mutex
 // Start runs stripe-mock Version on a free port of 127.0.0.1 (HTTP, and
 // HTTPS on another free loopback port, which nobody uses but which would
 // otherwise bind every interface on :12112) and returns its base URL,
-// "http://127.0.0.1:<port>". The process is killed when t ends. The binary
+// "http://127.0.0.1:<port>". It runs with -strict-version-check: a
+// Stripe-Version header other than SpecVersion gets 400. The process is
+// killed when t ends. The binary
 // is installed once per machine (see install); t fails, fatally and with go
 // install's output, when it can't be.
 func Start(t testing.TB) string {
