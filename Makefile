@@ -144,8 +144,8 @@ profile: node_modules shim
 
 # stripe-mock: Stripe's official mock API (v0.203.0, the version the tests pin in handler/pay/stripe/stripemock) for
 # local walk-throughs, HTTP on 127.0.0.1:12111 (STRIPE_API_BASE=http://127.0.0.1:12111, any sk_test_ key). -http-addr
-# rather than -http-port keeps it on loopback; -https-addr keeps its HTTPS listener, on by default otherwise, off :12112
-# of every interface.
+# (not -http-port) binds loopback only; -https-addr keeps on loopback too the HTTPS listener that stripe-mock would
+# otherwise open on :12112 of every interface.
 stripe-mock:
 	go run github.com/stripe/stripe-mock@v0.203.0 -http-addr 127.0.0.1:12111 -https-addr 127.0.0.1:12112
 
