@@ -13,7 +13,7 @@ DEV_PORT ?= 8787
 # -s -w -trimpath: about 2% off the gzip size, and no local paths in the binary.
 GOFLAGS_WASM := -trimpath -ldflags='-s -w'
 
-.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile soak deploy clean
+.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile soak deploy clean stripe-mock
 
 # build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
 # Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
@@ -141,6 +141,13 @@ profile: node_modules shim
 	cp build/worker.mjs build/goruntime.mjs build/wasm_exec.js "$$dir/"; \
 	GOOS=js GOARCH=wasm go build -trimpath -o "$$dir/app.wasm" ./worker; \
 	PROFILE_OUT=$${PROFILE_OUT:-build/worker.cpuprofile} node worker/bench/profile.mjs "$$dir" $(PROFILE_CALLS)
+
+# stripe-mock: Stripe's official mock API (v0.203.0, the version the tests pin in handler/pay/stripe/stripemock) for
+# local walk-throughs, HTTP on 127.0.0.1:12111 (STRIPE_API_BASE=http://127.0.0.1:12111, any sk_test_ key). -http-addr
+# (not -http-port) binds loopback only; -https-addr keeps on loopback too the HTTPS listener that stripe-mock would
+# otherwise open on :12112 of every interface.
+stripe-mock:
+	go run github.com/stripe/stripe-mock@v0.203.0 -http-addr 127.0.0.1:12111 -https-addr 127.0.0.1:12112
 
 # deploy refuses an unedited wrangler.toml: the placeholder D1 id or an empty TOOLS would deploy a worker that
 # answers nothing useful.

@@ -77,3 +77,50 @@ func TestLayout(t *testing.T) {
 		require.Equal(t, want, n, "uses of store.Store in the surface %s (only Config.Store, handed to the engine)", dir)
 	}
 }
+
+// testOnly are the import paths (prefixes) that only tests may import: the
+// stripe-mock harness, and stripe-go, which it uses to sign events (its
+// webhook package alone would add about 0.86 MB gzip to the wasm).
+var testOnly = []string{module + "/handler/pay/stripe/stripemock", "github.com/stripe/"}
+
+func isTestOnly(p string) bool {
+	for _, prefix := range testOnly {
+		if p == prefix || strings.HasPrefix(p, strings.TrimSuffix(prefix, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestLayoutTestOnlyImports checks that no package of the module imports a
+// test-only package outside its _test files (except the test-only packages
+// themselves), and that neither the worker nor its wasm build depends on
+// one, directly or not.
+func TestLayoutTestOnlyImports(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", module+"/...").Output()
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	require.Greater(t, len(lines), 10, "go list saw the module's packages")
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if isTestOnly(f[0]) {
+			continue
+		}
+		for _, imp := range f[1:] {
+			require.False(t, isTestOnly(imp), "%s must not import %s (test-only) outside its _test files", f[0], imp)
+		}
+	}
+
+	for _, env := range [][]string{nil, {"GOOS=js", "GOARCH=wasm"}} {
+		cmd := exec.Command("go", "list", "-deps", module+"/worker")
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.Output()
+		require.NoError(t, err, env)
+		deps := strings.Fields(string(out))
+		require.Contains(t, deps, module+"/handler", "go list listed the worker's deps (%v)", env)
+		for _, d := range deps {
+			require.False(t, isTestOnly(d), "the worker (%v) must not depend on %s", env, d)
+		}
+	}
+}

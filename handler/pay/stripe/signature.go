@@ -1,7 +1,8 @@
 // Package stripe is the Stripe top-up rail's wire layer: it verifies the
 // Stripe-Signature header of webhook deliveries, decodes the events a top-up
-// needs (Checkout Sessions, refunded charges, disputes) and encodes the form
-// that creates a Checkout Session, with the Idempotency-Key that goes with it.
+// needs (Checkout Sessions, refunded charges, disputes), encodes the form
+// that creates a Checkout Session, with the Idempotency-Key that goes with it,
+// and sends it (Client, over an injected send function: the worker's fetch).
 // It is small and ours on purpose: stripe-go's webhook package alone adds about
 // 0.86 MB gzip to the wasm, so stripe-go is a test-only dependency that checks
 // this code signs and verifies exactly as Stripe does.
@@ -16,8 +17,9 @@
 // POST /v1/webhooks/stripe), which send the form through the worker's fetch
 // seam; store tables keyed by caller for top-ups and processed event ids; the
 // credit and the event dedupe in one atomic batch, referenced by the Checkout
-// Session id; reversal entries for refunds and disputes; and a Stripe API test
-// server (stripe-mock, or one of ours beside this package).
+// Session id; and reversal entries for refunds and disputes. Tests run the
+// Client against Stripe's official mock server and sign events as Stripe
+// does, through ./stripemock (test-only).
 //
 // This package imports nothing of the engine or of a surface (see
 // handler/layout_test.go): rails never move money themselves.
