@@ -40,7 +40,9 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	// Every problem type the code can produce is listed.
 	for _, slug := range []string{"invalid-idempotency-key", "invalid-json", "unauthorized", "insufficient-funds",
 		"unknown-tool", "method-not-allowed", "in-progress", "body-too-large", "idempotency-key-mismatch",
-		"upstream-rejected", "upstream-failed", "upstream-timeout", "store-unavailable", "internal"} {
+		"upstream-rejected", "upstream-failed", "upstream-timeout", "store-unavailable", "internal",
+		"topups-disabled", "topup-not-found", "invalid-topup", "invalid-webhook", "payment-provider-unavailable",
+		"payment-provider-rejected"} {
 		require.Contains(t, string(OpenAPI()), problem.TypeBase+slug)
 	}
 	// Every $ref resolves.

@@ -29,7 +29,7 @@ type StripeConfig struct {
 	// (tests point it at stripe-mock).
 	APIBase string
 	// Send sends Stripe's API requests: the worker's fetch, or
-	// http.DefaultClient.Do natively. Required with SecretKey.
+	// nil natively for http.DefaultClient.Do. Required in the Worker.
 	Send func(*http.Request) (*http.Response, error)
 	// Topups limits what a top-up may be (engine.ParseTopupPolicy).
 	Topups engine.TopupPolicy

@@ -207,6 +207,7 @@ func TestE2ETopups(t *testing.T) {
 	require.NoError(t, db.QueryRow(`SELECT owed FROM balances WHERE caller = 'dora' AND currency = 'USD'`).Scan(&owed))
 	require.Equal(t, int64(5), owed)
 	res, b = dora.do(http.MethodGet, "/v1/topups/"+id, nil, nil)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(b))
 	require.Contains(t, string(b), `"status":"refunded"`)
 	require.Contains(t, string(b), `"reversed":"5.00"`)
 	status, out = webhook(w1, refund, refundSig) // redelivered

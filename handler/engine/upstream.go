@@ -54,15 +54,6 @@ func (u *HTTPUpstream) Do(ctx context.Context, req UpstreamRequest) (UpstreamRes
 	return SendFunc(client.Do).Do(ctx, req)
 }
 
-// Send sends r with the client (http.DefaultClient when nil): the send
-// function of the rails that call a provider's API natively.
-func (u *HTTPUpstream) Send(r *http.Request) (*http.Response, error) {
-	if u.Client == nil {
-		return http.DefaultClient.Do(r)
-	}
-	return u.Client.Do(r)
-}
-
 // SendFunc is an Upstream over any function that sends an *http.Request:
 // an *http.Client's Do natively, the Workers fetch API in the worker (which
 // keeps net/http's client out of the wasm). Do returns when ctx ends even if
