@@ -87,8 +87,8 @@ func TestHeadersRoundTrip(t *testing.T) {
 	require.Equal(t, "pay_7d5d747be160e280504c099d984bcfe0", id)
 
 	pr := x402.PaymentRequired{X402Version: 2, Error: "PAYMENT-SIGNATURE header is required",
-		Resource: x402.ResourceInfo{URL: "https://api.example.com/premium-data", Description: "<data> & more"},
-		Accepts:  []x402.PaymentRequirements{specRequirements()},
+		Resource:   x402.ResourceInfo{URL: "https://api.example.com/premium-data", Description: "<data> & more"},
+		Accepts:    []x402.PaymentRequirements{specRequirements()},
 		Extensions: map[string]json.RawMessage{x402.ExtensionPaymentIdentifier: x402.PaymentIdentifierExtension()}}
 	h, err = x402.Encode(pr)
 	require.NoError(t, err)
