@@ -13,7 +13,7 @@ DEV_PORT ?= 8787
 # -s -w -trimpath: about 2% off the gzip size, and no local paths in the binary.
 GOFLAGS_WASM := -trimpath -ldflags='-s -w'
 
-.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile soak deploy clean stripe-mock
+.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile soak deploy clean stripe-mock facilitator
 
 # build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
 # Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
@@ -53,6 +53,12 @@ build-turso: shim
 	GOOS=js GOARCH=wasm go build $(GOFLAGS_WASM) -tags turso -o $$tmp ./worker || { rm -f $$tmp; exit 1; }; \
 	mv $$tmp build/app.wasm
 	@echo "build/app.wasm (turso): $$(wc -c < build/app.wasm) bytes raw, $$(gzip -9 -c build/app.wasm | wc -c) bytes gzip -9"
+
+# facilitator: the x402 test facilitator (handler/pay/x402/facilitatortest) on 127.0.0.1:4021 (override with
+# FACILITATOR_ADDR=), for FACILITATOR_URL in local runs. It checks payments signed with its test scheme, not real ones.
+FACILITATOR_ADDR ?= 127.0.0.1:4021
+facilitator:
+	go run ./handler/pay/x402/facilitatortest/cmd/facilitator -addr $(FACILITATOR_ADDR)
 
 # migrate-turso: applies the schema to $$TURSO_DATABASE_URL (token in $$TURSO_AUTH_TOKEN) from Go.
 migrate-turso:

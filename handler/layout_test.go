@@ -37,7 +37,9 @@ func deps(t *testing.T, pkg string) []string {
 //   - the payment seam (handler/pay) imports nothing of the project, and a
 //     rail (handler/pay/<rail>) only the seam, store and safejson: neither
 //     the engine nor a surface nor another rail. It speaks its provider's
-//     wire format; the engine moves money.
+//     wire format; the engine moves money;
+//   - a rail's test server (handler/pay/x402/facilitatortest) may import
+//     its rail, and no worker build (native or wasm) links it.
 //
 // And that the surfaces cannot write to the store: the store is an
 // unexported field of the engine, and the surfaces' only use of a
@@ -55,10 +57,26 @@ func TestLayout(t *testing.T) {
 		"handler/problem":    {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine"},
 		"handler/mcp":        {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine", "handler/problem"},
 		"handler/pay/stripe": {"store", "handler/safejson", "handler/pay"},
+		"handler/pay/x402":   {"store", "handler/safejson", "handler/pay"},
+		// A rail's test server may import its rail; nothing but tests may
+		// import it (below).
+		"handler/pay/x402/facilitatortest": {"store", "handler/safejson", "handler/pay", "handler/pay/x402"},
 	}
 	for pkg, ok := range allowed {
 		for _, d := range deps(t, pkg) {
 			require.Contains(t, ok, d, "%s must not import %s", pkg, d)
+		}
+	}
+
+	// Test servers are test-only: neither the wasm nor the native worker
+	// links them.
+	for _, env := range [][]string{nil, {"GOOS=js", "GOARCH=wasm"}} {
+		cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", module+"/worker")
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.Output()
+		require.NoError(t, err, "go list -deps ./worker %v", env)
+		for _, p := range strings.Fields(string(out)) {
+			require.NotEqual(t, module+"/handler/pay/x402/facilitatortest", p, "the worker %v must not link a test server", env)
 		}
 	}
 
