@@ -108,9 +108,11 @@ func (c Config) Engine() engine.Config {
 		Checkout: c.checkout(), Topups: c.Stripe.Topups}
 }
 
-// checkout is the Stripe rail, or nil when no Stripe key is configured.
+// checkout is the Stripe rail, or nil unless both the API key and a
+// webhook secret are configured: a top-up sold without the webhook could be
+// paid and never credited.
 func (c Config) checkout() pay.Checkout {
-	if c.Stripe.SecretKey == "" {
+	if c.Stripe.SecretKey == "" || len(c.Stripe.WebhookSecrets) == 0 {
 		return nil
 	}
 	return &stripe.Rail{Client: &stripe.Client{SecretKey: c.Stripe.SecretKey, BaseURL: c.Stripe.APIBase, Send: c.Stripe.Send}}

@@ -18,7 +18,8 @@ import (
 // Stripe Checkout, credited by Stripe's webhook.
 type StripeConfig struct {
 	// SecretKey is the API key (sk_live_..., sk_test_... or rk_...) that
-	// creates Checkout Sessions. Empty disables POST /v1/topups and
+	// creates Checkout Sessions. Empty, or no WebhookSecrets (a top-up could
+	// be paid and never credited), disables POST /v1/topups and
 	// GET /v1/topups/{id} (501).
 	SecretKey string
 	// WebhookSecrets are the webhook endpoint's signing secrets (whsec_...);
@@ -175,6 +176,7 @@ func (s *server) handleStripeWebhook(w http.ResponseWriter, r *http.Request) {
 		Event     string `json:"event"`
 		Duplicate bool   `json:"duplicate,omitempty"`
 		Ignored   string `json:"ignored,omitempty"`
+		Parked    bool   `json:"parked,omitempty"`
 		Topup     string `json:"topup,omitempty"`
 		Status    string `json:"status,omitempty"`
 	}{Received: true, Event: ev.ID}
@@ -189,7 +191,7 @@ func (s *server) handleStripeWebhook(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
-	out.Duplicate, out.Ignored = res.Duplicate, res.Ignored
+	out.Duplicate, out.Ignored, out.Parked = res.Duplicate, res.Ignored, res.Parked
 	out.Topup, out.Status = res.Topup.ID, string(res.Topup.Status)
 	writeJSON(w, http.StatusOK, out)
 }

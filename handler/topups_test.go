@@ -235,3 +235,34 @@ func TestTopupsDisabled(t *testing.T) {
 	p := e.call(c.key, "echo", "k", `{}`).problem(t, http.StatusPaymentRequired, "insufficient-funds")
 	require.NotContains(t, p, "topUp", "no top-up hint when top-ups are off")
 }
+
+// TestDisputeBeforeItsPaymentIsKept: a dispute that arrives before any
+// event of its session was applied names only the PaymentIntent; it is
+// kept (200 parked), and taken back once the payment's event credits the
+// top-up: never lost, never taken twice.
+func TestDisputeBeforeItsPaymentIsKept(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withStripe(t, nil))
+	c := e.newCaller("agent", "")
+	id := e.topup(c, "t-1", `{"amount":"10.00","currency":"USD"}`).json(t)["id"].(string)
+
+	dispute, dispSig := stripemock.SignedEvent(t, webhookSecret, "charge.dispute.created",
+		stripemock.Dispute("dp_early", "ch_early", "pi_early", 400, "usd"), time.Now())
+	r := e.webhook(dispute, dispSig)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, true, r.json(t)["parked"])
+	require.Empty(t, e.entries(c))
+
+	obj := stripemock.CheckoutSession(e.topupSession(c, id), c.id, id, 1000, "usd", "paid", "complete", "pi_early")
+	paid, paidSig := stripemock.SignedEvent(t, webhookSecret, "checkout.session.completed", obj, time.Now())
+	r = e.webhook(paid, paidSig)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, "refunded", r.json(t)["status"])
+	require.Equal(t, int64(600), e.balance(c))
+	require.Equal(t, []string{store.EntryCredit, store.EntryReversal}, e.kinds(c))
+
+	r = e.webhook(dispute, dispSig) // redelivered: now routed, asks nothing more
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, int64(600), e.balance(c))
+	e.checkInvariants()
+}

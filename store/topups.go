@@ -214,6 +214,17 @@ type Topups interface {
 	// change that would go backwards (expired after paid) are recorded and
 	// change nothing else.
 	ApplyTopupEvent(ctx context.Context, ev TopupEvent) (TopupEventResult, error)
+	// ParkTopupEvent keeps a refund or a dispute (ev names no caller or
+	// top-up, but its PaymentIntent) whose payment no top-up has recorded
+	// yet: it came before the session's own events were applied (say,
+	// while those were failing and being redelivered). A session event
+	// that records the payment (ApplyTopupEvent with that PaymentIntent)
+	// then asks it back, once, as if it had come after. Parking is
+	// idempotent per (rail, payment, source), a refund keeping its largest
+	// running total. ErrInvalidArgument for another kind or no
+	// PaymentIntent. Parked asks live in a global table keyed by the
+	// rail's payment id, like the routing index.
+	ParkTopupEvent(ctx context.Context, ev TopupEvent) error
 	// Debt returns what the caller owes in currency, 0 if nothing.
 	Debt(ctx context.Context, caller, currency string) (int64, error)
 }

@@ -135,8 +135,15 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	if logger != nil && !s.Stripe.Enabled() {
-		logger.Info("top-ups disabled: set the secrets STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET to sell them through Stripe Checkout")
+	if logger != nil {
+		switch st := s.Stripe; {
+		case st.SecretKey == "" && len(st.WebhookSecrets) == 0:
+			logger.Info("top-ups disabled: set the secrets STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET to sell them through Stripe Checkout")
+		case len(st.WebhookSecrets) == 0:
+			logger.Warn("top-ups disabled: STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not, and a top-up sold without the webhook could be paid and never credited")
+		case st.SecretKey == "":
+			logger.Warn("top-ups disabled: STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not; the webhook still applies events to existing top-ups")
+		}
 	}
 	h, err := handler.New(handler.Config{
 		Store:             st,

@@ -143,10 +143,10 @@ func (e *Engine) TopupPolicy() TopupPolicy { return e.topups }
 // answers with the same page: one key never makes two pages.
 //
 // Errors: ErrTopupsDisabled, *TopupError (nothing created),
-// ErrTopupKeyReused (nothing changed), pay.ErrUnavailable or a
-// *pay.RejectedError from the rail (the top-up stays pending), an
-// *InProgressError when the rail is still making the page for a concurrent
-// request with the same key, and a *StoreError.
+// ErrTopupKeyReused (nothing changed), pay.ErrUnavailable (also while the
+// rail is still making the page for a concurrent request with the same key)
+// or a *pay.RejectedError from the rail (the top-up stays pending), and a
+// *StoreError.
 func (e *Engine) CreateTopup(ctx context.Context, req TopupRequest) (t store.Topup, replayed bool, err error) {
 	if e.checkout == nil {
 		return store.Topup{}, false, ErrTopupsDisabled
@@ -196,11 +196,6 @@ func (e *Engine) CreateTopup(ctx context.Context, req TopupRequest) (t store.Top
 	}
 	s, err := e.checkout.CreateCheckout(ctx, pay.CheckoutRequest{Caller: t.Caller, TopupID: t.ID, Key: req.Key,
 		Amount: t.Amount, Currency: t.Currency, SuccessURL: req.SuccessURL, CancelURL: req.CancelURL})
-	var rej *pay.RejectedError
-	if errors.As(err, &rej) && rej.Status == 409 {
-		// The rail is still serving the same key for a concurrent request.
-		return store.Topup{}, false, &InProgressError{RetryAfter: time.Second}
-	}
 	if err != nil {
 		return store.Topup{}, false, err
 	}
@@ -257,6 +252,10 @@ type TopupEventOutcome struct {
 	// cannot hold): the rail need not deliver it again. "" when applied or
 	// a duplicate.
 	Ignored string
+	// Parked is true for a refund or a dispute of a payment no top-up has
+	// recorded yet: it is kept and applied when the session's event
+	// records the payment (store.Topups.ParkTopupEvent).
+	Parked bool
 }
 
 // ApplyTopupEvent applies a rail's verified event to the caller's top-up
@@ -282,6 +281,19 @@ func (e *Engine) ApplyTopupEvent(ctx context.Context, ev store.TopupEvent) (out 
 			return TopupEventOutcome{Ignored: "the event names neither a top-up nor a payment"}, nil
 		}
 		t, err := e.store.TopupByPayment(ctx, ev.Rail, ref)
+		if errors.Is(err, store.ErrNotFound) && ev.PaymentIntent != "" &&
+			(ev.Kind == store.TopupEventRefunded || ev.Kind == store.TopupEventDisputed) {
+			// Perhaps it came before the session's own events were
+			// applied: keep it for the session event that records the
+			// payment, rather than lose it.
+			if err := e.store.ParkTopupEvent(ctx, ev); err != nil {
+				if store.IsAnswer(err) {
+					return TopupEventOutcome{Ignored: err.Error()}, nil
+				}
+				return TopupEventOutcome{}, storeError("park top-up event", err)
+			}
+			return TopupEventOutcome{Parked: true}, nil
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			return TopupEventOutcome{Ignored: "no top-up is known for payment " + ref}, nil
 		}
@@ -344,8 +356,9 @@ func (e *Engine) paymentRequired(err error) error {
 	}
 	pr := &PaymentRequiredError{Funds: fe, Shortfall: max(1, fe.Required+fe.Owed-fe.Balance)}
 	if lim, ok := e.topups.Limits[fe.Currency]; ok && e.checkout != nil {
+		// A shortfall above one top-up's maximum takes several top-ups.
 		pr.TopUp = &TopUpHint{Method: "POST", Path: TopupsPath, Currency: fe.Currency,
-			Minimum: max(lim.Min, pr.Shortfall), Maximum: lim.Max}
+			Minimum: min(max(lim.Min, pr.Shortfall), lim.Max), Maximum: lim.Max}
 	}
 	return pr
 }

@@ -22,8 +22,9 @@ type Checkout interface {
 	// payment ids in the store.
 	Rail() string
 	// CreateCheckout creates the payment page of one top-up. Asked again
-	// for the same caller and Key it returns the same page (the rail's own
-	// idempotency), so a retried top-up never makes a second one. Errors
+	// for the same caller and TopupID (which one caller key always names)
+	// it returns the same page (the rail's own idempotency), so a retried
+	// top-up never makes a second one. Errors
 	// are ErrUnavailable (retry later) or a *RejectedError.
 	CreateCheckout(ctx context.Context, req CheckoutRequest) (CheckoutSession, error)
 }

@@ -35,6 +35,7 @@ type Store struct {
 	events    map[eventKey]bool
 	asks      map[topupKey]map[string]ask // what each refund or dispute source asks back
 	routes    map[routeKey]topupKey
+	parked    map[routeKey]map[string]parkedAsk // asks that came before their payment was routed
 }
 
 type topupKey struct{ caller, id string }
@@ -77,6 +78,7 @@ func New() *Store {
 		events:    map[eventKey]bool{},
 		asks:      map[topupKey]map[string]ask{},
 		routes:    map[routeKey]topupKey{},
+		parked:    map[routeKey]map[string]parkedAsk{},
 	}
 }
 

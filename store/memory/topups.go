@@ -187,12 +187,68 @@ func (s *Store) ApplyTopupEvent(_ context.Context, ev store.TopupEvent) (store.T
 	}
 	if ev.Kind.SessionKind() {
 		s.route(t)
+		s.unpark(t)
 	}
 	if ev.Kind == store.TopupEventPaid || !ev.Kind.SessionKind() {
 		res.Taken, res.Owed = s.reverse(t, now)
 	}
 	s.events[ek] = true
 	return s.topupResult(t, ev, res), nil
+}
+
+// parkedAsk is a refund or dispute parked for a payment (ParkTopupEvent).
+type parkedAsk struct {
+	ask
+	currency string
+}
+
+// ParkTopupEvent implements store.Topups.
+func (s *Store) ParkTopupEvent(_ context.Context, ev store.TopupEvent) error {
+	if ev.Kind != store.TopupEventRefunded && ev.Kind != store.TopupEventDisputed {
+		return fmt.Errorf("%w: only refunds and disputes are parked", store.ErrInvalidArgument)
+	}
+	if ev.Rail == "" || ev.PaymentIntent == "" || ev.Source == "" {
+		return fmt.Errorf("%w: rail, payment and source are required", store.ErrInvalidArgument)
+	}
+	if err := store.ValidateAmount(ev.Amount, ev.Currency); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rk := routeKey{ev.Rail, ev.PaymentIntent}
+	if s.parked[rk] == nil {
+		s.parked[rk] = map[string]parkedAsk{}
+	}
+	old, seen := s.parked[rk][ev.Source]
+	switch {
+	case !seen:
+		s.parked[rk][ev.Source] = parkedAsk{ask{dispute: ev.Kind == store.TopupEventDisputed, amount: ev.Amount}, ev.Currency}
+	case !old.dispute && ev.Kind == store.TopupEventRefunded && ev.Amount > old.amount:
+		old.amount = ev.Amount
+		s.parked[rk][ev.Source] = old
+	}
+	return nil
+}
+
+// unpark asks back, for t, what was parked for the payment it records, in
+// its currency, as the SQL backend's topupUnparkSQL does. Callers hold s.mu.
+func (s *Store) unpark(t *store.Topup) {
+	if t.PaymentIntent == "" {
+		return
+	}
+	k := topupKey{t.Caller, t.ID}
+	for source, p := range s.parked[routeKey{t.Rail, t.PaymentIntent}] {
+		if p.currency != topupCurrency(t) {
+			continue
+		}
+		if s.asks[k] == nil {
+			s.asks[k] = map[string]ask{}
+		}
+		old, seen := s.asks[k][source]
+		if !seen || (!old.dispute && !p.dispute && p.amount > old.amount) {
+			s.asks[k][source] = p.ask
+		}
+	}
 }
 
 // topupCurrency is the currency of what t credited, or of what it asked.
@@ -267,6 +323,9 @@ func (s *Store) checkFunding() []error {
 		if owed[bk] < 0 {
 			errs = append(errs, fmt.Errorf("invariant broken: %s: owed running %d", e.Reference, owed[bk]))
 		}
+		if e.Kind == store.EntryCharge && owed[bk] > 0 {
+			errs = append(errs, fmt.Errorf("invariant broken: %s: charged while owing %d", e.Reference, owed[bk]))
+		}
 		if e.Kind == store.EntryRepay && (e.Amount >= 0 || e.Owed != e.Amount) {
 			errs = append(errs, fmt.Errorf("invariant broken: repayment %s amount %d owed %d", e.Reference, e.Amount, e.Owed))
 		}
@@ -309,6 +368,13 @@ func (s *Store) checkFunding() []error {
 			(got.credits == 1 && (t.CreditedCurrency != got.creditCur || got.creditRef != store.TopupCreditReference(t.Rail, t.SessionID))) {
 			errs = append(errs, fmt.Errorf("invariant broken: top-up %s/%s credited %d, %d credit entries of %d",
 				k.caller, k.id, t.Credited, got.credits, got.credited))
+		}
+		var asked int64
+		for _, a := range s.asks[k] {
+			asked += a.amount
+		}
+		if t.Reversed > asked {
+			errs = append(errs, fmt.Errorf("invariant broken: top-up %s/%s reversed %d asked %d", k.caller, k.id, t.Reversed, asked))
 		}
 		if t.Reversed != got.reversed || t.Reversed > t.Credited {
 			errs = append(errs, fmt.Errorf("invariant broken: top-up %s/%s reversed %d credited %d entries %d",

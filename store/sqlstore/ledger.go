@@ -347,6 +347,15 @@ var invariantChecks = []struct{ name, sql string }{
 		GROUP BY t.caller, t.id
 		HAVING t.reversed <> coalesce(sum(e.owed_change - e.amount), 0) OR t.reversed > t.credited
 			OR (count(e.id) > 0 AND max(e.currency) <> t.credited_currency)`},
+	{"a top-up reverses no more than its refunds and disputes ask", `
+		SELECT t.caller || '/' || t.id || ': reversed ' || t.reversed || ' asked ' || coalesce(sum(r.amount), 0)
+		FROM topups t LEFT JOIN topup_reversals r ON r.caller = t.caller AND r.topup_id = t.id
+		GROUP BY t.caller, t.id HAVING t.reversed > coalesce(sum(r.amount), 0)`},
+	{"no charge is taken while the caller owes in its currency", `
+		SELECT reference || ': charged while owing ' || owed_before FROM (
+			SELECT reference, kind, coalesce(sum(owed_change) OVER (PARTITION BY caller, currency ORDER BY id
+				ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS owed_before
+			FROM ledger_entries) WHERE kind = 'charge' AND owed_before > 0`},
 	{"a top-up is credited or refunded exactly when it holds a credit", `
 		SELECT caller || '/' || id || ': ' || status || ' credited ' || credited || ' reversed ' || reversed FROM topups
 		WHERE (status IN ('credited', 'refunded')) <> (credited > 0) OR (status = 'refunded') <> (reversed > 0)`},

@@ -288,6 +288,43 @@ RETURNING -amount, owed_change`
 const topupReversedSQL = `UPDATE topups AS t SET reversed = ` + reversedSum + `, status = 'refunded', updated_at = $now
 WHERE t.caller = $caller AND t.id = $id AND {guard} AND ` + reversedSum + ` > t.reversed`
 
+// topupUnparkSQL asks back the refunds and disputes parked for the
+// payment the top-up now records (ParkTopupEvent), in its currency.
+const topupUnparkSQL = `INSERT INTO topup_reversals (caller, topup_id, source, kind, amount, created_at, updated_at)
+SELECT t.caller, t.id, p.source, p.kind, p.amount, $now, $now
+FROM topups t JOIN parked_reversals p ON p.rail = t.rail AND p.payment_ref = t.payment_intent
+WHERE t.caller = $caller AND t.id = $id AND t.payment_intent <> ''
+	AND p.currency = coalesce(nullif(t.credited_currency, ''), t.currency) AND {guard}
+ON CONFLICT (caller, topup_id, source) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at
+	WHERE topup_reversals.kind = 'refund' AND excluded.kind = 'refund' AND excluded.amount > topup_reversals.amount`
+
+// ParkTopupEvent implements store.Topups.
+func (s *Store) ParkTopupEvent(ctx context.Context, ev store.TopupEvent) error {
+	if ev.Kind != store.TopupEventRefunded && ev.Kind != store.TopupEventDisputed {
+		return fmt.Errorf("%w: only refunds and disputes are parked", store.ErrInvalidArgument)
+	}
+	if ev.Rail == "" || ev.PaymentIntent == "" || ev.Source == "" {
+		return fmt.Errorf("%w: rail, payment and source are required", store.ErrInvalidArgument)
+	}
+	if err := store.ValidateAmount(ev.Amount, ev.Currency); err != nil {
+		return err
+	}
+	kind := "refund"
+	if ev.Kind == store.TopupEventDisputed {
+		kind = "dispute"
+	}
+	now := store.UnixMilli(ev.Now)
+	_, err := s.db.Exec(ctx, `INSERT INTO parked_reversals (rail, payment_ref, source, kind, amount, currency, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (rail, payment_ref, source) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at
+			WHERE parked_reversals.kind = 'refund' AND excluded.kind = 'refund' AND excluded.amount > parked_reversals.amount`,
+		ev.Rail, ev.PaymentIntent, ev.Source, kind, ev.Amount, ev.Currency, now, now)
+	if err != nil {
+		return fmt.Errorf("park topup event: %w", err)
+	}
+	return nil
+}
+
 const topupEventSQL = `INSERT INTO payment_events (caller, rail, event_id, type, topup_id, kind, created_at)
 SELECT $caller, $rail, $event, $type, $id, $kind, $now
 WHERE EXISTS (SELECT 1 FROM topups WHERE caller = $caller AND id = $id AND rail = $rail AND {agrees})
@@ -330,16 +367,16 @@ func (s *Store) ApplyTopupEvent(ctx context.Context, ev store.TopupEvent) (store
 	switch ev.Kind {
 	case store.TopupEventPaid:
 		iCredit, iRepay = 0, 1
-		stmts = append(stmts, stmt(topupCreditSQL), stmt(topupRepaySQL), stmt(topupPaidSQL), stmt(routeSQL))
+		stmts = append(stmts, stmt(topupCreditSQL), stmt(topupRepaySQL), stmt(topupPaidSQL), stmt(routeSQL), stmt(topupUnparkSQL))
 	case store.TopupEventProcessing:
 		args["status"] = string(store.TopupProcessing)
-		stmts = append(stmts, stmt(replace(topupMoveSQL, "{from}", "'pending', 'open'")), stmt(routeSQL))
+		stmts = append(stmts, stmt(replace(topupMoveSQL, "{from}", "'pending', 'open'")), stmt(routeSQL), stmt(topupUnparkSQL))
 	case store.TopupEventFailed, store.TopupEventExpired:
 		args["status"] = string(store.TopupFailed)
 		if ev.Kind == store.TopupEventExpired {
 			args["status"] = string(store.TopupExpired)
 		}
-		stmts = append(stmts, stmt(replace(topupMoveSQL, "{from}", "'pending', 'open', 'processing'")), stmt(routeSQL))
+		stmts = append(stmts, stmt(replace(topupMoveSQL, "{from}", "'pending', 'open', 'processing'")), stmt(routeSQL), stmt(topupUnparkSQL))
 	case store.TopupEventRefunded, store.TopupEventDisputed:
 		args["rkind"] = "refund"
 		if ev.Kind == store.TopupEventDisputed {

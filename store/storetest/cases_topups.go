@@ -260,6 +260,50 @@ var topupCases = []Case{
 		requireEntries(t, s, "alice", store.EntryCredit, store.EntryReversal)
 	}},
 
+	{"TopupDisputeParkedBeforeItsPayment", func(t TB, s store.Store, rt *store.CountingClient) {
+		// A dispute and a refund name only the payment, which no session
+		// event has recorded yet: parked, then asked back once paid.
+		openTopup(t, s, "alice", "tu_1", 1000)
+		dispute := reversalEvent("", "", "evt_d1", store.TopupEventDisputed, "dp_1", 400)
+		dispute.PaymentIntent = "pi_tu_1"
+		_, err := s.TopupByPayment(ctx, "stripe", "pi_tu_1")
+		require.ErrorIs(t, err, store.ErrNotFound)
+		require.NoError(t, s.ParkTopupEvent(ctx, dispute))
+		require.NoError(t, s.ParkTopupEvent(ctx, dispute), "parking is idempotent")
+		refund := reversalEvent("", "", "evt_r1", store.TopupEventRefunded, "ch_1", 100)
+		refund.PaymentIntent = "pi_tu_1"
+		require.NoError(t, s.ParkTopupEvent(ctx, refund))
+		refund.Amount = 50 // an older running total, delivered late
+		require.NoError(t, s.ParkTopupEvent(ctx, refund))
+		foreign := reversalEvent("", "", "evt_x", store.TopupEventDisputed, "dp_x", 999)
+		foreign.PaymentIntent = "pi_not_ours"
+		require.NoError(t, s.ParkTopupEvent(ctx, foreign))
+		requireFunds(t, s, "alice", 0, 0)
+		requireEntries(t, s, "alice")
+
+		res := applyEvent(t, s, paidEvent("alice", "tu_1", "evt_paid", 1000))
+		require.Equal(t, int64(1000), res.Credited)
+		require.Equal(t, int64(500), res.Taken, "the parked dispute and the refund's largest total")
+		require.Equal(t, store.TopupRefunded, res.Topup.Status)
+		require.Equal(t, int64(500), res.Topup.Reversed)
+		requireFunds(t, s, "alice", 500, 0)
+		requireEntries(t, s, "alice", store.EntryCredit, store.EntryReversal)
+
+		// Redelivered after the route exists, they are applied, not parked,
+		// and ask nothing more.
+		dispute.Caller, dispute.TopupID, dispute.EventID = "alice", "tu_1", "evt_d1_again"
+		res = applyEvent(t, s, dispute)
+		require.Equal(t, int64(0), res.Taken+res.Owed)
+		requireFunds(t, s, "alice", 500, 0)
+
+		bad := refund
+		bad.Kind = store.TopupEventPaid
+		require.ErrorIs(t, s.ParkTopupEvent(ctx, bad), store.ErrInvalidArgument)
+		bad = refund
+		bad.PaymentIntent = ""
+		require.ErrorIs(t, s.ParkTopupEvent(ctx, bad), store.ErrInvalidArgument)
+	}},
+
 	{"TopupRefundAfterSpendOwesThenRepays", func(t TB, s store.Store, rt *store.CountingClient) {
 		openTopup(t, s, "alice", "tu_1", 1000)
 		applyEvent(t, s, paidEvent("alice", "tu_1", "evt_paid", 1000))

@@ -10,8 +10,10 @@ import (
 
 // Rail is the Stripe rail behind the engine's pay.Checkout seam: a top-up's
 // payment page is a Checkout Session, created with an Idempotency-Key
-// derived from the caller and its key (IdempotencyKey), so a retried top-up
-// gets the same session back from Stripe.
+// derived from the caller and the stored top-up's id (IdempotencyKey): the
+// id is the same for every retry of one caller key, so a retried top-up
+// gets the same session back from Stripe, and it is random, so two gateways
+// sharing a Stripe account never send the same key for different top-ups.
 type Rail struct {
 	Client *Client
 	// ProductName names the line item; "" means DefaultProductName.
@@ -29,7 +31,7 @@ func (r *Rail) Rail() string { return RailName }
 func (r *Rail) CreateCheckout(ctx context.Context, req pay.CheckoutRequest) (pay.CheckoutSession, error) {
 	s, err := r.Client.CreateCheckoutSession(ctx, CheckoutSessionParams{Amount: req.Amount, Currency: req.Currency,
 		ProductName: r.ProductName, SuccessURL: req.SuccessURL, CancelURL: req.CancelURL,
-		Caller: req.Caller, TopupID: req.TopupID}, IdempotencyKey(req.Caller, req.Key))
+		Caller: req.Caller, TopupID: req.TopupID}, IdempotencyKey(req.Caller, req.TopupID))
 	var apiErr *APIError
 	switch {
 	case err == nil:

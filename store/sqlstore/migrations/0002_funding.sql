@@ -5,8 +5,9 @@
 -- sqlstore.Migrate, like 0001.
 --
 -- Every table is keyed by caller first, so that a later shard-by-caller
--- needs no redesign. The one global lookup is topup_routes, the index from
--- the rail's ids to a caller's top-up (as callers.key_hash is for keys).
+-- needs no redesign. The global tables are topup_routes, the index from
+-- the rail's ids to a caller's top-up (as callers.key_hash is for keys), and
+-- parked_reversals, keyed the same way.
 
 -- A debt per (caller, currency): the part of a reversal the balance could
 -- not cover. Charges are refused while it is above zero.
@@ -165,4 +166,21 @@ CREATE TABLE IF NOT EXISTS topup_routes (
   caller   TEXT NOT NULL,
   topup_id TEXT NOT NULL,
   PRIMARY KEY (rail, ref)
+);
+
+-- Refunds and disputes that came before any event of their session recorded
+-- the payment (the session's events were failing and being redelivered):
+-- they name only the rail's payment id, so they wait here, keyed like
+-- topup_routes, until a session event records that payment and asks them
+-- back (topup_reversals). A refund keeps its largest running total.
+CREATE TABLE IF NOT EXISTS parked_reversals (
+  rail        TEXT NOT NULL,
+  payment_ref TEXT NOT NULL,
+  source      TEXT NOT NULL,
+  kind        TEXT NOT NULL CHECK (kind IN ('refund', 'dispute')),
+  amount      INTEGER NOT NULL CHECK (amount > 0 AND amount <= 9007199254740991),
+  currency    TEXT NOT NULL,
+  created_at  INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL,
+  PRIMARY KEY (rail, payment_ref, source)
 );
