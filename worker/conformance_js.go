@@ -61,7 +61,7 @@ func serveConformance(ctx context.Context, w http.ResponseWriter, db store.DbCli
 
 // resetSchema drops every table (their triggers go with them) and migrates.
 func resetSchema(ctx context.Context, db store.DbClient) error {
-	for _, t := range []string{"ledger_entries", "balances", "idem_records", "callers", "topups", "payment_events", "topup_reversals", "topup_routes", "d1_migrations"} {
+	for _, t := range []string{"ledger_entries", "balances", "idem_records", "callers", "topups", "payment_events", "topup_reversals", "topup_routes", "parked_reversals", "d1_migrations"} {
 		if _, err := db.Exec(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
 			return err
 		}
