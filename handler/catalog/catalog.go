@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +47,28 @@ type Tool struct {
 	// InputSchema is the JSON Schema of the input (for MCP's tools/list);
 	// {"type":"object"} when the document leaves it out. It is not enforced.
 	InputSchema json.RawMessage
+	// X402, when set, also sells the tool per call for an x402 payment, to
+	// agents without an account (or whose balance is short).
+	X402 *X402
+}
+
+// X402 is a tool's price in x402: an "exact" payment of Amount atomic units
+// of the token Asset on Network, paid to PayTo.
+type X402 struct {
+	Network string // CAIP-2 "eip155:<chain id>"
+	Asset   string // the token's contract, 0x and 40 hex digits
+	PayTo   string // 0x and 40 hex digits
+	// Amount is in the token's atomic units. The document may leave it out
+	// for a USDC or USD price: a 6-decimal USD token then costs the price
+	// (USDC's minor units are its atomic units; a USD price in cents is
+	// multiplied by 10^4).
+	Amount int64
+	// Currency is the ledger's name for the token's unit, "USDC", in which
+	// a payment settled for an answer that could not be delivered is
+	// credited back to the payer's prepaid balance.
+	Currency          string
+	MaxTimeoutSeconds int // default 60
+	Extra             json.RawMessage
 }
 
 // PriceString renders the price as a decimal string, e.g. "0.05".
@@ -98,6 +121,16 @@ type toolDoc struct {
 	TTL            string          `json:"ttl"`
 	ForwardHeaders []string        `json:"forwardHeaders"`
 	InputSchema    json.RawMessage `json:"inputSchema"`
+	X402           *x402Doc        `json:"x402"`
+}
+
+type x402Doc struct {
+	Network           string          `json:"network"`
+	Asset             string          `json:"asset"`
+	PayTo             string          `json:"payTo"`
+	Amount            string          `json:"amount"`
+	MaxTimeoutSeconds int             `json:"maxTimeoutSeconds"`
+	Extra             json.RawMessage `json:"extra"`
 }
 
 type upstreamDoc struct {
@@ -270,7 +303,69 @@ func parseTool(raw json.RawMessage) (Tool, error) {
 		}
 		t.InputSchema = buf.Bytes()
 	}
+	if d.X402 != nil {
+		x, err := parseX402(*d.X402, t)
+		if err != nil {
+			return t, fmt.Errorf("x402.%w", err)
+		}
+		t.X402 = x
+	}
 	return t, nil
+}
+
+// parseX402 validates a tool's x402 price; errors name the field.
+func parseX402(d x402Doc, t Tool) (*X402, error) {
+	chain, ok := strings.CutPrefix(d.Network, "eip155:")
+	if !ok || chain == "" || !ValidName(chain, "") || strings.Trim(chain, "0123456789") != "" {
+		return nil, fmt.Errorf("network %q must be an EVM network in CAIP-2 form, such as \"eip155:8453\"", d.Network)
+	}
+	if !isAddress(d.Asset) {
+		return nil, fmt.Errorf("asset %q must be a token contract address (0x and 40 hex digits)", d.Asset)
+	}
+	if !isAddress(d.PayTo) {
+		return nil, fmt.Errorf("payTo %q must be an address (0x and 40 hex digits)", d.PayTo)
+	}
+	x := &X402{Network: d.Network, Asset: d.Asset, PayTo: d.PayTo, Currency: "USDC", MaxTimeoutSeconds: d.MaxTimeoutSeconds}
+	switch {
+	case d.Amount != "":
+		n, err := strconv.ParseInt(d.Amount, 10, 64)
+		if err != nil || n <= 0 || n > store.MaxAmount {
+			return nil, fmt.Errorf("amount %q must be a whole number of atomic units from 1 to 2^53-1", d.Amount)
+		}
+		x.Amount = n
+	case t.Currency == "USDC" && t.Price > 0:
+		x.Amount = t.Price
+	case t.Currency == "USD" && t.Price > 0 && t.Price <= store.MaxAmount/10000:
+		x.Amount = t.Price * 10000
+	default:
+		return nil, fmt.Errorf("amount is required: the price %s %s has no x402 equivalent", t.PriceString(), t.Currency)
+	}
+	switch {
+	case x.MaxTimeoutSeconds == 0:
+		x.MaxTimeoutSeconds = 60
+	case x.MaxTimeoutSeconds < 0 || x.MaxTimeoutSeconds > 3600:
+		return nil, fmt.Errorf("maxTimeoutSeconds %d must be 1 to 3600", x.MaxTimeoutSeconds)
+	}
+	if len(d.Extra) > 0 && string(d.Extra) != "null" {
+		var extra map[string]any
+		if err := json.Unmarshal(d.Extra, &extra); err != nil {
+			return nil, errors.New("extra must be a JSON object, such as {\"name\": \"USDC\", \"version\": \"2\"}")
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, d.Extra); err != nil {
+			return nil, fmt.Errorf("extra: %w", err)
+		}
+		x.Extra = buf.Bytes()
+	}
+	return x, nil
+}
+
+// isAddress reports whether s is 0x and 40 hex digits.
+func isAddress(s string) bool {
+	if len(s) != 42 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') {
+		return false
+	}
+	return strings.Trim(s[2:], "0123456789abcdefABCDEF") == ""
 }
 
 func checkHeaderName(name string) error {

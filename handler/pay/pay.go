@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Checkout is a rail that sells prepaid top-ups through a hosted payment
@@ -58,9 +59,75 @@ type RejectedError struct {
 	Rail   string
 	Status int    // the provider's HTTP status
 	Reason string // the provider's message, safe to show the caller
+	// Code is the provider's machine-readable reason, when it has one
+	// (x402's invalidReason or errorReason; ReasonAlreadySettled).
+	Code string
 }
 
 // Error implements error.
 func (e *RejectedError) Error() string {
 	return fmt.Sprintf("pay: %s refused the request (%d): %s", e.Rail, e.Status, e.Reason)
 }
+
+// PerCall is a rail that pays one call at a time with a signed payment
+// (x402): the engine binds the payment to the key it pays for, verifies it
+// before the tool runs, and settles it only after the tool succeeded.
+type PerCall interface {
+	// Rail names the rail ("x402").
+	Rail() string
+	// Verify asks whether p would settle now. Errors: a *RejectedError
+	// with the rail's reason (the payment is no good: 402), or
+	// ErrUnavailable (nothing moved; retry).
+	Verify(ctx context.Context, p Payment) error
+	// Settle moves the money. Errors: a *RejectedError (definitively not
+	// settled: nothing moved), or ErrSettlementUnknown (no usable answer:
+	// the money may have moved; settle the same payment again later, never
+	// ask for a new one).
+	Settle(ctx context.Context, p Payment) (Settlement, error)
+}
+
+// Payment is a per-call payment presented with a request, decoded and
+// matched to what the tool accepts by its rail's surface code.
+type Payment struct {
+	Rail string
+	// Payer is the payer's address; Caller ("x402:" + payer) scopes its
+	// keys, payments and credit-back balance.
+	Payer  string
+	Caller string
+	// Ref identifies the signed payment: what its chain refuses to settle
+	// twice. One Ref pays for one key.
+	Ref string
+	// KeyHint is the idempotency key the payment names (the
+	// payment-identifier extension's id, else its nonce): the key of a
+	// request that sends no Idempotency-Key.
+	KeyHint  string
+	Network  string
+	Amount   int64 // minor (atomic) units of Currency
+	Currency string
+	// ValidBefore is when the signed payment expires: a pending settle is
+	// retried until then.
+	ValidBefore time.Time
+	// Payload and Requirements are the rail's own encoding of the payment
+	// and of what it pays for, kept to settle it again later.
+	Payload, Requirements []byte
+}
+
+// Settlement is a settled payment: the rail's transaction and the receipt
+// document the surface returns (x402's PAYMENT-RESPONSE).
+type Settlement struct {
+	Transaction string
+	Receipt     []byte
+}
+
+// ErrSettlementUnknown means a settle got no usable answer: the money may
+// have moved. The payment must be settled again later (the same payment,
+// which counts once), never replaced by a new one.
+var ErrSettlementUnknown = errors.New("pay: settlement outcome unknown")
+
+// Rejection reasons the engine acts on.
+const (
+	// ReasonAlreadySettled is a settle refused because the payment was
+	// settled before: after an unknown outcome, that earlier settle went
+	// through.
+	ReasonAlreadySettled = "already_settled"
+)
