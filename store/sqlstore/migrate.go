@@ -51,7 +51,7 @@ func Migrate(ctx context.Context, db store.DbClient) error {
 			return fmt.Errorf("read migration %s: %w", name, err)
 		}
 		for _, stmt := range SplitStatements(string(src)) {
-			if _, err := db.Exec(ctx, stmt); err != nil {
+			if _, err := db.Exec(ctx, stmt); err != nil && !columnExists(stmt, err) {
 				return fmt.Errorf("apply migration %s: %w", name, err)
 			}
 		}
@@ -139,4 +139,11 @@ func containsTrigger(words []string) bool {
 		}
 	}
 	return false
+}
+
+// columnExists reports whether err is an ALTER TABLE ... ADD COLUMN that
+// another process applied first: SQLite has no ADD COLUMN IF NOT EXISTS, so
+// this keeps two processes migrating at once safe.
+func columnExists(stmt string, err error) bool {
+	return strings.HasPrefix(strings.ToUpper(stmt), "ALTER TABLE") && strings.Contains(err.Error(), "duplicate column name")
 }

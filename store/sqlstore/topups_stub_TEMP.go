@@ -19,7 +19,9 @@ func (s *Store) CreateTopup(context.Context, store.Topup) (store.Topup, bool, er
 func (s *Store) OpenTopup(context.Context, string, string, string, string, time.Time) (store.Topup, error) {
 	return store.Topup{}, errTopupStub
 }
-func (s *Store) Topup(context.Context, string, string) (store.Topup, error) { return store.Topup{}, errTopupStub }
+func (s *Store) Topup(context.Context, string, string) (store.Topup, error) {
+	return store.Topup{}, errTopupStub
+}
 func (s *Store) TopupByPayment(context.Context, string, string) (store.Topup, error) {
 	return store.Topup{}, errTopupStub
 }
