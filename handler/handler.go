@@ -38,6 +38,7 @@
 package handler
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -92,6 +93,9 @@ type Config struct {
 	// CallerCacheTTL is how long a successful caller-key lookup is
 	// remembered in memory; zero means one minute, negative disables it.
 	CallerCacheTTL time.Duration
+	// BackgroundFunc and UsageFlushInterval: see engine.Config.
+	BackgroundFunc     func(ctx context.Context, fn func(context.Context))
+	UsageFlushInterval time.Duration
 }
 
 // Engine returns the engine's part of c. Its log lines carry the status
@@ -99,7 +103,8 @@ type Config struct {
 func (c Config) Engine() engine.Config {
 	return engine.Config{Store: c.Store, Catalog: c.Catalog, Upstream: c.Upstream, NowFunc: c.NowFunc,
 		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, Rand: c.Rand,
-		CallerCacheTTL: c.CallerCacheTTL, StatusFunc: func(err error) int { return problem.For(err).Status }}
+		CallerCacheTTL: c.CallerCacheTTL, BackgroundFunc: c.BackgroundFunc, UsageFlushInterval: c.UsageFlushInterval,
+		StatusFunc: func(err error) int { return problem.For(err).Status }}
 }
 
 //go:embed openapi.json
@@ -135,6 +140,10 @@ func (s *server) routes() []route {
 		{http.MethodGet, "/v1/calls/{key}", s.handleGetCall},
 		{http.MethodPost, "/v1/admin/callers", s.handleCreateCaller},
 		{http.MethodPost, "/v1/admin/credits", s.handleCredit},
+		{http.MethodGet, "/v1/admin/callers", s.handleCallers},
+		{http.MethodGet, "/v1/admin/stats", s.handleStats},
+		{http.MethodGet, "/v1/admin/calls", s.handleCalls},
+		{http.MethodGet, "/v1/admin/attention", s.handleAttention},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/openapi.json", s.handleOpenAPI},
 	}
