@@ -213,6 +213,11 @@ func TestE2EDashboard(t *testing.T) {
 		require.Equal(t, []string{fmt.Sprint(l[0]), fmt.Sprint(l[1]), fmt.Sprint(l[2]), usd(l[2])}, onPage[tool], "page = ledger for %s", tool)
 	}
 	full := shot()
+	// A small one for the README (docs/dashboard.png is a copy): the top of the page.
+	do(chromedp.EmulateViewport(1000, 700))
+	small, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	require.NoError(t, err)
+	do(chromedp.EmulateViewport(1280, 1500))
 	do(chromedp.Click(`#calls tr[data-index="0"]`))
 	do(chromedp.WaitVisible("#trace"))
 	events, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#trace tr.event')].map(r => r.dataset.type)`))
@@ -229,7 +234,7 @@ func TestE2EDashboard(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, errText, "refused (401)")
 	failed := shot()
-	for name, b := range map[string][]byte{"dashboard.png": full, "dashboard-trace.png": trace, "dashboard-error.png": failed} {
+	for name, b := range map[string][]byte{"dashboard.png": full, "dashboard-small.png": small, "dashboard-trace.png": trace, "dashboard-error.png": failed} {
 		p := filepath.Join(shots, name)
 		require.NoError(t, os.WriteFile(p, b, 0o644))
 		t.Logf("screenshot: %s", p)
