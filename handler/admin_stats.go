@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"sort"
@@ -136,12 +137,10 @@ func parseInstant(v string, def time.Time) (time.Time, error) {
 	}
 	t, err := time.Parse(time.DateOnly, v)
 	if err != nil {
-		return time.Time{}, errBadInstant
+		return time.Time{}, errors.New("not an RFC 3339 instant or a YYYY-MM-DD date")
 	}
 	return t, nil
 }
-
-var errBadInstant = &problem.BadRequestError{Reason: "not an RFC 3339 instant or a YYYY-MM-DD date"}
 
 // handleStats serves GET /v1/admin/stats: totals per currency, a series per
 // bucket and currency, the same per tool, and the top callers by net.

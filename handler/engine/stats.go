@@ -152,12 +152,9 @@ func (e *Engine) FlushUsage(ctx context.Context) error {
 	return nil
 }
 
-// UsageFilter is what the stats API asks for.
-type UsageFilter = store.UsageQuery
-
-// Usage returns the summed counters f selects (see store.Stats.Usage).
-func (e *Engine) Usage(ctx context.Context, f UsageFilter) ([]store.Usage, error) {
-	us, err := e.store.Usage(ctx, f)
+// Usage returns the summed counters q selects (see store.Stats.Usage).
+func (e *Engine) Usage(ctx context.Context, q store.UsageQuery) ([]store.Usage, error) {
+	us, err := e.store.Usage(ctx, q)
 	if err != nil {
 		return nil, storeError("read usage", err)
 	}
