@@ -132,11 +132,30 @@ func TestE2EDashboard(t *testing.T) {
 	require.Equal(t, http.StatusOK, res.StatusCode)
 	res, _ = bob.call("echo", "rt-paid", `{}`)
 	require.Equal(t, "true", res.Header.Get("Idempotent-Replayed"))
-	var lines []map[string]any
-	require.Eventually(t, func() bool { lines = callLogs(e.LogsSince(mark)); return len(lines) >= 2 }, 5*time.Second, 20*time.Millisecond)
-	require.EqualValues(t, 2, lines[0]["roundTrips"], "paid call: claim+charge batch, complete+counters batch")
-	require.EqualValues(t, 1, lines[1]["roundTrips"], "replay: the claim")
-	t.Logf("D1 round trips: paid call %v, replay %v", lines[0]["roundTrips"], lines[1]["roundTrips"])
+	// Log lines arrive asynchronously (an earlier call's may follow the mark): pick the key that has both.
+	var paid, replay map[string]any
+	require.Eventually(t, func() bool {
+		byKey := map[string]map[string]map[string]any{}
+		for _, l := range callLogs(e.LogsSince(mark)) {
+			if l["caller"] == "bob" && l["tool"] == "echo" {
+				k, _ := l["key"].(string)
+				if byKey[k] == nil {
+					byKey[k] = map[string]map[string]any{}
+				}
+				byKey[k][l["outcome"].(string)] = l
+			}
+		}
+		for _, ls := range byKey {
+			if ls["executed"] != nil && ls["replayed"] != nil {
+				paid, replay = ls["executed"], ls["replayed"]
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 2, paid["roundTrips"], "paid call: claim+charge batch, complete+counters batch")
+	require.EqualValues(t, 1, replay["roundTrips"], "replay: the claim")
+	t.Logf("D1 round trips: paid call %v, replay %v", paid["roundTrips"], replay["roundTrips"])
 
 	// The stats API against the ledger and the upstream, once the background flush has run (5 s).
 	admin := client{t: t, base: base, key: e2eAdminToken}
