@@ -116,6 +116,9 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
+	if serveDashboard != nil {
+		h = serveDashboard(h)
+	}
 	if !s.Demo && len(extraRoutes) == 0 {
 		return h, nil
 	}

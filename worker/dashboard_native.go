@@ -6,4 +6,4 @@ import "github.com/toolgate/toolgate-go/worker/dashboard"
 
 // The native twin serves the dashboard's files itself; the Worker leaves them to Workers static assets
 // (wrangler.toml [assets]), so the wasm does not embed them.
-func init() { extraRoutes = append(extraRoutes, dashboard.Register) }
+func init() { serveDashboard = dashboard.Wrap }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/toolgate/toolgate-go/store"
@@ -14,6 +15,10 @@ const DefaultStatsRetention = 90 * 24 * time.Hour
 // background runs work after a response (the Worker's waitUntil, set by main_js.go); nil lets the
 // engine start a goroutine (native).
 var background func(ctx context.Context, fn func(context.Context))
+
+// serveDashboard, when set (natively: dashboard_native.go), wraps the handler to serve the dashboard's
+// files; the Worker leaves them to Workers static assets.
+var serveDashboard func(http.Handler) http.Handler
 
 // sweepUsage deletes usage counters older than retention, in batches of batch, at most maxBatches, so
 // one cron invocation stays bounded (the rest goes at the next).

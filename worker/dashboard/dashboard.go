@@ -1,7 +1,7 @@
 // Package dashboard holds the publisher dashboard's static files (assets/dashboard: one HTML page, its
 // script and its style sheet; no framework, no CDN, charts drawn as SVG by hand). In the Worker they are
 // Workers static assets (wrangler.toml [assets]), served without running Go; the native twin serves the
-// same embedded files with Handler. The page reads the admin API (/v1/admin/stats, /calls, /callers,
+// same embedded files with Wrap. The page reads the admin API (/v1/admin/stats, /calls, /callers,
 // /attention) with the admin token the user enters, kept in sessionStorage.
 //
 // Only the native build imports this package: the wasm carries none of these bytes.
@@ -11,6 +11,8 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"path"
+	"strings"
 )
 
 //go:embed assets
@@ -22,17 +24,22 @@ func Assets() fs.FS {
 	return sub
 }
 
-// Register serves /dashboard (a redirect to /dashboard/, as Workers static assets do) and the files
-// under /dashboard/ on mux.
-func Register(mux *http.ServeMux) {
-	mux.Handle("GET /dashboard", http.RedirectHandler("/dashboard/", http.StatusTemporaryRedirect))
-	mux.Handle("GET /dashboard/", noStore(http.FileServerFS(Assets())))
-}
-
-// noStore keeps browsers from serving a stale page after an upgrade.
-func noStore(h http.Handler) http.Handler {
+// Wrap serves GET and HEAD of /dashboard (a redirect to /dashboard/, as Workers static assets do) and
+// of the files under /dashboard/, and hands every other request to next untouched (so next's own path
+// rules, such as answering 404 for an unclean path, still hold).
+func Wrap(next http.Handler) http.Handler {
+	files := http.FileServerFS(Assets())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
-		h.ServeHTTP(w, r)
+		p := r.URL.Path
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		switch {
+		case read && p == "/dashboard":
+			http.Redirect(w, r, "/dashboard/", http.StatusTemporaryRedirect)
+		case read && strings.HasPrefix(p, "/dashboard/") && (path.Clean(p) == p || p == "/dashboard/"):
+			w.Header().Set("Cache-Control", "no-cache") // no stale page after an upgrade
+			files.ServeHTTP(w, r)
+		default:
+			next.ServeHTTP(w, r)
+		}
 	})
 }
