@@ -154,6 +154,7 @@ func TestStatsEqualLedgerAndUpstream(t *testing.T) {
 	require.Len(t, e.stats("?tool=echo").Tools, 1)
 	require.EqualValues(t, 6, e.stats("?caller=" + bob.id + "&tool=echo").Totals[0].Calls)
 	e.checkInvariants()
+	require.NoError(t, e.st.CheckUsage(context.Background()))
 }
 
 func TestStatsAdminRoutes(t *testing.T) {

@@ -186,6 +186,13 @@ type Stats interface {
 	// SweepUsage deletes at most limit usage rows whose hour is before
 	// before, and returns how many it deleted.
 	SweepUsage(ctx context.Context, before time.Time, limit int) (int, error)
+	// CheckUsage verifies the usage invariant and returns an error
+	// describing the first violation: for every (hour, caller, currency)
+	// that has usage rows, their money counters summed over tools equal
+	// that hour's ledger entries of the kind; and every such hour of the
+	// ledger from the oldest usage row on has usage rows (the retention
+	// deletes whole hours, oldest first).
+	CheckUsage(ctx context.Context) error
 }
 
 // ValidateUsage checks rows for AddUsage.

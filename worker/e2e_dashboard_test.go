@@ -21,6 +21,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/toolgate/toolgate-go/store"
+	"github.com/toolgate/toolgate-go/store/sqlstore"
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 )
 
@@ -177,6 +179,9 @@ func TestE2EDashboard(t *testing.T) {
 			byTool["broken"].Failures5xx == 2 && byTool["echo"].PaymentRequired == 1 && byTool["flaky"].Failures5xx == 1
 	}, 15*time.Second, 100*time.Millisecond, "flushed counters: %+v", stats.Tools)
 	ledger := ledgerByTool(t, e)
+	d1 := sqlstore.New(store.NewSQLClient("d1file", e.OpenD1(t)))
+	require.NoError(t, d1.CheckInvariants(context.Background()))
+	require.NoError(t, d1.CheckUsage(context.Background()), "usage money = ledger, per hour, caller and currency")
 	for _, tool := range []string{"slow", "echo", "flaky", "broken", "reject"} {
 		got := byTool[tool]
 		require.Equal(t, ledger[tool], [3]int64{got.Charged, got.Refunded, got.Net}, "tool %s: stats = ledger", tool)

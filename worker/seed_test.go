@@ -39,7 +39,7 @@ func TestDevSeeds(t *testing.T) {
 	apply()
 	require.NoError(t, st.CheckInvariants(ctx))
 	now := time.Now().UTC()
-	q := store.UsageQuery{From: now.Truncate(24*time.Hour).Add(-20 * 24 * time.Hour), To: now.Add(time.Hour), Bucket: 24 * time.Hour}
+	q := store.UsageQuery{From: now.Truncate(24 * time.Hour).Add(-20 * 24 * time.Hour), To: now.Add(time.Hour), Bucket: 24 * time.Hour}
 	days, err := st.Usage(ctx, q)
 	require.NoError(t, err)
 	entries, err := st.Entries(ctx, store.EntryFilter{Caller: "demo-history"})

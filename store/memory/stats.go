@@ -229,3 +229,61 @@ func (s *Store) SweepUsage(_ context.Context, before time.Time, limit int) (int,
 	}
 	return n, nil
 }
+
+// CheckUsage implements store.Stats.
+func (s *Store) CheckUsage(_ context.Context) error {
+	type hk struct {
+		hour             int64
+		caller, currency string
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	usage, ledger := map[hk]*store.Usage{}, map[hk]*store.Usage{}
+	oldest := int64(-1)
+	for k, row := range s.usage {
+		h := hk{k.hour, k.caller, k.currency}
+		if usage[h] == nil {
+			usage[h] = &store.Usage{}
+		}
+		usage[h].Add(store.Usage{Charges: row.Charges, Charged: row.Charged, Refunds: row.Refunds,
+			Refunded: row.Refunded, Credits: row.Credits, Credited: row.Credited})
+		if oldest < 0 || k.hour < oldest {
+			oldest = k.hour
+		}
+	}
+	for _, e := range s.entries {
+		h := hk{store.UnixMilli(store.HourOf(e.CreatedAt)), e.Caller, e.Currency}
+		u := store.Usage{}
+		switch e.Kind {
+		case store.EntryCharge:
+			u.Charges, u.Charged = 1, -e.Amount
+		case store.EntryRefund:
+			u.Refunds, u.Refunded = 1, e.Amount
+		case store.EntryCredit:
+			u.Credits, u.Credited = 1, e.Amount
+		default:
+			continue
+		}
+		if ledger[h] == nil {
+			ledger[h] = &store.Usage{}
+		}
+		ledger[h].Add(u)
+	}
+	money := func(u *store.Usage) [6]int64 {
+		if u == nil {
+			return [6]int64{}
+		}
+		return [6]int64{u.Charges, u.Charged, u.Refunds, u.Refunded, u.Credits, u.Credited}
+	}
+	for h, u := range usage {
+		if money(u) != money(ledger[h]) {
+			return fmt.Errorf("usage invariant broken: %s/%s at %d: usage %v ledger %v", h.caller, h.currency, h.hour, money(u), money(ledger[h]))
+		}
+	}
+	for h := range ledger {
+		if oldest >= 0 && h.hour >= oldest && usage[h] == nil {
+			return fmt.Errorf("usage invariant broken: %s/%s at %d: ledger entries without usage", h.caller, h.currency, h.hour)
+		}
+	}
+	return nil
+}

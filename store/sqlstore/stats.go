@@ -251,3 +251,37 @@ func (s *Store) SweepUsage(ctx context.Context, before time.Time, limit int) (in
 	}
 	return int(n), nil
 }
+
+// usageCheckSQL returns a row per (hour, caller, currency) whose money
+// counters differ from the ledger's entries (see store.Stats.CheckUsage).
+const usageCheckSQL = `WITH u AS (SELECT hour, caller, currency, sum(charges) AS n1, sum(charged) AS a1,
+		sum(refunds) AS n2, sum(refunded) AS a2, sum(credits) AS n3, sum(credited) AS a3
+		FROM usage_hourly GROUP BY hour, caller, currency),
+	l AS (SELECT (created_at / 3600000) * 3600000 AS hour, caller, currency,
+		sum(kind = 'charge') AS n1, sum(CASE WHEN kind = 'charge' THEN -amount ELSE 0 END) AS a1,
+		sum(kind = 'refund') AS n2, sum(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS a2,
+		sum(kind = 'credit') AS n3, sum(CASE WHEN kind = 'credit' THEN amount ELSE 0 END) AS a3
+		FROM ledger_entries WHERE kind IN ('charge', 'refund', 'credit') GROUP BY 1, caller, currency)
+SELECT u.caller || '/' || u.currency || ' at ' || u.hour || ': usage ' || u.n1 || ',' || u.a1 || ',' || u.n2 || ',' || u.a2 || ',' || u.n3 || ',' || u.a3
+	|| ' ledger ' || coalesce(l.n1, 0) || ',' || coalesce(l.a1, 0) || ',' || coalesce(l.n2, 0) || ',' || coalesce(l.a2, 0)
+	|| ',' || coalesce(l.n3, 0) || ',' || coalesce(l.a3, 0)
+FROM u LEFT JOIN l ON l.hour = u.hour AND l.caller = u.caller AND l.currency = u.currency
+WHERE (u.n1, u.a1, u.n2, u.a2, u.n3, u.a3) IS NOT (coalesce(l.n1, 0), coalesce(l.a1, 0), coalesce(l.n2, 0),
+	coalesce(l.a2, 0), coalesce(l.n3, 0), coalesce(l.a3, 0))
+UNION ALL
+SELECT l.caller || '/' || l.currency || ' at ' || l.hour || ': ledger entries without usage'
+FROM l WHERE l.hour >= (SELECT min(hour) FROM usage_hourly)
+	AND NOT EXISTS (SELECT 1 FROM u WHERE u.hour = l.hour AND u.caller = l.caller AND u.currency = l.currency)
+LIMIT 1`
+
+// CheckUsage implements store.Stats.
+func (s *Store) CheckUsage(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, usageCheckSQL)
+	if err != nil {
+		return fmt.Errorf("check usage: %w", err)
+	}
+	if len(rows) > 0 {
+		return fmt.Errorf("usage invariant broken: %s", asString(rows[0][0]))
+	}
+	return nil
+}
