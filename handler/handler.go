@@ -110,7 +110,7 @@ func (c Config) Engine() engine.Config {
 		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, Rand: c.Rand,
 		CallerCacheTTL: c.CallerCacheTTL, BackgroundFunc: c.BackgroundFunc, UsageFlushInterval: c.UsageFlushInterval,
 		StatusFunc: func(err error) int { return problem.For(err).Status },
-		Checkout: c.checkout(), Topups: c.Stripe.Topups}
+		Checkout:   c.checkout(), Topups: c.Stripe.Topups}
 }
 
 // checkout is the Stripe rail, or nil unless both the API key and a
