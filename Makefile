@@ -92,9 +92,11 @@ migrate-local: node_modules
 migrate-remote: node_modules
 	npx --no-install wrangler d1 migrations apply DB --remote
 
-# seed-local: the demo caller (key tg_demo_key) with 10.00 USD, in the local D1 only. Idempotent.
+# seed-local: the demo caller (key tg_demo_key) with 10.00 USD, and 14 days of demo history for the dashboard
+# (worker/seed_dashboard.sql, another caller), in the local D1 only. Idempotent.
 seed-local: node_modules
 	$(WRANGLER) d1 execute DB --local --file $(SEED_SQL)
+	$(WRANGLER) d1 execute DB --local --file worker/seed_dashboard.sql
 
 # test: every package, including the E2E tests that run build/app.wasm inside workerd (needs npm ci).
 test: node_modules

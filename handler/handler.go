@@ -38,6 +38,7 @@
 package handler
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -101,6 +102,9 @@ type Config struct {
 	// X402 enables calls paid per request (x402) for the tools that have
 	// an x402 price.
 	X402 X402Config
+	// BackgroundFunc and UsageFlushInterval: see engine.Config.
+	BackgroundFunc     func(ctx context.Context, fn func(context.Context))
+	UsageFlushInterval time.Duration
 }
 
 // Engine returns the engine's part of c. Its log lines carry the status
@@ -108,8 +112,9 @@ type Config struct {
 func (c Config) Engine() engine.Config {
 	return engine.Config{Store: c.Store, Catalog: c.Catalog, Upstream: c.Upstream, NowFunc: c.NowFunc,
 		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, Rand: c.Rand,
-		CallerCacheTTL: c.CallerCacheTTL, StatusFunc: func(err error) int { return problem.For(err).Status },
-		Checkout: c.checkout(), Topups: c.Stripe.Topups, PerCall: c.perCall()}
+		CallerCacheTTL: c.CallerCacheTTL, BackgroundFunc: c.BackgroundFunc, UsageFlushInterval: c.UsageFlushInterval,
+		StatusFunc: func(err error) int { return problem.For(err).Status },
+		Checkout:   c.checkout(), Topups: c.Stripe.Topups, PerCall: c.perCall()}
 }
 
 // checkout is the Stripe rail, or nil unless both the API key and a
@@ -160,6 +165,10 @@ func (s *server) routes() []route {
 		{http.MethodPost, "/v1/webhooks/stripe", s.handleStripeWebhook},
 		{http.MethodPost, "/v1/admin/callers", s.handleCreateCaller},
 		{http.MethodPost, "/v1/admin/credits", s.handleCredit},
+		{http.MethodGet, "/v1/admin/callers", s.handleCallers},
+		{http.MethodGet, "/v1/admin/stats", s.handleStats},
+		{http.MethodGet, "/v1/admin/calls", s.handleCalls},
+		{http.MethodGet, "/v1/admin/attention", s.handleAttention},
 		{http.MethodGet, "/healthz", s.handleHealth},
 		{http.MethodGet, "/openapi.json", s.handleOpenAPI},
 	}

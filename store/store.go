@@ -158,6 +158,10 @@ type ClaimParams struct {
 	Now         time.Time
 	Lease       time.Duration // must be > 0
 	TTL         time.Duration // zero means DefaultTTL
+	// Tool and CallerID name whom the key belongs to, for the usage
+	// counters and the admin's list of calls (see Stats); "" when unknown.
+	// A key is scoped to one (caller, tool), so they never change for it.
+	Tool, CallerID string
 }
 
 // ClaimResult is the decision of Claim and the record as it stands after it.
@@ -181,6 +185,9 @@ type CompleteParams struct {
 	// TTL, if set, keeps the answer for replay at least this long after
 	// completion, even when the call outlived the TTL given at claim.
 	TTL time.Duration
+	// Usage, if set, is the call's counters (see Stats): added in the same
+	// atomic step as the Complete, and only if it wins the fence.
+	Usage *Usage
 }
 
 // DefaultTTL is how long a record is kept for replay when ClaimParams.TTL is zero.
@@ -364,6 +371,7 @@ type Store interface {
 	Callers
 	Topups
 	Payments
+	Stats
 	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
 	// charges p.Amount to p.Caller for it, exactly as Claim followed by
 	// Charge on the claimed fence would. The claim's errors

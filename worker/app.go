@@ -41,6 +41,9 @@ type Settings struct {
 	// SweepBatch bounds each statement of the cron sweep (var SWEEP_BATCH;
 	// zero means 500).
 	SweepBatch int
+	// StatsRetention is how long usage counters are kept (var STATS_RETENTION_DAYS; zero means
+	// DefaultStatsRetention, 90 days); the cron sweep deletes older ones.
+	StatsRetention time.Duration
 	// TursoURL and TursoToken select libSQL instead of D1 (var
 	// TURSO_DATABASE_URL, secret TURSO_AUTH_TOKEN).
 	TursoURL, TursoToken string
@@ -121,6 +124,13 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 		}
 		s.SweepBatch = n
 	}
+	if v := getenv("STATS_RETENTION_DAYS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return Settings{}, fmt.Errorf("settings: STATS_RETENTION_DAYS %q is not a positive integer", v)
+		}
+		s.StatsRetention = time.Duration(n) * 24 * time.Hour
+	}
 	return s, nil
 }
 
@@ -154,9 +164,13 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 		WaitForInProgress: s.WaitForInProgress,
 		MCP:               mcp.Options{SessionKey: s.MCPSessionKey},
 		Stripe:            stripeCfg,
+		BackgroundFunc:    background,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if serveDashboard != nil {
+		h = serveDashboard(h)
 	}
 	if !s.Demo && len(extraRoutes) == 0 {
 		return h, nil

@@ -85,6 +85,9 @@ func (a *app) scheduled(ctx context.Context) error {
 		return nil
 	}
 	a.logger.Info("sweep", "deleted", n)
+	if n, err := sweepUsage(ctx, a.store, time.Now(), a.settings.StatsRetention, a.settings.SweepBatch, maxSweepBatches); err != nil {
+		a.logger.Error("usage sweep failed", "deleted", n, "err", err)
+	}
 	return nil
 }
 
@@ -94,6 +97,7 @@ func (a *app) scheduled(ctx context.Context) error {
 // mode in the shim.
 func main() {
 	a := &app{}
+	background = bridge.WaitUntil
 	bridge.OnScheduled(a.scheduled)
 	bridge.Serve(a)
 }

@@ -158,6 +158,10 @@ type Engine struct {
 	perCall   pay.PerCall
 	flights   flights   // executions in flight here, for local waiters
 	latency   latencies // observed execution time per tool, for remote waiters
+	// Usage counts that no call writes itself (stats.go).
+	pending    pendingUsage
+	flushEvery time.Duration
+	background func(ctx context.Context, fn func(context.Context))
 }
 
 // Config configures New.
@@ -194,6 +198,14 @@ type Config struct {
 	// PerCall is the rail that pays calls per request (x402); nil refuses
 	// per-call payments (ErrPerCallDisabled).
 	PerCall pay.PerCall
+	// BackgroundFunc runs fn after the response, keeping the request's
+	// event alive until it returns (the worker's waitUntil); nil runs fn on
+	// a new goroutine with ctx's values and no cancellation.
+	BackgroundFunc func(ctx context.Context, fn func(context.Context))
+	// UsageFlushInterval is how long usage counts that no call writes
+	// itself wait in memory before a background flush; zero means
+	// DefaultUsageFlushInterval (see stats.go).
+	UsageFlushInterval time.Duration
 }
 
 // New returns an Engine for cfg. It returns an error when Store, Catalog or
@@ -212,9 +224,16 @@ func New(cfg Config) (*Engine, error) {
 		now: cfg.NowFunc, logger: cfg.Logger, wait: cfg.WaitForInProgress, rand: cfg.Rand,
 		maxStored: store.DefaultMaxResponseBytes, statusOf: cfg.StatusFunc,
 		checkout: cfg.Checkout, topups: cfg.Topups, perCall: cfg.PerCall,
+		flushEvery: cfg.UsageFlushInterval, background: cfg.BackgroundFunc,
 	}
 	if e.checkout != nil && len(e.topups.Limits) == 0 {
 		return nil, errors.New("new engine: Config.Topups needs a currency when Config.Checkout is set")
+	}
+	if e.flushEvery <= 0 {
+		e.flushEvery = DefaultUsageFlushInterval
+	}
+	if e.background == nil {
+		e.background = func(ctx context.Context, fn func(context.Context)) { go fn(context.WithoutCancel(ctx)) }
 	}
 	if e.statusOf == nil {
 		e.statusOf = func(error) int { return http.StatusInternalServerError }
@@ -269,6 +288,7 @@ func (e *Engine) Call(ctx context.Context, req CallRequest) (res CallResult, err
 			panic(v)
 		}
 		e.logCall(ctx, l, rt, res, err)
+		e.countOutcome(ctx, req, res, err)
 	}()
 	res, err = e.call(ctx, req, &l)
 	return res, e.paymentRequired(err, req.Tool)
@@ -321,7 +341,7 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	// One owner for the whole request: a poll that wins a takeover, or a
 	// claim retried after a lost reply, is the same attempt.
 	p := store.ClaimParams{Key: a.key, Owner: owner, Fingerprint: Fingerprint(tool.Name, canonical),
-		Now: e.now(), Lease: tool.Lease, TTL: tool.TTL}
+		Now: e.now(), Lease: tool.Lease, TTL: tool.TTL, Tool: tool.Name, CallerID: req.Caller.ID}
 	// A paid tool claims and charges in one step (one round trip on D1 and
 	// SQLite); the charge is taken only if this claim wins the key.
 	var cr store.ClaimResult
@@ -520,7 +540,9 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 	if err != nil {
 		return CallResult{}, err
 	}
+	started := time.Now()
 	up := a.callUpstream(ctx, f)
+	up.took = time.Since(started)
 	if up.lost {
 		// The new owner holds the key and inherits its charge; we must not
 		// complete, refund or fail it.
@@ -531,7 +553,7 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 	if ue := a.upstreamFailure(up); ue != nil {
 		return CallResult{}, a.refundAndFail(ctx, f, b, ue, charged)
 	}
-	return a.storeAnswer(ctx, f, b, up.resp, charged, balance)
+	return a.storeAnswer(ctx, f, b, up, charged, balance)
 }
 
 // returnOnPanic, deferred by execute, leaves the key retryable and its
@@ -577,8 +599,9 @@ func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOut
 // storeAnswer builds the answer to a final upstream response (the envelope
 // with its receipt; an upstream 4xx is refunded and answered 424) and stores
 // it. An answer too large to store is refunded and failed instead.
-func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget, up UpstreamResponse, charged bool, balance int64) (CallResult, error) {
+func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget, ur upstreamResult, charged bool, balance int64) (CallResult, error) {
 	e := a.e
+	up := ur.resp
 	rcpt := Receipt{Tool: a.tool.Name, Price: a.tool.PriceString(), Amount: a.tool.PriceString(),
 		Currency: a.tool.Currency, At: store.FromUnixMilli(store.UnixMilli(e.now()))}
 	var err error
@@ -617,7 +640,8 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 		return CallResult{}, a.refundAndFail(ctx, f, b, &UpstreamError{StatusCode: up.StatusCode,
 			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, charged && !rcpt.Refunded)
 	}
-	err = a.complete(ctx, f, b, store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body})
+	err = a.complete(ctx, f, b, store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body},
+		a.usageOf(e.now(), ur.took, up.StatusCode))
 	if errors.Is(err, store.ErrTooLarge) {
 		return CallResult{}, a.refundAndFail(ctx, f, b, &UpstreamError{StatusCode: up.StatusCode,
 			Reason: "the upstream answer is too large to store"}, charged && !rcpt.Refunded)
@@ -637,6 +661,7 @@ type upstreamResult struct {
 	err      error // a network failure or the timeout; any status is a resp
 	timedOut bool  // the tool's timeout ran out
 	lost     bool  // a heartbeat found the key taken over; the call was cancelled
+	took     time.Duration
 }
 
 // callUpstream calls the upstream with the tool's timeout while a goroutine

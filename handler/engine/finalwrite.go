@@ -125,10 +125,10 @@ func (a *attempt) retryFinal(ctx context.Context, b *finalBudget, op string,
 }
 
 // complete stores resp for the key (see retryFinal).
-func (a *attempt) complete(ctx context.Context, f store.Fence, b *finalBudget, resp store.Response) error {
+func (a *attempt) complete(ctx context.Context, f store.Fence, b *finalBudget, resp store.Response, usage *store.Usage) error {
 	e := a.e
 	return a.retryFinal(ctx, b, "complete key", func(bool) error {
-		return e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp})
+		return e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp, Usage: usage})
 	}, func() (bool, error) {
 		rec, err := e.store.Peek(ctx, f.Key)
 		if err != nil {

@@ -28,6 +28,7 @@ type Store struct {
 	entries  []entry
 	refs     map[string]int // reference -> index in entries
 	callers  map[string]store.Caller
+	usage    map[usageKey]*store.Usage // see stats.go
 	owed     map[balanceKey]int64
 
 	topups    map[topupKey]*store.Topup
@@ -52,7 +53,8 @@ type ask struct {
 
 type record struct {
 	store.Record
-	incarnation string
+	incarnation  string
+	tool, caller string // ClaimParams.Tool and CallerID
 }
 
 type entry struct {
@@ -114,10 +116,11 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 			Key: p.Key, Status: store.StatusInProgress, Owner: p.Owner, Generation: gen,
 			LeaseExpiresAt: now.Add(p.Lease), ExpiresAt: now.Add(p.TTL), Fingerprint: p.Fingerprint,
 			Charge: store.Charge{State: store.ChargeNone, Count: count}, CreatedAt: now, UpdatedAt: now,
-		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10)}
+		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10), tool: p.Tool, caller: p.CallerID}
 		s.records[p.Key] = r
 		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
 	}
+	r.tag(p)
 	if r.Fingerprint != p.Fingerprint {
 		return store.ClaimResult{}, store.ErrFingerprintMismatch
 	}
@@ -179,6 +182,11 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 	if len(p.Response.Body) > limit {
 		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(p.Response.Body), limit)
 	}
+	if p.Usage != nil {
+		if err := store.ValidateUsage([]store.Usage{*p.Usage}); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, err := s.held(p.Fence)
@@ -194,6 +202,9 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 	r.LeaseExpiresAt, r.UpdatedAt = norm(p.Now), norm(p.Now)
 	if keep := norm(p.Now).Add(p.TTL); keep.After(r.ExpiresAt) {
 		r.ExpiresAt = keep
+	}
+	if p.Usage != nil {
+		s.addUsage(*p.Usage)
 	}
 	return nil
 }
@@ -267,6 +278,7 @@ func (s *Store) post(e entry) int64 {
 	e.BalanceAfter = s.balances[bk]
 	s.refs[e.Reference] = len(s.entries)
 	s.entries = append(s.entries, e)
+	s.countEntry(e)
 	return e.BalanceAfter
 }
 

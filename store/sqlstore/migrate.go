@@ -85,7 +85,7 @@ func apply(ctx context.Context, db store.DbClient, name string, stmts []string) 
 		return nil
 	}
 	for _, stmt := range stmts {
-		if _, err := db.Exec(ctx, stmt); err != nil {
+		if _, err := db.Exec(ctx, stmt); err != nil && !columnExists(stmt, err) {
 			return fmt.Errorf("apply migration %s: %w", name, err)
 		}
 	}
@@ -172,4 +172,11 @@ func containsTrigger(words []string) bool {
 		}
 	}
 	return false
+}
+
+// columnExists reports whether err is an ALTER TABLE ... ADD COLUMN that
+// another process applied first: SQLite has no ADD COLUMN IF NOT EXISTS, so
+// this keeps two processes migrating at once safe.
+func columnExists(stmt string, err error) bool {
+	return strings.HasPrefix(strings.ToUpper(stmt), "ALTER TABLE") && strings.Contains(err.Error(), "duplicate column name")
 }

@@ -61,8 +61,8 @@ var claimSQL = strings.NewReplacer(
 	"{fresh}", condFresh,
 	"{own}", condOwn,
 ).Replace(`INSERT INTO idem_records (key, status, owner, generation, incarnation, lease_expires_at,
-	expires_at, fingerprint, charge_state, charge_count, charge_amount, created_at, updated_at)
-VALUES (?, 'in_progress', ?, 1, ?, ?, ?, ?, 'none', 0, 0, ?, ?)
+	expires_at, fingerprint, charge_state, charge_count, charge_amount, created_at, updated_at, tool, caller)
+VALUES (?, 'in_progress', ?, 1, ?, ?, ?, ?, 'none', 0, 0, ?, ?, nullif(?, ''), nullif(?, ''))
 ON CONFLICT (key) DO UPDATE SET
 	status           = CASE WHEN {win} THEN 'in_progress' ELSE status END,
 	owner            = CASE WHEN {win} THEN excluded.owner ELSE owner END,
@@ -80,7 +80,9 @@ ON CONFLICT (key) DO UPDATE SET
 	charge_currency  = CASE WHEN {fresh} THEN NULL ELSE charge_currency END,
 	charge_amount    = CASE WHEN {fresh} THEN 0 ELSE charge_amount END,
 	created_at       = CASE WHEN {fresh} THEN excluded.created_at ELSE created_at END,
-	updated_at       = CASE WHEN {win} OR {own} THEN excluded.updated_at ELSE updated_at END
+	updated_at       = CASE WHEN {win} OR {own} THEN excluded.updated_at ELSE updated_at END,
+	tool             = coalesce(tool, excluded.tool),
+	caller           = coalesce(caller, excluded.caller)
 RETURNING ` + recordCols)
 
 // Claim implements store.Idempotency. It is one statement for every outcome.
@@ -100,7 +102,7 @@ func claimArgs(p store.ClaimParams) []any {
 	now := store.UnixMilli(p.Now)
 	incarnation := p.Owner + ":" + strconv.FormatInt(now, 10)
 	return []any{p.Key, p.Owner, incarnation, now + p.Lease.Milliseconds(), now + p.TTL.Milliseconds(),
-		p.Fingerprint, now, now}
+		p.Fingerprint, now, now, p.Tool, p.CallerID}
 }
 
 // claimOutcome reads claimSQL's returned row: the record as it stands, and
@@ -163,10 +165,14 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(p.Response.Body), limit)
 	}
 	now := store.UnixMilli(p.Now)
-	n, err := s.db.Exec(ctx, `UPDATE idem_records SET status = 'completed', resp_status = ?, resp_type = ?,
-		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?, expires_at = max(expires_at, ?)`+fenceWhere,
-		int64(p.Response.StatusCode), p.Response.ContentType, base64.StdEncoding.EncodeToString(p.Response.Body),
-		now, now, now+p.TTL.Milliseconds(), p.Key, p.Owner, p.Generation)
+	complete := store.Stmt{Query: `UPDATE idem_records SET status = 'completed', resp_status = ?, resp_type = ?,
+		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?, expires_at = max(expires_at, ?)` + fenceWhere,
+		Args: []any{int64(p.Response.StatusCode), p.Response.ContentType, base64.StdEncoding.EncodeToString(p.Response.Body),
+			now, now, now + p.TTL.Milliseconds(), p.Key, p.Owner, p.Generation}}
+	if p.Usage != nil {
+		return s.completeCounted(ctx, complete, *p.Usage)
+	}
+	n, err := s.db.Exec(ctx, complete.Query, complete.Args...)
 	if err != nil {
 		return fmt.Errorf("complete: %w", err)
 	}

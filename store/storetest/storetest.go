@@ -55,6 +55,7 @@ func RunCase(t TB, h Harness, c Case) {
 	s, rt := h.New(t)
 	c.Run(t, s, rt)
 	require.NoError(t, s.CheckInvariants(context.Background()), "invariants after %s", c.Name)
+	require.NoError(t, s.CheckUsage(context.Background()), "usage invariant after %s", c.Name)
 }
 
 var (
@@ -155,4 +156,4 @@ func binaryBody() []byte {
 }
 
 // Cases is the conformance suite, one slice per area (cases_*.go).
-var Cases = slices.Concat(leaseCases, chargeCases, sweepCases, ledgerCases, topupCases)
+var Cases = slices.Concat(leaseCases, chargeCases, sweepCases, ledgerCases, topupCases, statsCases)

@@ -13,6 +13,8 @@
 //     "d1DatabaseId": "...",          // default: wrangler.toml's placeholder id
 //     "compatibilityDate": "2026-04-26",
 //     "inspectorPort": 9229,          // optional: V8 inspector (DevTools protocol) on 127.0.0.1, for profiling
+//     "assets": {"directory": "worker/dashboard/assets", "runWorkerFirst": ["/v1/*"]}, // optional: Workers
+//                                     // static assets in front of every worker, as wrangler.toml's [assets]
 //     "faults": {"seed": 1, ...}      // optional, tests only: serve worker/js/faults/entry.mjs in front of the
 //                                     // shim, with a D1 binding that injects faults (see that file); each
 //                                     // worker gets the object as its TOOLGATE_FAULTS var, seed + its index
@@ -183,6 +185,17 @@ async function main() {
       bindings: { ...config.vars, ...w.vars, ...faultVars(w, i) },
       d1Databases: { DB: config.d1DatabaseId ?? "00000000-0000-4000-8000-000000000000" },
       unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }], // one port per worker, bypassing the router
+      ...(config.assets
+        ? {
+            assets: {
+              directory: resolve(repoRoot, config.assets.directory),
+              routerConfig: {
+                has_user_worker: true,
+                ...(config.assets.runWorkerFirst ? { static_routing: { user_worker: config.assets.runWorkerFirst } } : {}),
+              },
+            },
+          }
+        : {}),
     })),
   });
 

@@ -62,8 +62,8 @@ func TestMeterD1(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	paid, err := D1(base)
 	require.NoError(t, err)
-	// The key lookup, the claim-and-charge batch (2 statements), the completion.
-	require.Equal(t, D1Stats{RTTMs: 3, Calls: 3, Statements: 4, Batches: 1}, paid.Sub(seeded))
+	// The key lookup, the claim-and-charge batch (2 statements), the complete-and-count batch (2 statements).
+	require.Equal(t, D1Stats{RTTMs: 3, Calls: 3, Statements: 5, Batches: 2}, paid.Sub(seeded))
 
 	status, hdr := post("/v1/tools/t/call", call)
 	require.Equal(t, http.StatusOK, status)

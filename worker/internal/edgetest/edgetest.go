@@ -60,6 +60,11 @@ type Options struct {
 	// shim with a D1 binding that injects faults as configured, and the routes GET /_faults/stats and
 	// POST /_faults/config (see Edge.FaultStats and Edge.SetFaults). Nil means the plain shim, no faults.
 	Faults *Faults
+	// AssetsDir, when set, serves Workers static assets from this directory (relative to the repository
+	// root) in front of every worker (on its URL and on EntryURL), with RunWorkerFirst as wrangler.toml's
+	// run_worker_first. Empty means no assets.
+	AssetsDir      string
+	RunWorkerFirst []string
 }
 
 // Faults configures the D1 faults injected by worker/js/faults/entry.mjs. Each D1 call (one statement or
@@ -227,6 +232,9 @@ func mfConfig(opts Options) map[string]any {
 	if opts.BuildDir != "" {
 		cfg["buildDir"] = opts.BuildDir
 	}
+	if opts.AssetsDir != "" {
+		cfg["assets"] = map[string]any{"directory": opts.AssetsDir, "runWorkerFirst": opts.RunWorkerFirst}
+	}
 	if f := opts.Faults; f != nil {
 		m := map[string]any{"seed": f.Seed, "beforeRate": f.BeforeRate, "afterRate": f.AfterRate,
 			"latencyMs": f.LatencyMs, "enabled": !f.Disabled}
@@ -323,6 +331,9 @@ func (e *Edge) URL(worker string) string {
 	}
 	return u
 }
+
+// EntryURL returns the URL of Miniflare's router (no trailing slash), which serves the first worker.
+func (e *Edge) EntryURL() string { return e.entry }
 
 // Scheduled runs the named worker's cron handler once, as the cron expression would. It returns an
 // error if the handler failed or the request could not be made.

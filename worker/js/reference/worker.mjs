@@ -80,7 +80,7 @@ async function authenticate(db, request) {
 async function claim(db, key, owner, fingerprint) {
   const now = Date.now();
   const rows = await db.prepare(SQL.claim)
-    .bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now).raw();
+    .bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now, "", "").raw();
   return record(rows[0]);
 }
 
@@ -89,7 +89,7 @@ async function claim(db, key, owner, fingerprint) {
 async function claimCharge(db, tool, caller, key, owner, fingerprint) {
   const now = Date.now();
   const [claimed, charged] = await db.batch([
-    db.prepare(SQL.claim).bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now),
+    db.prepare(SQL.claim).bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now, tool.name, caller.id),
     db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, key, owner, fingerprint, caller.id, tool.currency, tool.price),
   ]);
   // Batch rows are objects; their values are in column order.
@@ -121,9 +121,15 @@ async function execute(db, tool, caller, rec, body, charged) {
   };
   const text = JSON.stringify(env);
   const done = Date.now();
-  const res = await db.prepare(SQL.complete)
-    .bind(200, "application/json", btoa(text), done, done, done + TTL_MS, rec.key, rec.owner, rec.generation).run();
-  if (res.meta.changes !== 1) return problem(503, "Lost the lease");
+  // Complete and count the call in one batch, as the Go engine does (store/sqlstore completeCounted).
+  const hour = Math.floor(done / 3600000) * 3600000;
+  const usage = JSON.stringify([[hour, caller.id, tool.name, tool.currency, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    done - now, done - now <= 100 ? 1 : 0, done - now > 100 && done - now <= 300 ? 1 : 0, 0, 0, done - now > 300 ? 1 : 0, done]]);
+  const [completed] = await db.batch([
+    db.prepare(SQL.completeCounted).bind(200, "application/json", btoa(text), done, done, done + TTL_MS, rec.key, rec.owner, rec.generation),
+    db.prepare(SQL.countUsage).bind(usage),
+  ]);
+  if (completed.results.length !== 1) return problem(503, "Lost the lease");
   return new Response(text, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-store" } });
 }
 
