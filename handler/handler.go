@@ -177,6 +177,28 @@ func (s *server) routes() []route {
 // New returns the HTTP API over an Engine built from cfg (see openapi.json).
 // It returns the error of engine.New.
 func New(cfg Config) (http.Handler, error) {
+	g, err := NewGateway(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Gateway is the HTTP API and the jobs the worker's cron runs on its
+// engine.
+type Gateway struct {
+	http.Handler
+	engine *engine.Engine
+}
+
+// ReconcilePayments settles again the per-call payments whose settle
+// outcome is unknown (see engine.ReconcilePayments): the cron's job.
+func (g *Gateway) ReconcilePayments(ctx context.Context, limit int) (engine.ReconcileResult, error) {
+	return g.engine.ReconcilePayments(ctx, limit)
+}
+
+// NewGateway is New, keeping the jobs.
+func NewGateway(cfg Config) (*Gateway, error) {
 	if cfg.X402.FacilitatorURL == "" && cfg.Catalog != nil {
 		for _, t := range cfg.Catalog.Tools() {
 			if t.X402 != nil {
@@ -195,7 +217,7 @@ func New(cfg Config) (http.Handler, error) {
 	if s.toolsJSON, err = toolsDocument(cfg.Catalog); err != nil {
 		return nil, fmt.Errorf("new handler: %w", err)
 	}
-	return s.mux(), nil
+	return &Gateway{Handler: s.mux(), engine: e}, nil
 }
 
 func (s *server) mux() http.Handler {
