@@ -114,10 +114,13 @@ type Record struct {
 	ExpiresAt      time.Time
 	Fingerprint    string
 	Response       *Response // set when Status is completed
-	Error          string    // set when Status is failed
-	Charge         Charge
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// PaymentRef names the per-call payment bound to the current
+	// incarnation (see Payments), "" for a prepaid or free call.
+	PaymentRef string
+	Error      string // set when Status is failed
+	Charge     Charge
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // Outcome is what Claim decided.
@@ -360,6 +363,7 @@ type Store interface {
 	Ledger
 	Callers
 	Topups
+	Payments
 	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
 	// charges p.Amount to p.Caller for it, exactly as Claim followed by
 	// Charge on the claimed fence would. The claim's errors
