@@ -35,6 +35,10 @@ type Store struct {
 	events    map[eventKey]bool
 	asks      map[topupKey]map[string]ask // what each refund or dispute source asks back
 	routes    map[routeKey]topupKey
+
+	payments    map[payKey]*payment
+	paymentKeys map[keyRef]payKey // (idempotency key, ref) -> payment
+	paymentSeq  int64
 }
 
 type topupKey struct{ caller, id string }
@@ -77,6 +81,9 @@ func New() *Store {
 		events:    map[eventKey]bool{},
 		asks:      map[topupKey]map[string]ask{},
 		routes:    map[routeKey]topupKey{},
+
+		payments:    map[payKey]*payment{},
+		paymentKeys: map[keyRef]payKey{},
 	}
 }
 
@@ -97,12 +104,18 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 	if err := store.ValidateClaim(&p); err != nil {
 		return store.ClaimResult{}, err
 	}
-	now := norm(p.Now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.claim(p, "")
+}
+
+// claim is Claim under s.mu; a won claim holds paymentRef, except that a
+// takeover keeps a settlement_pending payment.
+func (s *Store) claim(p store.ClaimParams, paymentRef string) (store.ClaimResult, error) {
+	now := norm(p.Now)
 	r, ok := s.records[p.Key]
 	fresh := !ok || (!now.Before(r.ExpiresAt) && !(r.Status == store.StatusInProgress && r.LeaseExpiresAt.After(now)) &&
-		(r.Status == store.StatusCompleted || r.Charge.State != store.ChargeCharged))
+		(r.Status == store.StatusCompleted || (r.Charge.State != store.ChargeCharged && !s.holdsPending(r))))
 	if fresh {
 		gen, count := int64(1), int64(0)
 		if ok {
@@ -112,6 +125,7 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 			Key: p.Key, Status: store.StatusInProgress, Owner: p.Owner, Generation: gen,
 			LeaseExpiresAt: now.Add(p.Lease), ExpiresAt: now.Add(p.TTL), Fingerprint: p.Fingerprint,
 			Charge: store.Charge{State: store.ChargeNone, Count: count}, CreatedAt: now, UpdatedAt: now,
+			PaymentRef: paymentRef,
 		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10)}
 		s.records[p.Key] = r
 		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
@@ -125,6 +139,9 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 		r.Status, r.Owner, r.Generation = store.StatusInProgress, p.Owner, r.Generation+1
 		r.LeaseExpiresAt, r.ExpiresAt, r.UpdatedAt = now.Add(p.Lease), now.Add(p.TTL), now
 		r.Response, r.Error = nil, ""
+		if !s.holdsPending(r) {
+			r.PaymentRef = paymentRef
+		}
 		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
 	case r.Status == store.StatusInProgress && r.Owner == p.Owner:
 		r.LeaseExpiresAt, r.UpdatedAt = now.Add(p.Lease), now
@@ -170,12 +187,8 @@ func (s *Store) Heartbeat(_ context.Context, f store.Fence, leaseUntil, now time
 
 // Complete implements store.Idempotency.
 func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
-	limit := s.MaxResponseBytes
-	if limit == 0 {
-		limit = store.DefaultMaxResponseBytes
-	}
-	if len(p.Response.Body) > limit {
-		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(p.Response.Body), limit)
+	if err := s.checkBody(p.Response.Body); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -183,6 +196,24 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 	if err != nil {
 		return err
 	}
+	s.complete(r, p)
+	return nil
+}
+
+// checkBody returns ErrTooLarge for a response body over the limit.
+func (s *Store) checkBody(body []byte) error {
+	limit := s.MaxResponseBytes
+	if limit == 0 {
+		limit = store.DefaultMaxResponseBytes
+	}
+	if len(body) > limit {
+		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(body), limit)
+	}
+	return nil
+}
+
+// complete stores p's response on r. Callers hold s.mu and r.
+func (s *Store) complete(r *record, p store.CompleteParams) {
 	resp := p.Response
 	resp.Body = bytes.Clone(resp.Body)
 	if resp.Body == nil {
@@ -193,7 +224,6 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 	if keep := norm(p.Now).Add(p.TTL); keep.After(r.ExpiresAt) {
 		r.ExpiresAt = keep
 	}
-	return nil
 }
 
 // Fail implements store.Idempotency.
@@ -243,10 +273,20 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 			refunds++
 		}
 	}
+	// As the SQL backend: release the verified payments of failed records;
+	// keep records whose payment is not final.
+	for _, r := range s.records {
+		if pay := s.heldPayment(r); pay != nil && r.Status == store.StatusFailed && pay.State == store.PaymentVerified {
+			pay.State, pay.UpdatedAt = store.PaymentNotCharged, now
+		}
+	}
 	n := 0
 	for k, r := range s.records {
 		if n == limit {
 			break
+		}
+		if pay := s.heldPayment(r); pay != nil && !store.PaymentFinal(pay.State) {
+			continue
 		}
 		if sweepable(r) && (r.Status == store.StatusCompleted || r.Charge.State != store.ChargeCharged) {
 			delete(s.records, k)
@@ -477,5 +517,6 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 		}
 	}
 	errs = append(errs, s.checkFunding()...)
+	errs = append(errs, s.checkPayments()...)
 	return errors.Join(errs...)
 }
