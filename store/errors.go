@@ -117,7 +117,8 @@ func ValidateClaim(p *ClaimParams) error {
 // ValidateCredit checks the arguments of Credit: ErrInvalidAmount or
 // ErrUnknownCurrency for the amount, ErrInvalidArgument for a missing
 // caller or reference, or a reference starting with "topup:", which names
-// top-up credits (TopupCreditReference).
+// top-up credits (TopupCreditReference), or "x402:", which names payment
+// credit-backs (PaymentCreditReference).
 func ValidateCredit(p CreditParams) error {
 	if err := ValidateAmount(p.Amount, p.Currency); err != nil {
 		return err
@@ -127,6 +128,9 @@ func ValidateCredit(p CreditParams) error {
 	}
 	if strings.HasPrefix(p.Reference, "topup:") {
 		return fmt.Errorf("%w: credit references starting with topup: are the top-ups'", ErrInvalidArgument)
+	}
+	if strings.HasPrefix(p.Reference, "x402:") {
+		return fmt.Errorf("%w: credit references starting with x402: are the payments' credit-backs", ErrInvalidArgument)
 	}
 	return nil
 }

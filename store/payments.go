@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -35,11 +36,36 @@ import (
 //  15. a settled payment's key is completed with a 2xx answer (the action
 //     was delivered) or, if our side failed after the settle, the payment
 //     is credited_back: one credit entry of its Amount in its Currency to
-//     the payer's prepaid balance, reference "x402:<ref>", never two;
+//     the payer's prepaid balance, reference PaymentCreditReference(ref)
+//     ("credit:x402:<ref>", which no admin Credit can take), never two;
 //  16. a 2xx answer of a key that holds a payment was stored only with the
 //     payment settled, settlement_pending (a settle whose outcome is not
 //     known yet, queued), or settlement_failed after delivery (a loss,
 //     recorded with its reason).
+//
+// How the backends keep it:
+//
+//   - A claim that does not take the presented payment (the key is
+//     completed or in flight under another payment, or the fingerprint
+//     differs) leaves it unbound: the bind is undone in the same atomic
+//     step. A payment bound to this key in a state in which nothing moved
+//     (verified, not_charged, or settlement_failed before any answer was
+//     delivered) may be presented again under this key; one that moved or
+//     may have moved money only replays, or is kept by a takeover while
+//     settlement_pending, and is otherwise ErrPaymentReused.
+//   - A takeover that rebinds the key to another payment releases the
+//     verified one it replaces as not_charged (MarkSettling comes before
+//     any settle, so a verified payment never moved money).
+//   - A claim does not treat a record as fresh (TTL expired) while it is
+//     unfinished and holds a settlement_pending payment: the same request
+//     takes it over with that payment, as with an open charge.
+//   - Sweep fails an abandoned record as usual; its settlement_pending
+//     payment stays pending and due (MarkSettling makes it due at once,
+//     and the reconciler's queue leaves out only payments whose key is held
+//     under a live lease). Sweep releases the verified payments of failed
+//     records as not_charged, and deletes a record with a payment only
+//     once that payment is final (not_charged, settled, settlement_failed,
+//     credited_back). Payments themselves are kept for ever.
 
 // PaymentState is what happened to a per-call payment.
 type PaymentState string
@@ -80,12 +106,15 @@ type Payment struct {
 	Transaction string
 	// Reason is the facilitator's reason of a failed settle or verify.
 	Reason string
-	// Delivered reports whether the key's answer was given to the caller
-	// while the settle's outcome was pending: a settle that then fails
-	// definitively is a loss.
+	// Delivered reports whether the key's answer was stored for the caller
+	// with this payment (CompletePaid): a settle that then fails
+	// definitively is a loss, and a pending settle that succeeds is not
+	// credited back.
 	Delivered bool
-	// Attempts counts settle attempts; NextAttemptAt is when a pending
-	// settle is due again.
+	// Attempts counts the reconciler's settle attempts (ResolvePayment);
+	// NextAttemptAt is when a pending settle is due again (MarkSettling
+	// makes it due at once: the queue skips it while its key is held under
+	// a live lease).
 	Attempts      int
 	NextAttemptAt time.Time
 	CreatedAt     time.Time
@@ -131,23 +160,36 @@ type Payments interface {
 	// settles the same payment, which counts once).
 	ClaimPayment(ctx context.Context, p ClaimPaymentParams) (ClaimPaymentResult, error)
 	// MarkSettling records, before the settle is sent, that the key's
-	// payment ref is being settled (settlement_pending): from then on a
-	// crash leaves a payment whose outcome the reconciler must establish.
-	// ErrFencedOut unless f holds the key in progress with that payment.
+	// payment ref is being settled (settlement_pending, due at once): from
+	// then on a crash leaves a payment whose outcome the reconciler must
+	// establish. It is a no-op on a payment already pending (a takeover
+	// that kept it). ErrFencedOut unless f holds the key in progress with
+	// that payment, verified or pending.
 	MarkSettling(ctx context.Context, f Fence, ref string, now time.Time) error
 	// CompletePaid is Complete and the settle's outcome in one atomic
 	// step: settled (with the transaction), settlement_pending (queued for
 	// the reconciler; Delivered set) or settlement_failed after delivery (a
-	// loss). ErrFencedOut unless f holds the key.
+	// loss). ErrFencedOut unless f holds the key in progress with payment
+	// ref, verified or pending (a retry after a lost reply whose payment
+	// already carries out completes the record); ErrInvalidArgument for
+	// another state or a response that is not 2xx (a settle follows only
+	// success); ErrTooLarge as Complete.
 	CompletePaid(ctx context.Context, p CompleteParams, ref string, out PaymentOutcome) error
 	// FailPaid is Fail and the payment's state in one atomic step:
 	// not_charged (the execution failed before a settle: nothing moved,
 	// the payment may be retried), or settlement_failed with the reason
-	// (the settle was refused: nothing moved). ErrFencedOut unless f holds
-	// the key.
+	// (the settle was refused: nothing moved). A payment already
+	// settlement_pending stays pending, due at once, with not_charged (the
+	// earlier settle may have moved money: the reconciler settles it and,
+	// the key holding no 2xx answer, credits it back). ErrFencedOut unless f
+	// holds the key in progress with payment ref; ErrInvalidArgument for
+	// another state.
 	FailPaid(ctx context.Context, f Fence, reason string, ref string, out PaymentOutcome, now time.Time) error
 	// DuePayments returns at most limit payments in settlement_pending
-	// whose NextAttemptAt has come, oldest first: the reconciler's queue.
+	// whose NextAttemptAt has come, earliest due first, leaving out those
+	// whose key is held in progress under a live lease (their owner
+	// settles them): the reconciler's queue. It is the one read across
+	// callers. ErrInvalidArgument for limit <= 0.
 	DuePayments(ctx context.Context, now time.Time, limit int) ([]Payment, error)
 	// ResolvePayment records a reconciler's settle attempt for a pending
 	// payment, in one atomic step: settled; or, when the key holds no
@@ -155,10 +197,54 @@ type Payments interface {
 	// is credited back (credit entry "x402:<ref>", state credited_back);
 	// settlement_failed with the reason (a loss if Delivered); or, for
 	// out.State settlement_pending, another attempt at next. A payment no
-	// longer pending is left as it is (returned unchanged).
+	// longer pending, or whose key is held in progress under a live lease,
+	// is left as it is (returned unchanged). A credit-back fails the key's
+	// record first if it is still in progress (its lease expired), so its
+	// stale owner is fenced out before the money comes back. ErrNotFound
+	// for an unknown payment, ErrInvalidArgument for another out.State.
+	// Attempts counts each call that found the payment pending.
 	ResolvePayment(ctx context.Context, caller, ref string, out PaymentOutcome, next, now time.Time) (Payment, error)
 	// PaymentByRef returns a payment, or ErrNotFound.
 	PaymentByRef(ctx context.Context, caller, ref string) (Payment, error)
 	// PaymentsByKey returns the payments bound to key, oldest first.
 	PaymentsByKey(ctx context.Context, key string) ([]Payment, error)
+}
+
+// PaymentCreditReference is the ledger reference of a payment's
+// credit-back entry: "credit:x402:" + ref, the "credit:" prefix every
+// credit carries and a namespace ValidateCredit refuses to admin credits,
+// so that an admin credit can never take it and a payment is credited back
+// at most once. ref names the payer (see Payment.Ref), so it is unique
+// across callers.
+func PaymentCreditReference(ref string) string { return "credit:x402:" + ref }
+
+// ValidatePayment checks the payment presented to ClaimPayment: caller,
+// ref, rail, network and payload are required, and the amount must be
+// valid in its currency (ErrInvalidAmount, ErrUnknownCurrency).
+func ValidatePayment(p Payment) error {
+	if err := ValidateAmount(p.Amount, p.Currency); err != nil {
+		return err
+	}
+	if p.Caller == "" || p.Ref == "" || p.Rail == "" || p.Network == "" || len(p.Payload) == 0 {
+		return fmt.Errorf("%w: payment caller, ref, rail, network and payload are required", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// ValidPaymentOutcome returns ErrInvalidArgument unless out.State is one
+// of allowed.
+func ValidPaymentOutcome(out PaymentOutcome, allowed ...PaymentState) error {
+	for _, a := range allowed {
+		if out.State == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: payment outcome %q, want one of %v", ErrInvalidArgument, out.State, allowed)
+}
+
+// PaymentFinal reports whether a payment's state is final for its key's
+// record: nothing more will move (not_charged, settled, settlement_failed,
+// credited_back), so Sweep may delete the record.
+func PaymentFinal(s PaymentState) bool {
+	return s == PaymentNotCharged || s == PaymentSettled || s == PaymentFailed || s == PaymentCreditedBack
 }

@@ -383,9 +383,10 @@ type Store interface {
 	// owner that never learns it, and a retry after the lease takes it over
 	// with the charge inherited (or Sweep refunds it after the TTL).
 	ClaimCharge(ctx context.Context, p ClaimChargeParams) (ClaimChargeResult, error)
-	// CheckInvariants verifies the charge invariant (see the package doc)
-	// and the funding invariant (see Topups) over the whole store and returns an error describing the first
-	// violation.
+	// CheckInvariants verifies the charge invariant (see the package doc),
+	// the funding invariant (see Topups) and the payment invariant (see
+	// Payments) over the whole store and returns an error describing every
+	// violation it found.
 	CheckInvariants(ctx context.Context) error
 }
 
