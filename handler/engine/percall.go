@@ -27,9 +27,10 @@ import (
 //     reconciler settles the same payment later (ReconcilePayments). A
 //     payment whose settle outcome is unknown is never answered with a
 //     fresh 402, which would make the payer sign, and pay, twice;
-//   - void: an upstream failure or rejection settles nothing: the key fails
-//     with its payment not_charged, and the same signed payment may be
-//     retried under the same key until it expires.
+//   - void: an upstream failure or rejection (a 4xx is answered 424 but,
+//     unlike a prepaid call's, not stored as final) settles nothing: the
+//     key fails with its payment not_charged, and the same signed payment
+//     may be retried under the same key until it expires.
 //
 // A duplicate replays the stored answer with the key's settlement receipt.
 // A duplicate presenting another payment than the one bound to the key gets
@@ -192,34 +193,38 @@ func (a *attempt) executePaid(ctx context.Context, f store.Fence) (CallResult, e
 		return CallResult{}, ErrLostLease
 	}
 	b := a.finalBudget()
+	// A failure leaves the payment not_charged (nothing moved; the same
+	// payment may be retried under this key), except one inherited
+	// settlement_pending, which the store keeps pending and due: the
+	// reconciler settles it and credits the payer back if it had moved.
+	notCharged := store.PaymentOutcome{State: store.PaymentNotCharged}
 	if ue := a.upstreamFailure(up); ue != nil {
-		out := store.PaymentOutcome{State: store.PaymentNotCharged}
-		if inherited {
-			// Still unknown whether the earlier settle moved money: it stays
-			// pending for the reconciler, which credits it back if it did.
-			out.State = store.PaymentPending
-		}
 		ue.Currency = a.payment.Currency
-		if err := a.failPaid(ctx, f, b, ue.Reason, out); err != nil {
+		if err := a.failPaid(ctx, f, b, ue.Reason, notCharged); err != nil {
 			return CallResult{}, errors.Join(ue, err)
 		}
 		return CallResult{}, ue
 	}
 	res, resp, err := a.paidAnswer(up)
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		if ferr := a.failPaid(ctx, f, b, ue.Reason, notCharged); ferr != nil {
+			return CallResult{}, errors.Join(ue, ferr)
+		}
+		return CallResult{}, ue
+	}
 	if err != nil {
 		return CallResult{}, err
 	}
 	if up.resp.StatusCode >= 400 {
-		// The 4xx rule: the upstream's rejection is this key's final
-		// answer. Nothing is settled.
-		out := store.PaymentOutcome{State: store.PaymentNotCharged}
-		if inherited {
-			out.State = store.PaymentPending
-		}
-		if err := a.completePaid(ctx, f, b, resp, out); err != nil {
+		// The upstream refused the input: answered 424, nothing settled.
+		// Unlike a prepaid call's, this answer is not stored as final: no
+		// payment paid for it, so the key fails and a retry (with the same
+		// payment, until it expires) runs again.
+		if err := a.failPaid(ctx, f, b, fmt.Sprintf("the tool answered %d", up.resp.StatusCode), notCharged); err != nil {
 			return CallResult{}, err
 		}
-		res.Payment = a.paymentInfo(out.State, "")
+		res.Payment = a.paymentInfo(store.PaymentNotCharged, "")
 		return res, nil
 	}
 	if err := a.retryFinal(ctx, b, "mark settling", func(bool) error {
@@ -273,7 +278,7 @@ func (a *attempt) paidAnswer(up upstreamResult) (CallResult, store.Response, err
 	if up.resp.StatusCode >= 400 {
 		rcpt.Amount = store.FormatAmount(0, p.Currency)
 		env.Type, env.Title, env.Status = ProblemTypeBase+"upstream-rejected", "Upstream rejected the input", http.StatusFailedDependency
-		env.Detail = fmt.Sprintf("the tool answered %d; the payment was not settled; this answer is final for this Idempotency-Key and replays", up.resp.StatusCode)
+		env.Detail = fmt.Sprintf("the tool answered %d; the payment was not settled and may be retried with this Idempotency-Key until it expires", up.resp.StatusCode)
 		res.StatusCode, res.ContentType = http.StatusFailedDependency, "application/problem+json"
 	}
 	env.Receipt = rcpt
