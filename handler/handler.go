@@ -56,6 +56,7 @@ import (
 	"github.com/toolgate/toolgate-go/handler/mcp"
 	"github.com/toolgate/toolgate-go/handler/pay"
 	"github.com/toolgate/toolgate-go/handler/pay/stripe"
+	"github.com/toolgate/toolgate-go/handler/pay/x402"
 	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 )
@@ -98,6 +99,9 @@ type Config struct {
 	// Stripe enables prepaid top-ups through Stripe Checkout and Stripe's
 	// webhook; its zero value disables them (501 problem).
 	Stripe StripeConfig
+	// X402 enables calls paid per request (x402) for the tools that have
+	// an x402 price.
+	X402 X402Config
 	// BackgroundFunc and UsageFlushInterval: see engine.Config.
 	BackgroundFunc     func(ctx context.Context, fn func(context.Context))
 	UsageFlushInterval time.Duration
@@ -110,7 +114,7 @@ func (c Config) Engine() engine.Config {
 		Logger: c.Logger, WaitForInProgress: c.WaitForInProgress, Rand: c.Rand,
 		CallerCacheTTL: c.CallerCacheTTL, BackgroundFunc: c.BackgroundFunc, UsageFlushInterval: c.UsageFlushInterval,
 		StatusFunc: func(err error) int { return problem.For(err).Status },
-		Checkout:   c.checkout(), Topups: c.Stripe.Topups}
+		Checkout:   c.checkout(), Topups: c.Stripe.Topups, PerCall: c.perCall()}
 }
 
 // checkout is the Stripe rail, or nil unless both the API key and a
@@ -139,6 +143,7 @@ type server struct {
 	toolsJSON  []byte
 	mcp        mcp.Options
 	stripe     StripeConfig
+	perCall    bool // x402 is enabled
 }
 
 // route is one method and path of the API; routes() is the list the mux,
@@ -172,18 +177,47 @@ func (s *server) routes() []route {
 // New returns the HTTP API over an Engine built from cfg (see openapi.json).
 // It returns the error of engine.New.
 func New(cfg Config) (http.Handler, error) {
+	g, err := NewGateway(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Gateway is the HTTP API and the jobs the worker's cron runs on its
+// engine.
+type Gateway struct {
+	http.Handler
+	engine *engine.Engine
+}
+
+// ReconcilePayments settles again the per-call payments whose settle
+// outcome is unknown (see engine.ReconcilePayments): the cron's job.
+func (g *Gateway) ReconcilePayments(ctx context.Context, limit int) (engine.ReconcileResult, error) {
+	return g.engine.ReconcilePayments(ctx, limit)
+}
+
+// NewGateway is New, keeping the jobs.
+func NewGateway(cfg Config) (*Gateway, error) {
+	if cfg.X402.FacilitatorURL == "" && cfg.Catalog != nil {
+		for _, t := range cfg.Catalog.Tools() {
+			if t.X402 != nil {
+				return nil, fmt.Errorf("new handler: tool %q has an x402 price but no facilitator is configured (FACILITATOR_URL)", t.Name)
+			}
+		}
+	}
 	e, err := engine.New(cfg.Engine())
 	if err != nil {
 		return nil, fmt.Errorf("new handler: %w", err)
 	}
-	s := &server{engine: e, adminToken: cfg.AdminToken, maxBody: cfg.MaxBodyBytes, mcp: cfg.MCP, stripe: cfg.Stripe}
+	s := &server{engine: e, adminToken: cfg.AdminToken, maxBody: cfg.MaxBodyBytes, mcp: cfg.MCP, stripe: cfg.Stripe, perCall: cfg.X402.FacilitatorURL != ""}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
 	}
 	if s.toolsJSON, err = toolsDocument(cfg.Catalog); err != nil {
 		return nil, fmt.Errorf("new handler: %w", err)
 	}
-	return s.mux(), nil
+	return &Gateway{Handler: s.mux(), engine: e}, nil
 }
 
 func (s *server) mux() http.Handler {
@@ -311,9 +345,26 @@ func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	e := s.engine
 	start := e.Now()
+	tool := r.PathValue("tool")
 	reject := func(caller string, err error) {
-		e.LogRejected(ctx, caller, r.PathValue("tool"), start, err)
-		problem.Write(w, err)
+		e.LogRejected(ctx, caller, tool, start, err)
+		s.writeCallError(w, r, tool, err)
+	}
+	t, known := e.Catalog().Tool(tool)
+	perCall := known && t.X402 != nil && s.perCall
+	if payment, ok, perr := x402.PaymentFromHeader(r.Header); ok {
+		if !perCall {
+			reject("", fmt.Errorf("%w: %q", engine.ErrPerCallDisabled, tool))
+			return
+		}
+		s.callPerCall(w, r, t, payment, perr)
+		return
+	}
+	if perCall && engine.BearerToken(r) == "" {
+		// No account and no payment: the offer (the engine's 402).
+		_, err := e.Call(ctx, engine.CallRequest{Tool: tool})
+		s.writeCallError(w, r, tool, err)
+		return
 	}
 	caller, err := e.Authenticate(ctx, engine.BearerToken(r))
 	if err != nil {
@@ -330,10 +381,10 @@ func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 		reject(caller.ID, err)
 		return
 	}
-	res, err := e.Call(ctx, engine.CallRequest{Caller: caller, Tool: r.PathValue("tool"),
+	res, err := e.Call(ctx, engine.CallRequest{Caller: caller, Tool: tool,
 		Key: key, Input: body, Header: r.Header})
 	if err != nil {
-		problem.Write(w, err)
+		s.writeCallError(w, r, tool, err)
 		return
 	}
 	h := w.Header()

@@ -37,6 +37,9 @@ var (
 	// ErrInvalidArgument means a parameter is out of range (a zero lease,
 	// an empty owner, a negative limit).
 	ErrInvalidArgument = errors.New("store: invalid argument")
+	// ErrPaymentReused means a per-call payment is bound to another key:
+	// one payment pays for one action.
+	ErrPaymentReused = errors.New("store: payment already pays for another idempotency key")
 )
 
 // answers are the sentinels above: what a store answers about the request,
@@ -44,7 +47,8 @@ var (
 // the list equal to the Err variables this file declares, so a new sentinel
 // cannot silently be taken for an outage.
 var answers = []error{ErrNotFound, ErrFencedOut, ErrFingerprintMismatch, ErrInvalidKey, ErrInvalidAmount,
-	ErrUnknownCurrency, ErrTooLarge, ErrInsufficientFunds, ErrReferenceConflict, ErrConflict, ErrInvalidArgument}
+	ErrUnknownCurrency, ErrTooLarge, ErrInsufficientFunds, ErrReferenceConflict, ErrConflict, ErrInvalidArgument,
+	ErrPaymentReused}
 
 // IsAnswer reports whether err is (or wraps) one of this package's sentinel
 // errors: an answer about the request. Anything else a backend returns is a
@@ -113,7 +117,8 @@ func ValidateClaim(p *ClaimParams) error {
 // ValidateCredit checks the arguments of Credit: ErrInvalidAmount or
 // ErrUnknownCurrency for the amount, ErrInvalidArgument for a missing
 // caller or reference, or a reference starting with "topup:", which names
-// top-up credits (TopupCreditReference).
+// top-up credits (TopupCreditReference), or "x402:", which names payment
+// credit-backs (PaymentCreditReference).
 func ValidateCredit(p CreditParams) error {
 	if err := ValidateAmount(p.Amount, p.Currency); err != nil {
 		return err
@@ -123,6 +128,9 @@ func ValidateCredit(p CreditParams) error {
 	}
 	if strings.HasPrefix(p.Reference, "topup:") {
 		return fmt.Errorf("%w: credit references starting with topup: are the top-ups'", ErrInvalidArgument)
+	}
+	if strings.HasPrefix(p.Reference, "x402:") {
+		return fmt.Errorf("%w: credit references starting with x402: are the payments' credit-backs", ErrInvalidArgument)
 	}
 	return nil
 }

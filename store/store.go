@@ -114,10 +114,13 @@ type Record struct {
 	ExpiresAt      time.Time
 	Fingerprint    string
 	Response       *Response // set when Status is completed
-	Error          string    // set when Status is failed
-	Charge         Charge
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// PaymentRef names the per-call payment bound to the current
+	// incarnation (see Payments), "" for a prepaid or free call.
+	PaymentRef string
+	Error      string // set when Status is failed
+	Charge     Charge
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // Outcome is what Claim decided.
@@ -367,6 +370,7 @@ type Store interface {
 	Ledger
 	Callers
 	Topups
+	Payments
 	Stats
 	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
 	// charges p.Amount to p.Caller for it, exactly as Claim followed by
@@ -379,9 +383,10 @@ type Store interface {
 	// owner that never learns it, and a retry after the lease takes it over
 	// with the charge inherited (or Sweep refunds it after the TTL).
 	ClaimCharge(ctx context.Context, p ClaimChargeParams) (ClaimChargeResult, error)
-	// CheckInvariants verifies the charge invariant (see the package doc)
-	// and the funding invariant (see Topups) over the whole store and returns an error describing the first
-	// violation.
+	// CheckInvariants verifies the charge invariant (see the package doc),
+	// the funding invariant (see Topups) and the payment invariant (see
+	// Payments) over the whole store and returns an error describing every
+	// violation it found.
 	CheckInvariants(ctx context.Context) error
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,11 @@ type Settings struct {
 	// TOPUP_CANCEL_URL (where Checkout sends the customer back when the
 	// request names none), STRIPE_API_BASE (tests: stripe-mock).
 	Stripe StripeSettings
+	// FacilitatorURL and FacilitatorAuthorization enable calls paid per
+	// request with x402 for the tools with an "x402" price: var
+	// FACILITATOR_URL (the x402 facilitator's base URL), secret
+	// FACILITATOR_AUTHORIZATION (sent as its Authorization header).
+	FacilitatorURL, FacilitatorAuthorization string
 }
 
 // StripeSettings are the Stripe rail's settings (see Settings.Stripe).
@@ -90,6 +96,13 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 			SuccessURL: getenv("TOPUP_SUCCESS_URL"),
 			CancelURL:  getenv("TOPUP_CANCEL_URL"),
 		},
+	}
+	s.FacilitatorURL = strings.TrimSpace(getenv("FACILITATOR_URL"))
+	s.FacilitatorAuthorization = getenv("FACILITATOR_AUTHORIZATION")
+	if s.FacilitatorURL != "" {
+		if u, err := url.Parse(s.FacilitatorURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return Settings{}, fmt.Errorf("settings: FACILITATOR_URL %q is not an absolute http(s) URL", s.FacilitatorURL)
+		}
 	}
 	for _, sec := range strings.Split(getenv("STRIPE_WEBHOOK_SECRET"), ",") {
 		if sec = strings.TrimSpace(sec); sec != "" {
@@ -136,7 +149,7 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 
 // newApp wires the handler to a store and an upstream, and adds the demo
 // upstream when s.Demo is set.
-func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger) (http.Handler, error) {
+func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger) (out http.Handler, err error) {
 	cat, err := catalog.ParseCatalog(s.Tools)
 	if err != nil {
 		return nil, fmt.Errorf("TOOLS: %w", err)
@@ -155,7 +168,11 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 			logger.Warn("top-ups disabled: STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not; the webhook still applies events to existing top-ups")
 		}
 	}
-	h, err := handler.New(handler.Config{
+	x402Cfg := handler.X402Config{FacilitatorURL: s.FacilitatorURL, Authorization: s.FacilitatorAuthorization}
+	if f, ok := up.(engine.SendFunc); ok {
+		x402Cfg.Send = f // the Worker's fetch; natively nil: net/http
+	}
+	g, err := handler.NewGateway(handler.Config{
 		Store:             st,
 		Catalog:           cat,
 		Upstream:          up,
@@ -164,11 +181,18 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 		WaitForInProgress: s.WaitForInProgress,
 		MCP:               mcp.Options{SessionKey: s.MCPSessionKey},
 		Stripe:            stripeCfg,
+		X402:              x402Cfg,
 		BackgroundFunc:    background,
 	})
 	if err != nil {
 		return nil, err
 	}
+	var h http.Handler = g
+	defer func() {
+		if err == nil {
+			out = &gatewayHandler{Handler: out, jobs: g}
+		}
+	}()
 	if serveDashboard != nil {
 		h = serveDashboard(h)
 	}
@@ -187,6 +211,34 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 		add(mux)
 	}
 	return mux, nil
+}
+
+// gatewayHandler is the app's handler, with the gateway's cron jobs.
+type gatewayHandler struct {
+	http.Handler
+	jobs *handler.Gateway
+}
+
+// reconcileLimit bounds the payments one cron invocation settles again.
+const reconcileLimit = 20
+
+// reconcile runs the payment reconciler if h is the app's handler.
+func reconcile(ctx context.Context, h http.Handler, logger *slog.Logger) {
+	g, ok := h.(*gatewayHandler)
+	if !ok {
+		return
+	}
+	r, err := g.jobs.ReconcilePayments(ctx, reconcileLimit)
+	if logger == nil {
+		return
+	}
+	if err != nil {
+		logger.Error("reconcile payments failed", "err", err)
+	}
+	if r.Due > 0 {
+		logger.Info("reconcile payments", "due", r.Due, "settled", r.Settled, "creditedBack", r.CreditedBack,
+			"failed", r.Failed, "pending", r.Pending)
+	}
 }
 
 // stripeConfig is the handler's Stripe configuration from s: the API

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/stretchr/testify/require"
 
@@ -59,17 +60,19 @@ func serveConformance(ctx context.Context, w http.ResponseWriter, db store.DbCli
 	_ = json.NewEncoder(w).Encode(results)
 }
 
-// resetSchema drops every table the migrations made (their triggers and indexes go with them; D1's own
-// _cf_ tables stay) and migrates.
+// resetSchema drops every table the migrations made (their triggers and
+// indexes go with them; read from sqlite_master, so a new migration's
+// tables are dropped too) and migrates. SQLite's and D1's own tables
+// (sqlite_*, _cf_*) stay.
 func resetSchema(ctx context.Context, db store.DbClient) error {
-	rows, err := db.Query(ctx, `SELECT name FROM sqlite_master
-		WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\'`)
+	rows, err := db.Query(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'
+		AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\'`)
 	if err != nil {
 		return err
 	}
 	for _, r := range rows {
 		name, _ := r[0].(string)
-		if _, err := db.Exec(ctx, `DROP TABLE IF EXISTS "`+name+`"`); err != nil {
+		if _, err := db.Exec(ctx, `DROP TABLE IF EXISTS "`+strings.ReplaceAll(name, `"`, `""`)+`"`); err != nil {
 			return err
 		}
 	}

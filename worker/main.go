@@ -91,7 +91,7 @@ func run() error {
 		return err
 	}
 	srv := &http.Server{Addr: *addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go sweepEvery(st, 15*time.Minute, s, logger)
+	go sweepEvery(st, h, 15*time.Minute, s, logger)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -131,7 +131,7 @@ func seedDemo(ctx context.Context, st store.Store) error {
 }
 
 // sweepEvery is the native stand-in for the cron trigger.
-func sweepEvery(st store.Store, every time.Duration, s Settings, logger *slog.Logger) {
+func sweepEvery(st store.Store, h http.Handler, every time.Duration, s Settings, logger *slog.Logger) {
 	for range time.Tick(every) {
 		if n, err := sweepUsage(context.Background(), st, time.Now(), s.StatsRetention, s.SweepBatch, 1000); err != nil {
 			logger.Error("usage sweep failed", "deleted", n, "err", err)
@@ -142,6 +142,7 @@ func sweepEvery(st store.Store, every time.Duration, s Settings, logger *slog.Lo
 			continue
 		}
 		logger.Info("sweep", "deleted", n)
+		reconcile(context.Background(), h, logger)
 	}
 }
 

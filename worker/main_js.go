@@ -71,7 +71,8 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.h.ServeHTTP(w, r)
 }
 
-// scheduled sweeps expired records. It logs errors instead of returning
+// scheduled sweeps expired records and settles again the per-call
+// payments whose outcome is unknown. It logs errors instead of returning
 // them: syumai's cron runner panics on an error, which ends the instance.
 func (a *app) scheduled(ctx context.Context) error {
 	a.init()
@@ -85,6 +86,8 @@ func (a *app) scheduled(ctx context.Context) error {
 		return nil
 	}
 	a.logger.Info("sweep", "deleted", n)
+	// After the sweep, which leaves the payments of abandoned calls due.
+	reconcile(ctx, a.h, a.logger)
 	if n, err := sweepUsage(ctx, a.store, time.Now(), a.settings.StatsRetention, a.settings.SweepBatch, maxSweepBatches); err != nil {
 		a.logger.Error("usage sweep failed", "deleted", n, "err", err)
 	}

@@ -79,6 +79,10 @@ type CallRequest struct {
 	// Header holds the caller's request headers; only the tool's
 	// ForwardHeaders are sent upstream. Nil is fine.
 	Header http.Header
+	// Payment, when set, pays this call per request (x402) instead of a
+	// prepaid balance: Caller is then ignored, the payment's payer is the
+	// caller, and Key may be "" (the payment names one).
+	Payment *pay.Payment
 }
 
 // CallResult is the gateway's answer to a call. Body is exactly what was
@@ -90,6 +94,9 @@ type CallResult struct {
 	Replayed    bool   // the answer was stored by an earlier request
 	Receipt     Receipt
 	Outcome     Outcome
+	// Payment is the per-call payment's state, for a call paid per
+	// request.
+	Payment *PaymentInfo
 }
 
 // Receipt is the money part of an answer. A replay carries the original
@@ -105,6 +112,10 @@ type Receipt struct {
 	BalanceAfter string    `json:"balanceAfter,omitempty"`
 	Refunded     bool      `json:"refunded"`
 	At           time.Time `json:"at"`
+	// Rail and Payer name a per-call payment ("x402" and the payer's
+	// address); empty for prepaid and free calls.
+	Rail  string `json:"rail,omitempty"`
+	Payer string `json:"payer,omitempty"`
 }
 
 // envelope is the stored answer. For an upstream 4xx it is also an RFC 9457
@@ -144,6 +155,7 @@ type Engine struct {
 	statusOf  func(error) int
 	checkout  pay.Checkout
 	topups    TopupPolicy
+	perCall   pay.PerCall
 	flights   flights   // executions in flight here, for local waiters
 	latency   latencies // observed execution time per tool, for remote waiters
 	// Usage counts that no call writes itself (stats.go).
@@ -183,6 +195,9 @@ type Config struct {
 	Checkout pay.Checkout
 	// Topups limits the top-ups Checkout sells. Required with Checkout.
 	Topups TopupPolicy
+	// PerCall is the rail that pays calls per request (x402); nil refuses
+	// per-call payments (ErrPerCallDisabled).
+	PerCall pay.PerCall
 	// BackgroundFunc runs fn after the response, keeping the request's
 	// event alive until it returns (the worker's waitUntil); nil runs fn on
 	// a new goroutine with ctx's values and no cancellation.
@@ -208,7 +223,7 @@ func New(cfg Config) (*Engine, error) {
 		store: cfg.Store, catalog: cfg.Catalog, upstream: cfg.Upstream,
 		now: cfg.NowFunc, logger: cfg.Logger, wait: cfg.WaitForInProgress, rand: cfg.Rand,
 		maxStored: store.DefaultMaxResponseBytes, statusOf: cfg.StatusFunc,
-		checkout: cfg.Checkout, topups: cfg.Topups,
+		checkout: cfg.Checkout, topups: cfg.Topups, perCall: cfg.PerCall,
 		flushEvery: cfg.UsageFlushInterval, background: cfg.BackgroundFunc,
 	}
 	if e.checkout != nil && len(e.topups.Limits) == 0 {
@@ -276,7 +291,7 @@ func (e *Engine) Call(ctx context.Context, req CallRequest) (res CallResult, err
 		e.countOutcome(ctx, req, res, err)
 	}()
 	res, err = e.call(ctx, req, &l)
-	return res, e.paymentRequired(err)
+	return res, e.paymentRequired(err, req.Tool)
 }
 
 // attempt is one request's view of one scoped key.
@@ -287,13 +302,25 @@ type attempt struct {
 	key    string // scoped
 	input  []byte // canonical
 	header http.Header
+	// payment is the per-call payment the request presented, nil for a
+	// prepaid or free call; bound is the key's payment as the last claim
+	// left it.
+	payment *pay.Payment
+	bound   store.Payment
 }
 
 func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallResult, error) {
-	if req.Caller.ID == "" {
-		return CallResult{}, ErrUnauthorized
+	if req.Payment != nil {
+		return e.callPerCall(ctx, req, l)
 	}
 	tool, ok := e.catalog.Tool(req.Tool)
+	if req.Caller.ID == "" {
+		if ok && tool.X402 != nil && e.perCall != nil {
+			// No account: the tool is sold per call.
+			return CallResult{}, &PaymentRequiredError{X402: tool.X402}
+		}
+		return CallResult{}, ErrUnauthorized
+	}
 	if !ok {
 		return CallResult{}, fmt.Errorf("%w: %q", ErrUnknownTool, req.Tool)
 	}
@@ -408,7 +435,7 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		if err == nil && peeked.Fingerprint == p.Fingerprint {
 			rec = peeked
 			if rec.Status == store.StatusCompleted && now.Before(rec.ExpiresAt) {
-				return replay(rec, OutcomeWaited)
+				return a.replay(ctx, rec, OutcomeWaited)
 			}
 			if rec.Status == store.StatusInProgress && now.Before(rec.LeaseExpiresAt) && rec.Owner != p.Owner {
 				continue
@@ -417,7 +444,7 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 			// or free: the claim below decides.
 		}
 		p.Now = now
-		cr, err := e.store.Claim(ctx, p)
+		cr, err := a.claim(ctx, p)
 		if err != nil {
 			if transient(err) {
 				// Safe to repeat: a claim whose reply was lost is ours, and
@@ -429,12 +456,30 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		}
 		switch cr.Outcome {
 		case store.OutcomeCompleted:
-			return replay(cr.Record, OutcomeWaited)
+			return a.replay(ctx, cr.Record, OutcomeWaited)
 		case store.OutcomeClaimed:
 			return a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, nil)
 		}
 		rec = cr.Record
 	}
+}
+
+// claim is the claim of a waiter that may take the key over: with the
+// request's payment bound, for a call paid per request.
+func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (store.ClaimResult, error) {
+	if a.payment != nil {
+		return a.claimPaid(ctx, p)
+	}
+	return a.e.store.Claim(ctx, p)
+}
+
+// replay replays a completed key, with its payment's receipt for a call
+// paid per request.
+func (a *attempt) replay(ctx context.Context, rec store.Record, o Outcome) (CallResult, error) {
+	if a.payment != nil {
+		return a.replayPaid(ctx, rec, o)
+	}
+	return replay(rec, o)
 }
 
 // firstPoll is how long a waiter sleeps before its first poll: until the
@@ -464,7 +509,11 @@ func (a *attempt) executeShared(ctx context.Context, f store.Fence, fingerprint 
 		}
 	}()
 	start := time.Now()
-	res, err = a.execute(ctx, f, paid)
+	if a.payment != nil {
+		res, err = a.executePaid(ctx, f)
+	} else {
+		res, err = a.execute(ctx, f, paid)
+	}
 	if err == nil {
 		a.e.latency.observe(a.tool.Name, time.Since(start))
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toolgate/toolgate-go/handler/catalog"
 	"github.com/toolgate/toolgate-go/handler/pay"
 	"github.com/toolgate/toolgate-go/store"
 )
@@ -326,35 +327,65 @@ type TopUpHint struct {
 	Maximum  int64
 }
 
-// PaymentRequiredError is an insufficient balance (the store's
-// *InsufficientFundsError, which it unwraps to) together with what the
-// caller can do about it.
+// PaymentRequiredError is a call refused for money, with what the caller
+// can do about it: an insufficient balance (Funds, the store's
+// *InsufficientFundsError, which it unwraps to) and the top-up that would
+// cover it, and, for a tool also sold per call, its x402 price (X402) and
+// why a payment presented was refused (Reason).
 type PaymentRequiredError struct {
+	// Funds is nil for a call without an account (paid per call or not at
+	// all).
 	Funds *store.InsufficientFundsError
 	// Shortfall is what the caller must add (debt included) for the call
 	// to go through, in minor units of Funds.Currency.
 	Shortfall int64
 	// TopUp is set when top-ups are enabled in Funds.Currency.
 	TopUp *TopUpHint
+	// X402 is the tool's per-call price, when it is sold per call.
+	X402 *catalog.X402
+	// Reason is the rail's code for a presented payment it refused (x402's
+	// invalidReason or errorReason), Detail its words; "" when no payment
+	// was presented.
+	Reason, Detail string
 }
 
 // Error implements error.
-func (e *PaymentRequiredError) Error() string { return e.Funds.Error() }
+func (e *PaymentRequiredError) Error() string {
+	switch {
+	case e.Funds != nil:
+		return e.Funds.Error()
+	case e.Reason != "":
+		return "payment required: the payment was refused: " + e.Reason
+	}
+	return "payment required"
+}
 
-// Unwrap returns the store's error.
-func (e *PaymentRequiredError) Unwrap() error { return e.Funds }
+// Unwrap returns the store's error, if any.
+func (e *PaymentRequiredError) Unwrap() error {
+	if e.Funds == nil {
+		return nil
+	}
+	return e.Funds
+}
 
 // TopupsPath is the route that creates top-ups, named in TopUpHint.
 const TopupsPath = "/v1/topups"
 
 // paymentRequired adds the shortfall and the top-up hint to an
 // insufficient balance; other errors pass unchanged.
-func (e *Engine) paymentRequired(err error) error {
+func (e *Engine) paymentRequired(err error, tool string) error {
 	var fe *store.InsufficientFundsError
 	if !errors.As(err, &fe) {
 		return err
 	}
+	var already *PaymentRequiredError
+	if errors.As(err, &already) {
+		return err
+	}
 	pr := &PaymentRequiredError{Funds: fe, Shortfall: max(1, fe.Required+fe.Owed-fe.Balance)}
+	if t, ok := e.catalog.Tool(tool); ok && e.perCall != nil {
+		pr.X402 = t.X402
+	}
 	if lim, ok := e.topups.Limits[fe.Currency]; ok && e.checkout != nil {
 		// A shortfall above one top-up's maximum takes several top-ups.
 		pr.TopUp = &TopUpHint{Method: "POST", Path: TopupsPath, Currency: fe.Currency,

@@ -73,6 +73,7 @@ func For(err error) Problem {
 		inProgress  *engine.InProgressError
 		upstreamErr *engine.UpstreamError
 		fundsErr    *store.InsufficientFundsError
+		payReq      *engine.PaymentRequiredError
 		topupErr    *engine.TopupError
 		webhookErr  *WebhookError
 		rejected    *pay.RejectedError
@@ -95,6 +96,22 @@ func For(err error) Problem {
 			"send a valid key as Authorization: Bearer <key>")
 	case errors.As(err, &fundsErr):
 		return fundsProblem(err, fundsErr)
+	case errors.As(err, &payReq):
+		detail := "this tool is paid per call with x402: sign a payment for the offer in the PAYMENT-REQUIRED header (also the x402 member) and send it in PAYMENT-SIGNATURE; retry with the same Idempotency-Key"
+		if payReq.Reason != "" {
+			detail = "the payment was refused (" + payReq.Reason + "): " + payReq.Detail + "; nothing was executed or settled; " + detail
+		}
+		p := newProblem(http.StatusPaymentRequired, "payment-required", "Payment required", detail)
+		if payReq.Reason != "" {
+			p.Extensions = map[string]any{"reason": payReq.Reason}
+		}
+		return p
+	case errors.Is(err, store.ErrPaymentReused):
+		return newProblem(http.StatusConflict, "payment-reused", "Payment already used",
+			"this signed payment already pays for another Idempotency-Key; one payment pays for one call: sign a new one, or retry the first call with its own key")
+	case errors.Is(err, engine.ErrPerCallDisabled):
+		return newProblem(http.StatusBadRequest, "per-call-unavailable", "Not sold per call",
+			err.Error()+"; this gateway or tool takes no x402 payment: call it with a caller key")
 	case errors.Is(err, engine.ErrTopupsDisabled):
 		return newProblem(http.StatusNotImplemented, "topups-disabled", "Top-ups not enabled",
 			"this gateway sells no top-ups (its operator has not configured a payment provider); ask the operator for credit")
@@ -226,8 +243,11 @@ func upstreamProblem(e *engine.UpstreamError) Problem {
 
 // Write writes err as application/problem+json (see For), with Retry-After,
 // Allow and WWW-Authenticate where the problem calls for them.
-func Write(w http.ResponseWriter, err error) {
-	p := For(err)
+func Write(w http.ResponseWriter, err error) { WriteProblem(w, For(err)) }
+
+// WriteProblem writes p as Write does: for a surface that adds members to
+// the problem For made.
+func WriteProblem(w http.ResponseWriter, p Problem) {
 	body, mErr := json.Marshal(p)
 	if mErr != nil {
 		body = []byte(`{"type":"` + TypeBase + `internal","title":"Internal error","status":500}`)

@@ -37,6 +37,10 @@ type Store struct {
 	asks      map[topupKey]map[string]ask // what each refund or dispute source asks back
 	routes    map[routeKey]topupKey
 	parked    map[routeKey]map[string]parkedAsk // asks that came before their payment was routed
+
+	payments    map[payKey]*payment
+	paymentKeys map[keyRef]payKey // (idempotency key, ref) -> payment
+	paymentSeq  int64
 }
 
 type topupKey struct{ caller, id string }
@@ -81,6 +85,9 @@ func New() *Store {
 		asks:      map[topupKey]map[string]ask{},
 		routes:    map[routeKey]topupKey{},
 		parked:    map[routeKey]map[string]parkedAsk{},
+
+		payments:    map[payKey]*payment{},
+		paymentKeys: map[keyRef]payKey{},
 	}
 }
 
@@ -101,12 +108,18 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 	if err := store.ValidateClaim(&p); err != nil {
 		return store.ClaimResult{}, err
 	}
-	now := norm(p.Now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.claim(p, "")
+}
+
+// claim is Claim under s.mu; a won claim holds paymentRef, except that a
+// takeover keeps a settlement_pending payment.
+func (s *Store) claim(p store.ClaimParams, paymentRef string) (store.ClaimResult, error) {
+	now := norm(p.Now)
 	r, ok := s.records[p.Key]
 	fresh := !ok || (!now.Before(r.ExpiresAt) && !(r.Status == store.StatusInProgress && r.LeaseExpiresAt.After(now)) &&
-		(r.Status == store.StatusCompleted || r.Charge.State != store.ChargeCharged))
+		(r.Status == store.StatusCompleted || (r.Charge.State != store.ChargeCharged && !s.holdsPending(r))))
 	if fresh {
 		gen, count := int64(1), int64(0)
 		if ok {
@@ -116,6 +129,7 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 			Key: p.Key, Status: store.StatusInProgress, Owner: p.Owner, Generation: gen,
 			LeaseExpiresAt: now.Add(p.Lease), ExpiresAt: now.Add(p.TTL), Fingerprint: p.Fingerprint,
 			Charge: store.Charge{State: store.ChargeNone, Count: count}, CreatedAt: now, UpdatedAt: now,
+			PaymentRef: paymentRef,
 		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10), tool: p.Tool, caller: p.CallerID}
 		s.records[p.Key] = r
 		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
@@ -130,6 +144,9 @@ func (s *Store) Claim(_ context.Context, p store.ClaimParams) (store.ClaimResult
 		r.Status, r.Owner, r.Generation = store.StatusInProgress, p.Owner, r.Generation+1
 		r.LeaseExpiresAt, r.ExpiresAt, r.UpdatedAt = now.Add(p.Lease), now.Add(p.TTL), now
 		r.Response, r.Error = nil, ""
+		if !s.holdsPending(r) {
+			r.PaymentRef = paymentRef
+		}
 		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
 	case r.Status == store.StatusInProgress && r.Owner == p.Owner:
 		r.LeaseExpiresAt, r.UpdatedAt = now.Add(p.Lease), now
@@ -175,12 +192,8 @@ func (s *Store) Heartbeat(_ context.Context, f store.Fence, leaseUntil, now time
 
 // Complete implements store.Idempotency.
 func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
-	limit := s.MaxResponseBytes
-	if limit == 0 {
-		limit = store.DefaultMaxResponseBytes
-	}
-	if len(p.Response.Body) > limit {
-		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(p.Response.Body), limit)
+	if err := s.checkBody(p.Response.Body); err != nil {
+		return err
 	}
 	if p.Usage != nil {
 		if err := store.ValidateUsage([]store.Usage{*p.Usage}); err != nil {
@@ -193,6 +206,24 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 	if err != nil {
 		return err
 	}
+	s.complete(r, p)
+	return nil
+}
+
+// checkBody returns ErrTooLarge for a response body over the limit.
+func (s *Store) checkBody(body []byte) error {
+	limit := s.MaxResponseBytes
+	if limit == 0 {
+		limit = store.DefaultMaxResponseBytes
+	}
+	if len(body) > limit {
+		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(body), limit)
+	}
+	return nil
+}
+
+// complete stores p's response on r. Callers hold s.mu and r.
+func (s *Store) complete(r *record, p store.CompleteParams) {
 	resp := p.Response
 	resp.Body = bytes.Clone(resp.Body)
 	if resp.Body == nil {
@@ -206,7 +237,6 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 	if p.Usage != nil {
 		s.addUsage(*p.Usage)
 	}
-	return nil
 }
 
 // Fail implements store.Idempotency.
@@ -256,10 +286,20 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 			refunds++
 		}
 	}
+	// As the SQL backend: release the verified payments of failed records;
+	// keep records whose payment is not final.
+	for _, r := range s.records {
+		if pay := s.heldPayment(r); pay != nil && r.Status == store.StatusFailed && pay.State == store.PaymentVerified {
+			pay.State, pay.UpdatedAt = store.PaymentNotCharged, now
+		}
+	}
 	n := 0
 	for k, r := range s.records {
 		if n == limit {
 			break
+		}
+		if pay := s.heldPayment(r); pay != nil && !store.PaymentFinal(pay.State) {
+			continue
 		}
 		if sweepable(r) && (r.Status == store.StatusCompleted || r.Charge.State != store.ChargeCharged) {
 			delete(s.records, k)
@@ -491,5 +531,6 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 		}
 	}
 	errs = append(errs, s.checkFunding()...)
+	errs = append(errs, s.checkPayments()...)
 	return errors.Join(errs...)
 }

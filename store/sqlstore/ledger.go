@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -318,7 +319,8 @@ func (s *Store) caller(ctx context.Context, column, v string) (store.Caller, err
 
 // invariantChecks are queries that return rows only when the charge
 // invariant (see package store) or the funding invariant (see
-// store.Topups) is broken; each row describes a violation.
+// store.Topups) is broken; each row describes a violation. The payment
+// invariant's are paymentInvariantChecks.
 var invariantChecks = []struct{ name, sql string }{
 	{"balance equals the sum of its entries", `
 		SELECT b.caller || '/' || b.currency || ': balance ' || b.balance || ' entries ' || coalesce(sum(e.amount), 0)
@@ -391,7 +393,7 @@ var invariantChecks = []struct{ name, sql string }{
 // CheckInvariants implements store.Store.
 func (s *Store) CheckInvariants(ctx context.Context) error {
 	var errs []error
-	for _, c := range invariantChecks {
+	for _, c := range slices.Concat(invariantChecks, paymentInvariantChecks) {
 		rows, err := s.db.Query(ctx, c.sql)
 		if err != nil {
 			return fmt.Errorf("check %q: %w", c.name, err)

@@ -40,7 +40,7 @@ func New(db store.DbClient) *Store { return &Store{db: db} }
 
 const recordCols = `key, status, owner, generation, lease_expires_at, expires_at, fingerprint,
 	resp_status, resp_type, resp_body, error, charge_state, charge_count, charge_caller,
-	charge_currency, charge_amount, created_at, updated_at`
+	charge_currency, charge_amount, created_at, updated_at, payment_ref`
 
 // The claim's conditions, over the existing row and the proposed one
 // (excluded.*, whose created_at is now).
@@ -48,21 +48,26 @@ const (
 	// condFresh: the TTL has expired, no live lease remains, and no charge
 	// is open on an unfinished call (that one is taken over with its
 	// charge, or refunded by Sweep; never forgotten).
+	// The same holds for a settlement_pending payment (condPending): an
+	// unfinished record holding one is taken over with it.
 	condFresh = `(expires_at <= excluded.created_at AND NOT (status = 'in_progress' AND lease_expires_at > excluded.created_at)
-		AND (status = 'completed' OR charge_state <> 'charged'))`
+		AND (status = 'completed' OR (charge_state <> 'charged' AND NOT ` + condPending + `)))`
+	// condPending: the record's current payment is settlement_pending.
+	condPending = `EXISTS (SELECT 1 FROM payments p WHERE p.idem_key = idem_records.key
+		AND p.ref = idem_records.payment_ref AND p.state = 'settlement_pending')`
 	// condTake: same request, and the record failed or its lease expired.
 	condTake = `(fingerprint = excluded.fingerprint AND (status = 'failed' OR (status = 'in_progress' AND lease_expires_at <= excluded.created_at)))`
 	// condOwn: the same owner retries a claim it holds.
 	condOwn = `(fingerprint = excluded.fingerprint AND status = 'in_progress' AND owner = excluded.owner)`
 )
 
-var claimSQL = strings.NewReplacer(
-	"{win}", "("+condFresh+" OR "+condTake+")",
-	"{fresh}", condFresh,
-	"{own}", condOwn,
-).Replace(`INSERT INTO idem_records (key, status, owner, generation, incarnation, lease_expires_at,
-	expires_at, fingerprint, charge_state, charge_count, charge_amount, created_at, updated_at, tool, caller)
-VALUES (?, 'in_progress', ?, 1, ?, ?, ?, ?, 'none', 0, 0, ?, ?, nullif(?, ''), nullif(?, ''))
+// claimTemplate is the claim statement; {source} is the proposed row:
+// claimValues for Claim, whose proposed payment_ref is NULL, or
+// claimPaymentSource for ClaimPayment. A won claim holds the proposed
+// payment_ref, except that a takeover keeps a settlement_pending payment.
+const claimTemplate = `INSERT INTO idem_records (key, status, owner, generation, incarnation, lease_expires_at,
+	expires_at, fingerprint, charge_state, charge_count, charge_amount, created_at, updated_at, tool, caller, payment_ref)
+{source}
 ON CONFLICT (key) DO UPDATE SET
 	status           = CASE WHEN {win} THEN 'in_progress' ELSE status END,
 	owner            = CASE WHEN {win} THEN excluded.owner ELSE owner END,
@@ -82,8 +87,20 @@ ON CONFLICT (key) DO UPDATE SET
 	created_at       = CASE WHEN {fresh} THEN excluded.created_at ELSE created_at END,
 	updated_at       = CASE WHEN {win} OR {own} THEN excluded.updated_at ELSE updated_at END,
 	tool             = coalesce(tool, excluded.tool),
-	caller           = coalesce(caller, excluded.caller)
-RETURNING ` + recordCols)
+	caller           = coalesce(caller, excluded.caller),
+	payment_ref      = CASE WHEN {fresh} OR ({win} AND NOT {pending}) THEN excluded.payment_ref ELSE payment_ref END
+RETURNING ` + recordCols
+
+const claimValues = `VALUES (?, 'in_progress', ?, 1, ?, ?, ?, ?, 'none', 0, 0, ?, ?, nullif(?, ''), nullif(?, ''), NULL)`
+
+var claimReplacer = strings.NewReplacer(
+	"{win}", "("+condFresh+" OR "+condTake+")",
+	"{fresh}", condFresh,
+	"{own}", condOwn,
+	"{pending}", condPending,
+)
+
+var claimSQL = claimReplacer.Replace(strings.Replace(claimTemplate, "{source}", claimValues, 1))
 
 // Claim implements store.Idempotency. It is one statement for every outcome.
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.ClaimResult, error) {
@@ -157,12 +174,8 @@ func (s *Store) Heartbeat(ctx context.Context, f store.Fence, leaseUntil, now ti
 
 // Complete implements store.Idempotency.
 func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
-	limit := s.MaxResponseBytes
-	if limit == 0 {
-		limit = store.DefaultMaxResponseBytes
-	}
-	if len(p.Response.Body) > limit {
-		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(p.Response.Body), limit)
+	if err := s.checkBody(p.Response.Body); err != nil {
+		return err
 	}
 	now := store.UnixMilli(p.Now)
 	complete := store.Stmt{Query: `UPDATE idem_records SET status = 'completed', resp_status = ?, resp_type = ?,
@@ -178,6 +191,18 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 	}
 	if n == 0 {
 		return store.ErrFencedOut
+	}
+	return nil
+}
+
+// checkBody returns ErrTooLarge for a response body over the limit.
+func (s *Store) checkBody(body []byte) error {
+	limit := s.MaxResponseBytes
+	if limit == 0 {
+		limit = store.DefaultMaxResponseBytes
+	}
+	if len(body) > limit {
+		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrTooLarge, len(body), limit)
 	}
 	return nil
 }
@@ -227,8 +252,12 @@ const sweepable = `WHERE expires_at <= ? AND (status <> 'in_progress' OR lease_e
 
 // Sweep implements store.Idempotency: it fails abandoned records
 // (sweepFailSQL), then refunds failed records that hold a charge
-// (sweepRefundSQL, at most MaxSweepRefunds), then deletes expired ones. A
-// record is deleted only once its refund is in the ledger.
+// (sweepRefundSQL, at most MaxSweepRefunds), releases the verified
+// payments of failed records (sweepReleaseSQL), then deletes expired ones. A
+// record is deleted only once its refund is in the ledger and its payment,
+// if any, is final (sweepPaymentFinal). A settlement_pending payment of an
+// abandoned record stays pending: it is already due, and the reconciler
+// (DuePayments, ResolvePayment) establishes what it did.
 func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: sweep limit %d", store.ErrInvalidArgument, limit)
@@ -249,8 +278,13 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 			break
 		}
 	}
+	if _, err := s.db.Exec(ctx, sweepReleaseSQL, t); err != nil {
+		// The delete below keeps records whose payment is not final.
+		settleErr = errors.Join(settleErr, fmt.Errorf("sweep: release verified payments: %w", err))
+	}
 	n, err := s.db.Exec(ctx, `DELETE FROM idem_records WHERE key IN (
 		SELECT key FROM idem_records `+sweepable+` AND (status = 'completed' OR charge_state <> 'charged')
+			AND `+sweepPaymentFinal+`
 		LIMIT ?)`, t, t, int64(limit))
 	if err != nil {
 		return 0, errors.Join(settleErr, fmt.Errorf("sweep: %w", err))
@@ -259,8 +293,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 }
 
 func scanRecord(r []any) (store.Record, error) {
-	if len(r) != 18 {
-		return store.Record{}, fmt.Errorf("scan record: %d columns, want 18", len(r))
+	if len(r) != 19 {
+		return store.Record{}, fmt.Errorf("scan record: %d columns, want 19", len(r))
 	}
 	rec := store.Record{
 		Key:            asString(r[0]),
@@ -278,8 +312,9 @@ func scanRecord(r []any) (store.Record, error) {
 			Currency: asString(r[14]),
 			Amount:   asInt64(r[15]),
 		},
-		CreatedAt: store.FromUnixMilli(asInt64(r[16])),
-		UpdatedAt: store.FromUnixMilli(asInt64(r[17])),
+		CreatedAt:  store.FromUnixMilli(asInt64(r[16])),
+		UpdatedAt:  store.FromUnixMilli(asInt64(r[17])),
+		PaymentRef: asString(r[18]),
 	}
 	if rec.Status == store.StatusCompleted {
 		body, err := base64.StdEncoding.DecodeString(asString(r[9]))

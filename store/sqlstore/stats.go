@@ -180,12 +180,13 @@ func (s *Store) Calls(ctx context.Context, q store.CallQuery) ([]store.CallSumma
 	out := make([]store.CallSummary, 0, len(rows))
 	index := map[string]int{}
 	for _, r := range rows {
-		rec, err := scanRecord(r[:18])
+		n := len(r) - 2 // recordCols, then tool and caller
+		rec, err := scanRecord(r[:n])
 		if err != nil {
 			return nil, fmt.Errorf("calls: %w", err)
 		}
 		index[rec.Key] = len(out)
-		out = append(out, store.CallSummary{Record: rec, Tool: asString(r[18]), Caller: asString(r[19])})
+		out = append(out, store.CallSummary{Record: rec, Tool: asString(r[n]), Caller: asString(r[n+1])})
 	}
 	if len(out) == 0 {
 		return out, nil

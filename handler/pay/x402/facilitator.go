@@ -66,8 +66,8 @@ type Facilitator struct {
 	// endpoint: "https://x402.org/facilitator" posts to
 	// "https://x402.org/facilitator/verify".
 	URL string
-	// SendFunc sends a request: the worker's fetch, or
-	// http.DefaultClient.Do natively. Required. Timeouts come from the
+	// SendFunc sends a request: the worker's fetch (required there), or
+	// nil natively for http.DefaultClient.Do. Timeouts come from the
 	// request's context.
 	SendFunc func(*http.Request) (*http.Response, error)
 	// Authorization is sent as the Authorization header's value (for
@@ -173,14 +173,18 @@ func (f *Facilitator) post(ctx context.Context, path string, p PaymentPayload, r
 // do sends r and reads at most MaxAnswerBytes of the answer; a body cut
 // short (the connection dropped) is an error.
 func (f *Facilitator) do(r *http.Request) (int, []byte, error) {
-	if f.SendFunc == nil {
+	send := f.SendFunc
+	if send == nil {
+		send = defaultSend
+	}
+	if send == nil {
 		return 0, nil, errors.New("no SendFunc")
 	}
 	r.Header.Set("Accept", "application/json")
 	if f.Authorization != "" {
 		r.Header.Set("Authorization", f.Authorization)
 	}
-	resp, err := f.SendFunc(r)
+	resp, err := send(r)
 	if err != nil {
 		return 0, nil, err
 	}
