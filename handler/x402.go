@@ -24,6 +24,9 @@ type X402Config struct {
 	// Send sends the facilitator's requests: the worker's fetch (required
 	// there), or nil natively for http.DefaultClient.Do.
 	Send func(*http.Request) (*http.Response, error)
+	// Timeout bounds each verify and settle; zero means
+	// x402.DefaultTimeout (a settle that runs out is settled again later).
+	Timeout time.Duration
 }
 
 // perCall is the x402 rail, or nil when no facilitator is configured.
@@ -32,7 +35,7 @@ func (c Config) perCall() pay.PerCall {
 		return nil
 	}
 	return &x402.Rail{Facilitator: &x402.Facilitator{URL: c.X402.FacilitatorURL, SendFunc: c.X402.Send,
-		Authorization: c.X402.Authorization}}
+		Authorization: c.X402.Authorization}, Timeout: c.X402.Timeout}
 }
 
 // offerOf is tool's x402 price as an x402 offer.

@@ -62,6 +62,9 @@ type Settings struct {
 	// FACILITATOR_URL (the x402 facilitator's base URL), secret
 	// FACILITATOR_AUTHORIZATION (sent as its Authorization header).
 	FacilitatorURL, FacilitatorAuthorization string
+	// FacilitatorTimeout bounds each verify and settle (var
+	// FACILITATOR_TIMEOUT_MS; empty means 15 s).
+	FacilitatorTimeout time.Duration
 }
 
 // StripeSettings are the Stripe rail's settings (see Settings.Stripe).
@@ -99,6 +102,13 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 	}
 	s.FacilitatorURL = strings.TrimSpace(getenv("FACILITATOR_URL"))
 	s.FacilitatorAuthorization = getenv("FACILITATOR_AUTHORIZATION")
+	if v := getenv("FACILITATOR_TIMEOUT_MS"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			return Settings{}, fmt.Errorf("settings: FACILITATOR_TIMEOUT_MS %q is not a positive integer", v)
+		}
+		s.FacilitatorTimeout = time.Duration(ms) * time.Millisecond
+	}
 	if s.FacilitatorURL != "" {
 		if u, err := url.Parse(s.FacilitatorURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return Settings{}, fmt.Errorf("settings: FACILITATOR_URL %q is not an absolute http(s) URL", s.FacilitatorURL)
@@ -168,7 +178,8 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 			logger.Warn("top-ups disabled: STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not; the webhook still applies events to existing top-ups")
 		}
 	}
-	x402Cfg := handler.X402Config{FacilitatorURL: s.FacilitatorURL, Authorization: s.FacilitatorAuthorization}
+	x402Cfg := handler.X402Config{FacilitatorURL: s.FacilitatorURL, Authorization: s.FacilitatorAuthorization,
+		Timeout: s.FacilitatorTimeout}
 	if f, ok := up.(engine.SendFunc); ok {
 		x402Cfg.Send = f // the Worker's fetch; natively nil: net/http
 	}

@@ -89,6 +89,20 @@ func PaymentFor(p PaymentPayload, offer Offer, now time.Time) (pay.Payment, erro
 // facilitator.
 type Rail struct {
 	Facilitator *Facilitator
+	// Timeout bounds each verify and settle; zero means DefaultTimeout. A
+	// settle that runs out is an unknown outcome (settled again later).
+	Timeout time.Duration
+}
+
+// DefaultTimeout bounds a facilitator call when Rail.Timeout is zero.
+const DefaultTimeout = 15 * time.Second
+
+func (r *Rail) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := r.Timeout
+	if d <= 0 {
+		d = DefaultTimeout
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 var _ pay.PerCall = (*Rail)(nil)
@@ -115,6 +129,8 @@ func (r *Rail) Verify(ctx context.Context, p pay.Payment) error {
 	if err != nil {
 		return &pay.RejectedError{Rail: RailName, Status: http.StatusBadRequest, Reason: err.Error(), Code: ReasonInvalidPayload}
 	}
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
 	_, err = r.Facilitator.Verify(ctx, pp, req)
 	var rej *RejectedError
 	switch {
@@ -133,6 +149,8 @@ func (r *Rail) Settle(ctx context.Context, p pay.Payment) (pay.Settlement, error
 	if err != nil {
 		return pay.Settlement{}, &pay.RejectedError{Rail: RailName, Status: http.StatusBadRequest, Reason: err.Error(), Code: ReasonInvalidPayload}
 	}
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
 	sr, err := r.Facilitator.Settle(ctx, pp, req)
 	var rej *RejectedError
 	switch {
