@@ -336,8 +336,9 @@ func (s *server) handleCalls(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleAttention serves GET /v1/admin/attention: calls in progress past
-// their lease (abandoned; the next cron sweep refunds and fails them) and
-// callers who owe money.
+// their lease (abandoned; the next cron sweep refunds and fails them),
+// callers who owe money, and x402 payments whose settle outcome is not
+// known yet (the cron settles them again).
 func (s *server) handleAttention(w http.ResponseWriter, r *http.Request) {
 	if !s.requireAdmin(w, r) {
 		return
@@ -353,15 +354,38 @@ func (s *server) handleAttention(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
+	pending, err := s.engine.PendingSettlements(r.Context(), attentionLimit)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
 	type owedJSON struct {
 		Caller string `json:"caller"`
 		callerBalanceJSON
 	}
+	type settlementJSON struct {
+		Payer         string    `json:"payer"`
+		Amount        string    `json:"amount"`
+		Currency      string    `json:"currency"`
+		State         string    `json:"state"`
+		Attempts      int       `json:"attempts"`
+		NextAttemptAt time.Time `json:"nextAttemptAt"`
+		ValidBefore   time.Time `json:"validBefore"`
+		Delivered     bool      `json:"delivered"`
+		Reason        string    `json:"reason,omitempty"`
+	}
 	out := struct {
-		At    time.Time       `json:"at"`
-		Stuck []adminCallJSON `json:"stuck"`
-		Owed  []owedJSON      `json:"owed"`
-	}{At: now.UTC(), Stuck: s.adminCalls(stuck), Owed: []owedJSON{}}
+		At                 time.Time        `json:"at"`
+		Stuck              []adminCallJSON  `json:"stuck"`
+		Owed               []owedJSON       `json:"owed"`
+		PendingSettlements []settlementJSON `json:"pendingSettlements"`
+	}{At: now.UTC(), Stuck: s.adminCalls(stuck), Owed: []owedJSON{}, PendingSettlements: []settlementJSON{}}
+	for _, p := range pending {
+		out.PendingSettlements = append(out.PendingSettlements, settlementJSON{Payer: p.Caller,
+			Amount: store.FormatAmount(p.Amount, p.Currency), Currency: p.Currency, State: string(p.State),
+			Attempts: p.Attempts, NextAttemptAt: p.NextAttemptAt.UTC(), ValidBefore: p.ValidBefore.UTC(),
+			Delivered: p.Delivered, Reason: p.Reason})
+	}
 	for _, c := range cs {
 		for _, b := range balancesJSON(c.Balances) {
 			if b.Owed > 0 && len(out.Owed) < attentionLimit {

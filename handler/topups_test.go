@@ -125,6 +125,20 @@ func TestTopupThen402Clears(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	require.Equal(t, "credited", r.json(t)["status"])
 	require.Equal(t, "5.00", r.json(t)["credited"])
+
+	// Refunded in full after 0.05 was spent: 0.05 is owed, and the admin's
+	// attention list and caller list say so.
+	refund, refundSig := stripemock.SignedEvent(t, webhookSecret, "charge.refunded",
+		stripemock.Charge("ch_h_1", "pi_h_1", 500, 500, "usd", map[string]string{"caller": c.id, "topup_id": id}), time.Now())
+	require.Equal(t, http.StatusOK, e.webhook(refund, refundSig).status)
+	require.Equal(t, int64(0), e.balance(c))
+	r = e.do(http.MethodGet, "/v1/admin/attention", adminToken, nil, "")
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	owed := r.json(t)["owed"].([]any)
+	require.Len(t, owed, 1)
+	require.Equal(t, c.id, owed[0].(map[string]any)["caller"])
+	require.EqualValues(t, 5, owed[0].(map[string]any)["owed"])
+	e.call(c.key, "echo", "k-2", `{"q":2}`).problem(t, http.StatusPaymentRequired, "insufficient-funds")
 	e.checkInvariants()
 }
 

@@ -294,9 +294,20 @@ func TestX402SettleLostThenReconciled(t *testing.T) {
 	require.Equal(t, string(store.PaymentPending), sr.ErrorReason)
 	require.Equal(t, 1, e.fac.Settlements())
 
+	attention := func() []any {
+		r := e.do(http.MethodGet, "/v1/admin/attention", adminToken, nil, "")
+		require.Equal(t, http.StatusOK, r.status, string(r.body))
+		return r.json(t)["pendingSettlements"].([]any)
+	}
+	pending := attention()
+	require.Len(t, pending, 1, "the dashboard's attention list shows the pending settle")
+	require.Equal(t, "settlement_pending", pending[0].(map[string]any)["state"])
+	require.Equal(t, "0.050000", pending[0].(map[string]any)["amount"])
+
 	res, err := e.gw.ReconcilePayments(context.Background(), 10)
 	require.NoError(t, err)
 	require.Equal(t, engine.ReconcileResult{Due: 1, Settled: 1}, res)
+	require.Empty(t, attention())
 	again := e.paidCall("echo", "k", pay, `{}`)
 	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
 	require.True(t, settleReceipt(t, again).Success)

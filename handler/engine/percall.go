@@ -403,3 +403,14 @@ func paymentAttrs(p store.Payment) []slog.Attr {
 		slog.String("reason", p.Reason),
 	}
 }
+
+// PendingSettlements lists at most limit per-call payments whose settle
+// outcome is not known yet (settlement_pending), due within a day: the
+// dashboard's attention list.
+func (e *Engine) PendingSettlements(ctx context.Context, limit int) ([]store.Payment, error) {
+	ps, err := e.store.DuePayments(ctx, e.now().Add(24*time.Hour), limit)
+	if err != nil {
+		return nil, storeError("list pending settlements", err)
+	}
+	return ps, nil
+}

@@ -195,7 +195,7 @@ func (s *Store) CallerSummaries(_ context.Context, limit int) ([]store.CallerSum
 		cs := store.CallerSummary{Caller: c}
 		for bk, bal := range s.balances {
 			if bk.caller == id {
-				cs.Balances = append(cs.Balances, store.CallerBalance{Currency: bk.currency, Balance: bal})
+				cs.Balances = append(cs.Balances, store.CallerBalance{Currency: bk.currency, Balance: bal, Owed: s.owed[bk]})
 			}
 		}
 		sort.Slice(cs.Balances, func(i, j int) bool { return cs.Balances[i].Currency < cs.Balances[j].Currency })

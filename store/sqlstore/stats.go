@@ -208,14 +208,13 @@ func (s *Store) Calls(ctx context.Context, q store.CallQuery) ([]store.CallSumma
 	return out, nil
 }
 
-// CallerSummaries implements store.Stats. Owed is 0 until the funding
-// migration's balances.owed is read here.
+// CallerSummaries implements store.Stats.
 func (s *Store) CallerSummaries(ctx context.Context, limit int) ([]store.CallerSummary, error) {
 	if limit < 1 || limit > 1000 {
 		return nil, fmt.Errorf("%w: caller limit must be 1..1000", store.ErrInvalidArgument)
 	}
 	rows, err := s.db.Query(ctx, `SELECT c.id, c.name, c.created_at, coalesce(b.currency, ''), coalesce(b.balance, 0),
-		coalesce((SELECT max(last_at) FROM usage_hourly u WHERE u.caller = c.id), 0)
+		coalesce((SELECT max(last_at) FROM usage_hourly u WHERE u.caller = c.id), 0), coalesce(b.owed, 0)
 		FROM (SELECT id, name, created_at FROM callers ORDER BY id LIMIT ?) c
 		LEFT JOIN balances b ON b.caller = c.id ORDER BY c.id, b.currency`, int64(limit))
 	if err != nil {
@@ -234,7 +233,7 @@ func (s *Store) CallerSummaries(ctx context.Context, limit int) ([]store.CallerS
 		}
 		if cur := asString(r[3]); cur != "" {
 			last := &out[len(out)-1]
-			last.Balances = append(last.Balances, store.CallerBalance{Currency: cur, Balance: asInt64(r[4])})
+			last.Balances = append(last.Balances, store.CallerBalance{Currency: cur, Balance: asInt64(r[4]), Owed: asInt64(r[6])})
 		}
 	}
 	return out, nil
