@@ -253,7 +253,15 @@ function renderAttention() {
       table([["caller"], ["owed", 1]], a.owed.map((o) => el("tr", {}, el("td", {}, o.caller),
         el("td", { class: "n" }, money(o.owed, o.currency, o.decimals)))), ""));
   }
-  if (!parts.length) parts.push(el("p", { class: "empty", id: "attention-empty" }, "Nothing needs attention: no call is stuck past its lease and no caller owes money."));
+  const pending = a.pendingSettlements || [];
+  if (pending.length) {
+    parts.push(el("h3", {}, `${pending.length} x402 payment(s) with a settle outcome not known yet`),
+      el("p", { class: "note" }, "The answer was delivered; the cron settles the same payment again until it settles, is refused (a loss) or expires."),
+      table([["payer"], ["amount", 1], ["attempts", 1], ["next attempt"], ["valid until"]], pending.map((p) => el("tr", {},
+        el("td", {}, p.payer), el("td", { class: "n" }, `${p.amount} ${p.currency}`), el("td", { class: "n" }, String(p.attempts)),
+        el("td", {}, when(p.nextAttemptAt)), el("td", {}, when(p.validBefore)))), ""));
+  }
+  if (!parts.length) parts.push(el("p", { class: "empty", id: "attention-empty" }, "Nothing needs attention: no call is stuck past its lease, no caller owes money and no x402 settle is pending."));
   $("attention").replaceChildren(...parts);
 }
 
