@@ -127,7 +127,13 @@ type server struct {
 // it is unknown, expired, ended, or belongs to another caller).
 //
 // Callers authenticate with the same "Authorization: Bearer" keys as the
-// REST API (401 otherwise). A present Origin must be in
+// REST API (401 otherwise). When the gateway sells per call (Options.X402),
+// a request without an Authorization header is an anonymous agent's: its
+// session lists only the tools sold per call, and its tools/call runs only
+// with an x402 payment (else the payment-required result below); a tool
+// not sold per call answers it an isError result with error
+// "unauthorized" (the REST 401 problem). A present but invalid header is
+// 401 either way. A present Origin must be in
 // Options.AllowedOrigins (403 otherwise), and a present
 // MCP-Protocol-Version must be 2025-06-18 or 2025-03-26 (400 otherwise).
 //
@@ -154,6 +160,23 @@ type server struct {
 // key is scoped per caller and tool like a REST key, so an MCP call and a
 // REST call with the same caller, tool, key and input share one execution.
 //
+// # x402 over MCP
+//
+// The x402 MCP transport's tool-result binding: a tools/call may carry an
+// x402 PaymentPayload (a JSON object) in params._meta["x402/payment"]; it
+// pays for the call as a PAYMENT-SIGNATURE pays for a REST call (one
+// payment, one key, settled only on success, replays never settle again),
+// and the result's _meta["x402/payment-response"] holds the SettleResponse
+// on first answers and replays. Its key is the _meta or header key, else
+// the payment's (payment-identifier id, else nonce), so a retry with the
+// same payment in a new session is the same action. Payment required for a
+// tool sold per call (no payment, a refused payment, a settle refused, a
+// short balance) is an isError result whose structuredContent is the x402
+// PaymentRequired (its error the reason code, else "payment_required") with
+// the REST problem under "problem" (an insufficient balance's topUp
+// included), content[0] the same document as JSON text and content[1] what
+// to do. tools/list shows a tool's offer in _meta["io.toolgate/x402-accepts"].
+//
 // # Results
 //
 // A 2xx answer is a result with content [{type: text, text: the output}],
@@ -165,7 +188,8 @@ type server struct {
 // with isError true whose structuredContent is the REST API's problem object
 // plus an "error" code (payment_required, upstream_failed, upstream_timeout,
 // upstream_rejected, idempotency_key_mismatch, in_progress, ...), so the
-// model sees them. Unknown tools, bad params and bad keys are JSON-RPC
+// model sees them; payment required for a tool sold per call is the x402
+// result above. Unknown tools, bad params and bad keys are JSON-RPC
 // errors -32602, unknown methods -32601, malformed JSON -32700 (HTTP 400),
 // an invalid message -32600 (HTTP 400), and an internal failure -32603.
 func New(e *engine.Engine, opts Options) http.Handler {
