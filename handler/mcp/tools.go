@@ -135,11 +135,12 @@ func (s *server) callTool(r *http.Request, caller store.Caller, sid string, para
 func (s *server) callPaid(r *http.Request, t catalog.Tool, key string, args, raw json.RawMessage) (any, *rpcError) {
 	ctx := r.Context()
 	e := s.engine
+	start := e.Now()
 	if !s.perCall || t.X402 == nil {
 		return s.toolError(r, t, fmt.Errorf("%w: %q", engine.ErrPerCallDisabled, t.Name), key)
 	}
 	refuse := func(err error) (any, *rpcError) {
-		e.LogRejected(ctx, "", t.Name, e.Now(), err)
+		e.LogRejected(ctx, "", t.Name, start, err)
 		return s.toolError(r, t, err, key)
 	}
 	payment, err := x402.DecodePaymentJSON(raw)
