@@ -91,7 +91,8 @@ type Config struct {
 	// crypto/rand.Reader.
 	Rand io.Reader
 	// MCP configures the MCP endpoint served at /mcp (see mcp.New). Set
-	// MCP.SessionKey from a secret shared by every instance.
+	// MCP.SessionKey from a secret shared by every instance. MCP.X402 is
+	// set from X402 (a facilitator enables x402 on both surfaces).
 	MCP mcp.Options
 	// CallerCacheTTL is how long a successful caller-key lookup is
 	// remembered in memory; zero means one minute, negative disables it.
@@ -214,6 +215,7 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
 	}
+	s.mcp.X402 = s.perCall // MCP sells per call exactly when REST does
 	if s.toolsJSON, err = toolsDocument(cfg.Catalog); err != nil {
 		return nil, fmt.Errorf("new handler: %w", err)
 	}

@@ -55,7 +55,7 @@ func TestLayout(t *testing.T) {
 		"handler/pay":        {},
 		"handler/engine":     {"store", "handler/catalog", "handler/safejson", "handler/pay"},
 		"handler/problem":    {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine"},
-		"handler/mcp":        {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine", "handler/problem"},
+		"handler/mcp":        {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine", "handler/problem", "handler/pay/x402"},
 		"handler/pay/stripe": {"store", "handler/safejson", "handler/pay"},
 		"handler/pay/x402":   {"store", "handler/safejson", "handler/pay"},
 		// A rail's test server may import its rail; nothing but tests may

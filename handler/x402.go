@@ -38,12 +38,6 @@ func (c Config) perCall() pay.PerCall {
 		Authorization: c.X402.Authorization}, Timeout: c.X402.Timeout}
 }
 
-// offerOf is tool's x402 price as an x402 offer.
-func offerOf(t *catalog.X402) x402.Offer {
-	return x402.Offer{Network: t.Network, Asset: t.Asset, PayTo: t.PayTo, Amount: t.Amount, Currency: t.Currency,
-		MaxTimeoutSeconds: t.MaxTimeoutSeconds, Extra: t.Extra}
-}
-
 // resourceOf names the paid resource of a call request.
 func resourceOf(r *http.Request, t catalog.Tool) x402.ResourceInfo {
 	scheme := "https"
@@ -82,7 +76,7 @@ func (s *server) writeCallError(w http.ResponseWriter, r *http.Request, tool str
 	if errors.As(err, &pr) {
 		reason = pr.Reason
 	}
-	doc := x402.Required(resourceOf(r, t), offerOf(t.X402), reason)
+	doc := x402.Required(resourceOf(r, t), x402.Offer(*t.X402), reason)
 	if h, err := x402.Encode(doc); err == nil {
 		w.Header().Set(x402.HeaderPaymentRequired, h)
 	}
@@ -106,7 +100,7 @@ func (s *server) callPerCall(w http.ResponseWriter, r *http.Request, t catalog.T
 		s.writeCallError(w, r, t.Name, err)
 	}
 	if perr != nil {
-		reject(&engine.PaymentRequiredError{X402: t.X402, Reason: reasonOf(perr), Detail: perr.Error()})
+		reject(&engine.PaymentRequiredError{X402: t.X402, Reason: x402.ReasonFor(perr), Detail: perr.Error()})
 		return
 	}
 	var key string
@@ -123,9 +117,9 @@ func (s *server) callPerCall(w http.ResponseWriter, r *http.Request, t catalog.T
 		reject(err)
 		return
 	}
-	pp, err := x402.PaymentFor(payment, offerOf(t.X402), time.Now())
+	pp, err := x402.PaymentFor(payment, x402.Offer(*t.X402), time.Now())
 	if err != nil {
-		reject(&engine.PaymentRequiredError{X402: t.X402, Reason: reasonOf(err), Detail: err.Error()})
+		reject(&engine.PaymentRequiredError{X402: t.X402, Reason: x402.ReasonFor(err), Detail: err.Error()})
 		return
 	}
 	res, err := e.Call(ctx, engine.CallRequest{Tool: t.Name, Key: key, Input: body, Header: r.Header, Payment: &pp})
@@ -150,17 +144,4 @@ func (s *server) callPerCall(w http.ResponseWriter, r *http.Request, t catalog.T
 	}
 	w.WriteHeader(res.StatusCode)
 	_, _ = w.Write(res.Body)
-}
-
-// reasonOf is the x402 reason code of a refused payment.
-func reasonOf(err error) string {
-	var me *x402.MismatchError
-	if errors.As(err, &me) && me.Reason != "" {
-		return me.Reason
-	}
-	switch {
-	case errors.Is(err, x402.ErrUnsupportedVersion):
-		return x402.ReasonInvalidVersion
-	}
-	return x402.ReasonInvalidPayload
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler/engine"
+	"github.com/toolgate/toolgate-go/handler/pay/x402"
 	"github.com/toolgate/toolgate-go/handler/problem"
 	"github.com/toolgate/toolgate-go/store"
 )
@@ -51,6 +52,10 @@ const (
 	// MetaCurrency is a tool's _meta key in tools/list holding the
 	// price's currency, such as "USD".
 	MetaCurrency = "io.toolgate/currency"
+	// MetaX402Accepts is the _meta key in tools/list of a tool also sold
+	// per call with x402 (Options.X402): its PaymentRequirements, as the
+	// accepts of the payment-required result.
+	MetaX402Accepts = "io.toolgate/x402-accepts"
 )
 
 // headerVersions are the MCP-Protocol-Version header values accepted:
@@ -83,6 +88,13 @@ type Options struct {
 	MaxBodyBytes int64
 	// NowFunc is the clock for session expiry; nil means time.Now.
 	NowFunc func() time.Time
+	// X402 means the gateway sells tools per call with x402 (handler.New
+	// sets it when a facilitator is configured): a request without an
+	// Authorization header is then an anonymous agent's, which may
+	// initialize, list the tools sold per call and call them with a
+	// payment in params._meta["x402/payment"]. False (the zero value)
+	// requires a caller key on every request and ignores x402 prices.
+	X402 bool
 }
 
 // server is the MCP endpoint over one Engine.
@@ -94,7 +106,9 @@ type server struct {
 	version   string
 	maxBody   int64
 	now       func() time.Time
+	perCall   bool   // Options.X402
 	toolsList []byte // the tools/list result, computed once
+	anonList  []byte // the tools/list result of an anonymous session
 	ended     endedSessions
 }
 
@@ -113,7 +127,13 @@ type server struct {
 // it is unknown, expired, ended, or belongs to another caller).
 //
 // Callers authenticate with the same "Authorization: Bearer" keys as the
-// REST API (401 otherwise). A present Origin must be in
+// REST API (401 otherwise). When the gateway sells per call (Options.X402),
+// a request without an Authorization header is an anonymous agent's: its
+// session lists only the tools sold per call, and its tools/call runs only
+// with an x402 payment (else the payment-required result below); a tool
+// not sold per call answers it an isError result with error
+// "unauthorized" (the REST 401 problem). A present but invalid header is
+// 401 either way. A present Origin must be in
 // Options.AllowedOrigins (403 otherwise), and a present
 // MCP-Protocol-Version must be 2025-06-18 or 2025-03-26 (400 otherwise).
 //
@@ -140,6 +160,23 @@ type server struct {
 // key is scoped per caller and tool like a REST key, so an MCP call and a
 // REST call with the same caller, tool, key and input share one execution.
 //
+// # x402 over MCP
+//
+// The x402 MCP transport's tool-result binding: a tools/call may carry an
+// x402 PaymentPayload (a JSON object) in params._meta["x402/payment"]; it
+// pays for the call as a PAYMENT-SIGNATURE pays for a REST call (one
+// payment, one key, settled only on success, replays never settle again),
+// and the result's _meta["x402/payment-response"] holds the SettleResponse
+// on first answers and replays. Its key is the _meta or header key, else
+// the payment's (payment-identifier id, else nonce), so a retry with the
+// same payment in a new session is the same action. Payment required for a
+// tool sold per call (no payment, a refused payment, a settle refused, a
+// short balance) is an isError result whose structuredContent is the x402
+// PaymentRequired (its error the reason code, else "payment_required") with
+// the REST problem under "problem" (an insufficient balance's topUp
+// included), content[0] the same document as JSON text and content[1] what
+// to do. tools/list shows a tool's offer in _meta["io.toolgate/x402-accepts"].
+//
 // # Results
 //
 // A 2xx answer is a result with content [{type: text, text: the output}],
@@ -151,12 +188,13 @@ type server struct {
 // with isError true whose structuredContent is the REST API's problem object
 // plus an "error" code (payment_required, upstream_failed, upstream_timeout,
 // upstream_rejected, idempotency_key_mismatch, in_progress, ...), so the
-// model sees them. Unknown tools, bad params and bad keys are JSON-RPC
+// model sees them; payment required for a tool sold per call is the x402
+// result above. Unknown tools, bad params and bad keys are JSON-RPC
 // errors -32602, unknown methods -32601, malformed JSON -32700 (HTTP 400),
 // an invalid message -32600 (HTTP 400), and an internal failure -32603.
 func New(e *engine.Engine, opts Options) http.Handler {
 	s := &server{engine: e, key: opts.SessionKey, ttl: opts.SessionTTL, origins: opts.AllowedOrigins,
-		version: opts.ServerVersion, maxBody: opts.MaxBodyBytes, now: opts.NowFunc}
+		version: opts.ServerVersion, maxBody: opts.MaxBodyBytes, now: opts.NowFunc, perCall: opts.X402}
 	if len(s.key) == 0 {
 		s.key = make([]byte, 32)
 		_, _ = rand.Read(s.key) // crypto/rand.Read never fails
@@ -173,7 +211,8 @@ func New(e *engine.Engine, opts Options) http.Handler {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.toolsList = toolsListJSON(e.Catalog())
+	s.toolsList = toolsListJSON(e.Catalog(), s.perCall, false)
+	s.anonList = toolsListJSON(e.Catalog(), s.perCall, true)
 	return s
 }
 
@@ -209,8 +248,13 @@ func checkProtocolVersion(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // authenticate returns the request's caller, or writes 401 (503 when the
-// store fails).
+// store fails). When the gateway sells per call (Options.X402), a request
+// without an Authorization header is anonymous: the zero Caller. A header
+// that is present but not a valid key is 401 all the same.
 func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (store.Caller, bool) {
+	if s.perCall && len(r.Header.Values("Authorization")) == 0 {
+		return store.Caller{}, true
+	}
 	c, err := s.engine.Authenticate(r.Context(), engine.BearerToken(r))
 	if err == nil {
 		return c, true
@@ -284,7 +328,11 @@ func (s *server) handlePost(w http.ResponseWriter, r *http.Request) {
 	case "ping":
 		writeRPC(w, http.StatusOK, rpcResponse{ID: msg.ID, Result: struct{}{}})
 	case "tools/list":
-		writeRPC(w, http.StatusOK, rpcResponse{ID: msg.ID, Result: json.RawMessage(s.toolsList)})
+		list := s.toolsList
+		if caller.ID == "" {
+			list = s.anonList
+		}
+		writeRPC(w, http.StatusOK, rpcResponse{ID: msg.ID, Result: json.RawMessage(list)})
 	case "tools/call":
 		result, rpcErr := s.callTool(r, caller, sid, msg.Params)
 		if rpcErr != nil {
@@ -328,14 +376,25 @@ func (s *server) initialize(w http.ResponseWriter, msg rpcMessage, caller store.
 		return
 	}
 	w.Header().Set("Mcp-Session-Id", s.newSession(caller.ID, s.now()))
+	instructions := "Every tool here is paid per call from your prepaid balance (the price is in each tool's " +
+		"description and _meta). Duplicate calls with one idempotency key are charged and executed once and " +
+		"replay the first answer; failures are refunded. Send params._meta[\"" + MetaIdempotencyKey + "\"] " +
+		"to name the action; without it, identical calls in one session are the same action."
+	if s.perCall {
+		instructions += x402Instructions
+	}
+	if caller.ID == "" {
+		instructions = "You are connected without an account: the tools listed are sold per call with x402. " +
+			"Call one, and its payment-required result (isError) holds the x402 PaymentRequired in " +
+			"structuredContent; sign a payment for one of its accepts and call again with it in " +
+			"params._meta[\"" + x402.MetaPayment + "\"]. The payment is settled only if the tool succeeds, " +
+			"and a retry with the same payment and idempotency key never pays twice."
+	}
 	writeRPC(w, http.StatusOK, rpcResponse{ID: msg.ID, Result: map[string]any{
 		"protocolVersion": ProtocolVersion,
 		"capabilities":    map[string]any{"tools": map[string]any{"listChanged": false}},
 		"serverInfo":      map[string]any{"name": "toolgate", "version": s.version},
-		"instructions": "Every tool here is paid per call from your prepaid balance (the price is in each tool's " +
-			"description and _meta). Duplicate calls with one idempotency key are charged and executed once and " +
-			"replay the first answer; failures are refunded. Send params._meta[\"" + MetaIdempotencyKey + "\"] " +
-			"to name the action; without it, identical calls in one session are the same action.",
+		"instructions":    instructions,
 	}})
 }
 

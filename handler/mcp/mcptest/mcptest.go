@@ -29,8 +29,10 @@ type T interface {
 
 // Connect opens an MCP session to url as the caller whose key is apiKey,
 // over the SDK's streamable HTTP transport with an Authorization header on
-// every request. A nil client means http.DefaultClient. It returns the SDK's
-// error when the handshake fails; the caller closes the session.
+// every request. An empty apiKey sends no Authorization header: an
+// anonymous agent, which a gateway selling per call with x402 accepts. A nil
+// client means http.DefaultClient. It returns the SDK's error when the
+// handshake fails; the caller closes the session.
 func Connect(ctx context.Context, url, apiKey string, client *http.Client) (*mcp.ClientSession, error) {
 	if client == nil {
 		client = http.DefaultClient
@@ -52,7 +54,9 @@ type bearerTransport struct {
 
 func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.key)
+	if b.key != "" {
+		r.Header.Set("Authorization", "Bearer "+b.key)
+	}
 	return b.base.RoundTrip(r)
 }
 

@@ -40,6 +40,21 @@ func (e *MismatchError) Error() string {
 // Unwrap returns the sentinel.
 func (e *MismatchError) Unwrap() error { return e.Err }
 
+// ReasonFor is the reason code of a payment refused by a decoder,
+// PaymentFor or Matches, for the PaymentRequired document's error: the
+// *MismatchError's reason, invalid_x402_version for ErrUnsupportedVersion,
+// else invalid_payload.
+func ReasonFor(err error) string {
+	var me *MismatchError
+	if errors.As(err, &me) && me.Reason != "" {
+		return me.Reason
+	}
+	if errors.Is(err, ErrUnsupportedVersion) {
+		return ReasonInvalidVersion
+	}
+	return ReasonInvalidPayload
+}
+
 func mismatch(err error, reason, field, format string, args ...any) error {
 	return &MismatchError{Field: field, Reason: reason, Err: err, Detail: fmt.Sprintf(format, args...)}
 }

@@ -20,7 +20,11 @@ const RailName = "x402"
 // the caller of a payment is CallerPrefix + its lower-case address.
 const CallerPrefix = "x402:"
 
-// Offer is one tool's x402 price: what PAYMENT-REQUIRED asks for.
+// Offer is one tool's x402 price: what PAYMENT-REQUIRED asks for. Its
+// fields are catalog.X402's, in the same order, so a tool's price converts
+// without a copy that could drift: x402.Offer(*tool.X402). The REST and MCP
+// surfaces both build their offer so; a field added to one type and not to
+// the other stops both from compiling.
 type Offer struct {
 	Network string // CAIP-2, e.g. "eip155:8453"
 	Asset   string // the token contract
