@@ -117,7 +117,12 @@ func (s *server) callPerCall(w http.ResponseWriter, r *http.Request, t catalog.T
 		reject(err)
 		return
 	}
-	pp, err := x402.PaymentFor(payment, x402.Offer(*t.X402), time.Now())
+	pp, err := x402.PaymentFor(payment, x402.Offer(*t.X402), e.Now())
+	if errors.Is(err, x402.ErrExpired) {
+		// It may have paid for this key already: the engine replays, or
+		// refuses it.
+		pp, err = x402.PaymentForExpired(payment, x402.Offer(*t.X402))
+	}
 	if err != nil {
 		reject(&engine.PaymentRequiredError{X402: t.X402, Reason: x402.ReasonFor(err), Detail: err.Error()})
 		return

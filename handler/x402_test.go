@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,13 +35,21 @@ const (
 // test server (written from the x402 v2 specification).
 type x402Env struct {
 	*env
-	fac *facilitatortest.Server
-	gw  *handler.Gateway
+	fac   *facilitatortest.Server
+	gw    *handler.Gateway
+	clock *testClock // the gateway's and the facilitator's clock
 }
+
+// testClock is the wall clock plus an offset a test moves forward.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func setupX402(t *testing.T) *x402Env {
 	t.Helper()
-	fac, err := facilitatortest.Start()
+	clock := &testClock{}
+	fac, err := facilitatortest.Start(facilitatortest.WithClock(clock.now))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = fac.Close() })
 	e := &env{t: t, up: newUpstream(t), logs: &syncBuffer{}}
@@ -57,7 +66,7 @@ func setupX402(t *testing.T) *x402Env {
 	cat, err := catalog.ParseCatalog([]byte(doc))
 	require.NoError(t, err)
 	g, err := handler.NewGateway(handler.Config{Store: e.st, Catalog: cat, AdminToken: adminToken,
-		Upstream: &engine.HTTPUpstream{}, Logger: slog.New(slog.NewJSONHandler(e.logs, nil)),
+		Upstream: &engine.HTTPUpstream{}, Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), NowFunc: clock.now,
 		X402: handler.X402Config{FacilitatorURL: fac.URL()}})
 	require.NoError(t, err)
 	e.gw = httptest.NewServer(g)
@@ -65,7 +74,7 @@ func setupX402(t *testing.T) *x402Env {
 		e.up.unblock()
 		e.gw.Close()
 	})
-	return &x402Env{env: e, fac: fac, gw: g}
+	return &x402Env{env: e, fac: fac, gw: g, clock: clock}
 }
 
 func offer() x402.PaymentRequirements {
@@ -332,5 +341,120 @@ func TestX402SettleRefusedAfterSuccess(t *testing.T) {
 	require.Equal(t, "insufficient_funds", pr["reason"])
 	require.Equal(t, 0, e.fac.Settlements())
 	require.Equal(t, int64(1), e.up.count("/ok"))
+	e.checkInvariants()
+}
+
+// TestX402PendingTakeoverSettlesTheBoundPayment: a call that crashed after
+// marking its payment R settling (outcome unknown) is retried after its
+// lease with a new payment P2 under the same key: the action runs, P2 is
+// only verified, and R, which may have moved money, is the one settled
+// (once); P2 stays unsettled.
+func TestX402PendingTakeoverSettlesTheBoundPayment(t *testing.T) {
+	t.Parallel()
+	e := setupX402(t)
+	ctx := context.Background()
+	payer := e.fac.Payer("hank")
+	offerX := x402.Offer{Network: x402Network, Asset: x402Asset, PayTo: x402PayTo, Amount: 50000, Currency: "USDC", MaxTimeoutSeconds: 60}
+	r := payer.Pay(offer(), e.clock.now())
+	rp, err := x402.PaymentFor(r, offerX, e.clock.now())
+	require.NoError(t, err)
+	key := engine.ScopedKey(rp.Caller, "echo", "k-crash")
+	canonical, err := engine.Canonicalize([]byte(`{"q":1}`))
+	require.NoError(t, err)
+	now := e.clock.now()
+	cr, err := e.st.ClaimPayment(ctx, store.ClaimPaymentParams{ClaimParams: store.ClaimParams{Key: key, Owner: "o_crashed",
+		Fingerprint: engine.Fingerprint("echo", canonical), Now: now, Lease: time.Second, TTL: time.Hour},
+		Payment: store.Payment{Caller: rp.Caller, Ref: rp.Ref, Key: key, Rail: rp.Rail, Network: rp.Network, Amount: rp.Amount,
+			Currency: rp.Currency, State: store.PaymentVerified, Payload: rp.Payload, Requirements: rp.Requirements,
+			ValidBefore: rp.ValidBefore, CreatedAt: now, UpdatedAt: now}})
+	require.NoError(t, err)
+	require.Equal(t, store.OutcomeClaimed, cr.Outcome)
+	require.NoError(t, e.st.MarkSettling(ctx, store.Fence{Key: key, Owner: "o_crashed", Generation: cr.Record.Generation}, rp.Ref, now))
+	e.clock.advance(2 * time.Second) // the crashed owner's lease ran out
+
+	p2 := payer.Pay(offer(), e.clock.now())
+	res := e.paidCall("echo", "k-crash", p2, `{"q":1}`)
+	require.Equal(t, http.StatusOK, res.status, string(res.body))
+	require.True(t, settleReceipt(t, res).Success)
+	require.Equal(t, 1, e.fac.Calls(r.Nonce()).Settle, "the bound payment is settled")
+	require.Equal(t, 0, e.fac.Calls(p2.Nonce()).Settle, "the new one only verified")
+	require.Equal(t, 1, e.fac.Calls(p2.Nonce()).Verify)
+	got, err := e.st.PaymentByRef(ctx, rp.Caller, rp.Ref)
+	require.NoError(t, err)
+	require.Equal(t, store.PaymentSettled, got.State)
+	require.Equal(t, 1, e.fac.Settlements())
+	e.checkInvariants()
+}
+
+// TestX402ReplayNeedsTheSamePayment: after a settle, a payment's fields are
+// public on chain; a copy with another signature does not open the answer
+// without the facilitator's verify (which refuses it), and an expired copy
+// of the very payment still replays the answer it paid for, while an
+// expired payment pays for nothing new.
+func TestX402ReplayNeedsTheSamePayment(t *testing.T) {
+	t.Parallel()
+	e := setupX402(t)
+	payer := e.fac.Payer("ivy")
+	pay := payer.Pay(offer(), e.clock.now())
+	first := e.paidCall("echo", "", pay, `{"q":"secret"}`) // keyed by the nonce
+	require.Equal(t, http.StatusOK, first.status, string(first.body))
+
+	forged := pay
+	forged.Payload.Signature = "0x" + strings.Repeat("00", 65)
+	r := e.paidCall("echo", "", forged, `{"q":"secret"}`)
+	require.Equal(t, http.StatusPaymentRequired, r.status, string(r.body))
+	require.Equal(t, 2, e.fac.Calls(pay.Nonce()).Verify, "the copy was verified, and refused")
+
+	e.clock.advance(2 * time.Minute) // the authorization expired
+	again := e.paidCall("echo", "", pay, `{"q":"secret"}`)
+	require.Equal(t, http.StatusOK, again.status, string(again.body))
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	require.Equal(t, string(first.body), string(again.body))
+
+	stale := payer.Pay(offer(), e.clock.now().Add(-2*time.Minute))
+	r = e.paidCall("echo", "k-new", stale, `{"q":2}`)
+	p := r.problem(t, http.StatusPaymentRequired, "payment-required")
+	require.Equal(t, x402.ReasonValidBefore, p["reason"])
+	require.Equal(t, int64(1), e.up.count("/ok"))
+	require.Equal(t, 1, e.fac.Settlements())
+
+	over := payer.Pay(offer(), e.clock.now())
+	over.Payload.Authorization.Value = "50001"
+	over = payer.Resign(over)
+	p = e.paidCall("echo", "k-over", over, `{}`).problem(t, http.StatusPaymentRequired, "payment-required")
+	require.Equal(t, x402.ReasonValue, p["reason"], "the exact scheme: no silent overpayment")
+	e.checkInvariants()
+}
+
+// TestX402UnresolvedAfterExpiry: a delivered call whose settle stays
+// unknown past its authorization's expiry: a refusal that an earlier
+// success could explain (expired) proves nothing, so the payment stays
+// pending through the grace, then is recorded as a possible loss, never
+// as failed-and-free while it might have moved.
+func TestX402UnresolvedAfterExpiry(t *testing.T) {
+	t.Parallel()
+	e := setupX402(t)
+	pay := e.fac.Payer("jay").Pay(offer(), e.clock.now())
+	e.fac.Inject("/settle", 2, facilitatortest.Fault{Kind: facilitatortest.Status, Status: 503})
+	r := e.paidCall("echo", "k", pay, `{}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.False(t, settleReceipt(t, r).Success)
+
+	e.clock.advance(5 * time.Minute) // expired, within the grace
+	res, err := e.gw.ReconcilePayments(context.Background(), 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Pending, "an expired refusal proves nothing")
+	e.clock.advance(engine.UnresolvedGrace + time.Hour)
+	res, err = e.gw.ReconcilePayments(context.Background(), 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Failed)
+	key := engine.ScopedKey(x402.CallerPrefix+strings.ToLower(e.fac.Payer("jay").Address), "echo", "k")
+	ps, err := e.st.PaymentsByKey(context.Background(), key)
+	require.NoError(t, err)
+	require.Len(t, ps, 1)
+	require.Equal(t, store.PaymentFailed, ps[0].State)
+	require.True(t, ps[0].Delivered, "a recorded loss")
+	require.Contains(t, ps[0].Reason, "unresolved")
+	require.Equal(t, 0, e.fac.Settlements())
 	e.checkInvariants()
 }

@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler/pay"
@@ -87,9 +89,11 @@ func (e *Engine) callPerCall(ctx context.Context, req CallRequest, l *callLog) (
 	if err != nil {
 		return CallResult{}, storeError("claim key", err)
 	}
-	if cr.Outcome != store.OutcomeClaimed && a.bound.Ref != p.Ref {
-		// Another payment holds the key: this one must be good before it
-		// sees the answer. It is not settled; the bound one pays.
+	if cr.Outcome != store.OutcomeClaimed && !a.presentsBound() {
+		// Another payment holds the key, or another copy of it (the same
+		// authorization with another signature: after a settle, a
+		// payment's fields are public on chain): this one must be good
+		// before it sees the answer. It is not settled; the bound one pays.
 		if err := a.verify(ctx); err != nil {
 			return CallResult{}, err
 		}
@@ -120,6 +124,20 @@ func (a *attempt) claimPaid(ctx context.Context, p store.ClaimParams) (store.Cla
 	}
 	a.bound = res.Payment
 	return res.ClaimResult, nil
+}
+
+// presentsBound reports whether the request presented, byte for byte, the
+// signed payment bound to the key.
+func (a *attempt) presentsBound() bool {
+	return a.bound.Ref == a.payment.Ref && bytes.Equal(a.bound.Payload, a.payment.Payload)
+}
+
+// boundPayment is the key's bound payment as the rail takes it: what a
+// takeover of a key whose settle's outcome is unknown settles again.
+func (a *attempt) boundPayment() pay.Payment {
+	b := a.bound
+	return pay.Payment{Rail: b.Rail, Payer: a.payment.Payer, Caller: b.Caller, Ref: b.Ref, Network: b.Network,
+		Amount: b.Amount, Currency: b.Currency, ValidBefore: b.ValidBefore, Payload: b.Payload, Requirements: b.Requirements}
 }
 
 // verify asks the rail whether the attempt's payment is good: a refusal is
@@ -158,31 +176,47 @@ func (a *attempt) paymentInfo(state store.PaymentState, tx string) *PaymentInfo 
 	return &PaymentInfo{Rail: a.payment.Rail, Payer: a.payment.Payer, Network: a.payment.Network, State: state, Transaction: tx}
 }
 
-// executePaid is execute for a key won with a payment: verify (unless an
-// earlier attempt's settle of this payment has an unknown outcome), call
-// the upstream, then settle and store the answer with the settle's outcome.
+// executePaid is execute for a key won with a payment: verify, call the
+// upstream, then settle and store the answer with the settle's outcome.
+//
+// A key taken over while its payment's settle had an unknown outcome
+// (settlement_pending: a crash, a lost reply, a settle that outran the
+// lease) keeps that payment, which may have moved money: the action runs
+// again and the stored payment (not the one presented, which is only
+// verified, unless it is the same) is settled again; "already settled"
+// then counts the earlier settle, and a refusal that an earlier success
+// could explain (pay.RejectedError.MaybeMoved) is not taken as proof that
+// nothing moved.
 func (a *attempt) executePaid(ctx context.Context, f store.Fence) (CallResult, error) {
 	ctx = context.WithoutCancel(ctx)
 	e := a.e
+	inherited := a.bound.State == store.PaymentPending
+	settle := *a.payment
+	if inherited {
+		settle = a.boundPayment()
+	}
 	settling := false
 	defer func() {
 		if v := recover(); v != nil {
 			if !settling {
-				_ = e.store.FailPaid(ctx, f, "panic during execution", a.payment.Ref,
+				_ = e.store.FailPaid(ctx, f, "panic during execution", settle.Ref,
 					store.PaymentOutcome{State: store.PaymentNotCharged}, e.now())
 			}
 			panic(v)
 		}
 	}()
-	// An earlier attempt sent this payment to settle and never learnt the
-	// outcome: the money may have moved. It is not verified again (a used
-	// nonce would not verify); the action runs and the settle below counts
-	// the earlier one.
-	inherited := a.bound.State == store.PaymentPending && a.bound.Ref == a.payment.Ref
-	if !inherited {
+	notCharged := store.PaymentOutcome{State: store.PaymentNotCharged}
+	if a.payment.Expired != "" && !inherited {
+		// An expired authorization pays for nothing new.
+		if err := a.failPaid(ctx, f, a.finalBudget(), settle.Ref, "payment expired", notCharged); err != nil {
+			return CallResult{}, err
+		}
+		return CallResult{}, &PaymentRequiredError{X402: a.tool.X402, Reason: a.payment.Expired,
+			Detail: "the payment's authorization has expired; sign a new one"}
+	}
+	if !inherited || !a.presentsBound() {
 		if err := a.verify(ctx); err != nil {
-			b := a.finalBudget()
-			if ferr := a.failPaid(ctx, f, b, "payment not verified", store.PaymentOutcome{State: store.PaymentNotCharged}); ferr != nil {
+			if ferr := a.failPaid(ctx, f, a.finalBudget(), settle.Ref, "payment not verified", notCharged); ferr != nil {
 				return CallResult{}, errors.Join(err, ferr)
 			}
 			return CallResult{}, err
@@ -194,13 +228,12 @@ func (a *attempt) executePaid(ctx context.Context, f store.Fence) (CallResult, e
 	}
 	b := a.finalBudget()
 	// A failure leaves the payment not_charged (nothing moved; the same
-	// payment may be retried under this key), except one inherited
-	// settlement_pending, which the store keeps pending and due: the
+	// payment may be retried under this key), except an inherited
+	// settlement_pending one, which the store keeps pending and due: the
 	// reconciler settles it and credits the payer back if it had moved.
-	notCharged := store.PaymentOutcome{State: store.PaymentNotCharged}
 	if ue := a.upstreamFailure(up); ue != nil {
-		ue.Currency = a.payment.Currency
-		if err := a.failPaid(ctx, f, b, ue.Reason, notCharged); err != nil {
+		ue.Currency = settle.Currency
+		if err := a.failPaid(ctx, f, b, settle.Ref, ue.Reason, notCharged); err != nil {
 			return CallResult{}, errors.Join(ue, err)
 		}
 		return CallResult{}, ue
@@ -208,7 +241,7 @@ func (a *attempt) executePaid(ctx context.Context, f store.Fence) (CallResult, e
 	res, resp, err := a.paidAnswer(up)
 	var ue *UpstreamError
 	if errors.As(err, &ue) {
-		if ferr := a.failPaid(ctx, f, b, ue.Reason, notCharged); ferr != nil {
+		if ferr := a.failPaid(ctx, f, b, settle.Ref, ue.Reason, notCharged); ferr != nil {
 			return CallResult{}, errors.Join(ue, ferr)
 		}
 		return CallResult{}, ue
@@ -221,19 +254,22 @@ func (a *attempt) executePaid(ctx context.Context, f store.Fence) (CallResult, e
 		// Unlike a prepaid call's, this answer is not stored as final: no
 		// payment paid for it, so the key fails and a retry (with the same
 		// payment, until it expires) runs again.
-		if err := a.failPaid(ctx, f, b, fmt.Sprintf("the tool answered %d", up.resp.StatusCode), notCharged); err != nil {
+		if err := a.failPaid(ctx, f, b, settle.Ref, fmt.Sprintf("the tool answered %d", up.resp.StatusCode), notCharged); err != nil {
 			return CallResult{}, err
 		}
 		res.Payment = a.paymentInfo(store.PaymentNotCharged, "")
 		return res, nil
 	}
-	if err := a.retryFinal(ctx, b, "mark settling", func(bool) error {
-		return e.store.MarkSettling(ctx, f, a.payment.Ref, e.now())
-	}, nil); err != nil {
-		return CallResult{}, err
+	if !inherited {
+		if err := a.retryFinal(ctx, b, "mark settling", func(bool) error {
+			return e.store.MarkSettling(ctx, f, settle.Ref, e.now())
+		}, nil); err != nil {
+			return CallResult{}, err
+		}
 	}
 	settling = true
-	s, err := e.perCall.Settle(ctx, *a.payment)
+	s, err := a.settleUnderLease(ctx, f, settle)
+	b = a.finalBudget() // the settle may have taken long: the final writes get their own budget
 	var rej *pay.RejectedError
 	var out store.PaymentOutcome
 	switch {
@@ -242,22 +278,46 @@ func (a *attempt) executePaid(ctx context.Context, f store.Fence) (CallResult, e
 	case errors.As(err, &rej) && rej.Code == pay.ReasonAlreadySettled && inherited:
 		// The earlier attempt's settle went through.
 		out = store.PaymentOutcome{State: store.PaymentSettled}
-	case errors.As(err, &rej):
+	case errors.As(err, &rej) && !(inherited && rej.MaybeMoved):
 		// Definitively not settled: nothing moved, and the answer is not
 		// given away.
-		if ferr := a.failPaid(ctx, f, b, "settle refused: "+rej.Code, store.PaymentOutcome{State: store.PaymentFailed, Reason: rej.Code}); ferr != nil {
+		if ferr := a.failPaid(ctx, f, b, settle.Ref, "settle refused: "+rej.Code, store.PaymentOutcome{State: store.PaymentFailed, Reason: rej.Code}); ferr != nil {
 			return CallResult{}, errors.Join(err, ferr)
 		}
 		return CallResult{}, &PaymentRequiredError{X402: a.tool.X402, Reason: rej.Code, Detail: rej.Reason}
 	default:
-		// No usable answer: deliver, and settle the same payment later.
+		// No usable answer (or one that proves nothing): deliver, and
+		// settle the same payment again soon, then from the cron.
 		out = store.PaymentOutcome{State: store.PaymentPending, Reason: err.Error()}
 	}
-	if err := a.completePaid(ctx, f, b, resp, out); err != nil {
+	if err := a.completePaid(ctx, f, b, settle.Ref, resp, out); err != nil {
 		return CallResult{}, err
+	}
+	if out.State == store.PaymentPending {
+		e.reconcileSoon(ctx, settle.Caller, settle.Ref)
 	}
 	res.Payment = a.paymentInfo(out.State, out.Transaction)
 	return res, nil
+}
+
+// settleUnderLease settles p while heartbeats keep the key's lease: a
+// settle may take as long as the rail's timeout, longer than a lease, and
+// a waiter must not take the key over (and run the action again) while it
+// runs. The settle is never cancelled half-way: its outcome would be
+// unknown.
+func (a *attempt) settleUnderLease(ctx context.Context, f store.Fence, p pay.Payment) (pay.Settlement, error) {
+	hbCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.heartbeat(hbCtx, f, func() {})
+	}()
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	return a.e.perCall.Settle(ctx, p)
 }
 
 // paidAnswer builds the stored answer of a paid call: the envelope, its
@@ -296,10 +356,10 @@ func (a *attempt) paidAnswer(up upstreamResult) (CallResult, store.Response, err
 // completePaid stores the answer with the settle's outcome (see
 // retryFinal). A Complete whose reply was lost is recognised by Peek, as
 // for prepaid calls.
-func (a *attempt) completePaid(ctx context.Context, f store.Fence, b *finalBudget, resp store.Response, out store.PaymentOutcome) error {
+func (a *attempt) completePaid(ctx context.Context, f store.Fence, b *finalBudget, ref string, resp store.Response, out store.PaymentOutcome) error {
 	e := a.e
 	return a.retryFinal(ctx, b, "complete key", func(bool) error {
-		return e.store.CompletePaid(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp}, a.payment.Ref, out)
+		return e.store.CompletePaid(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp}, ref, out)
 	}, func() (bool, error) {
 		rec, err := e.store.Peek(ctx, f.Key)
 		if err != nil {
@@ -311,10 +371,10 @@ func (a *attempt) completePaid(ctx context.Context, f store.Fence, b *finalBudge
 }
 
 // failPaid fails the key with the payment's new state (see retryFinal).
-func (a *attempt) failPaid(ctx context.Context, f store.Fence, b *finalBudget, reason string, out store.PaymentOutcome) error {
+func (a *attempt) failPaid(ctx context.Context, f store.Fence, b *finalBudget, ref, reason string, out store.PaymentOutcome) error {
 	e := a.e
 	return a.retryFinal(ctx, b, "fail key", func(bool) error {
-		return e.store.FailPaid(ctx, f, reason, a.payment.Ref, out, e.now())
+		return e.store.FailPaid(ctx, f, reason, ref, out, e.now())
 	}, func() (bool, error) {
 		rec, err := e.store.Peek(ctx, f.Key)
 		if errors.Is(err, store.ErrNotFound) {
@@ -333,45 +393,52 @@ type ReconcileResult struct {
 	Due, Settled, Failed, Pending, CreditedBack int
 }
 
+// UndeliveredRetryWindow is how long the reconciler leaves alone a pending
+// payment whose call was abandoned before its answer was stored, so that
+// the agent's retry (which takes the key over with the same payment, runs
+// the action and settles it once) comes first.
+const UndeliveredRetryWindow = 10 * time.Minute
+
+// UnresolvedGrace is how long after a payment's authorization expired the
+// reconciler keeps asking about a settle whose outcome is unknown, before
+// it gives up (see ReconcilePayments).
+const UnresolvedGrace = 10 * time.Minute
+
 // ReconcilePayments settles again, at most limit, the per-call payments
-// whose settle outcome is unknown (settlement_pending, due): the cron
-// calls it. A settle that goes through (or is refused because an earlier
-// one did) is recorded settled, and credited back to the payer's prepaid
-// balance when its key holds no delivered answer (store.ResolvePayment); a
-// definitive refusal is settlement_failed (a recorded loss if the answer
-// was delivered); no usable answer again schedules another attempt with
-// capped backoff.
+// whose settle outcome is unknown (settlement_pending, due): the cron calls
+// it, and a call whose settle got no usable answer asks once more a few
+// seconds later (reconcileSoon), so that most are resolved while the
+// authorization is still valid.
+//
+//   - A settle that goes through, or is refused because an earlier one did
+//     (already settled), is recorded settled; and credited back to the
+//     payer's prepaid balance when the key holds no delivered answer
+//     (store.ResolvePayment).
+//   - A refusal that proves nothing moved (a bad signature, recipient or
+//     amount: it would have failed the first settle too) is
+//     settlement_failed: a recorded loss when the answer was delivered.
+//   - No usable answer, or a refusal an earlier success could explain
+//     (pay.RejectedError.MaybeMoved: expired, balance spent), keeps it
+//     pending with capped backoff, until UnresolvedGrace after the
+//     authorization expired. Then the outcome is unknowable here, and the
+//     payer is not the one who loses: an undelivered call is credited back
+//     (as if it had moved), a delivered one is recorded as a possible loss
+//     (settlement_failed, delivered, reason "unresolved").
 func (e *Engine) ReconcilePayments(ctx context.Context, limit int) (ReconcileResult, error) {
 	var r ReconcileResult
 	if e.perCall == nil {
 		return r, nil
 	}
-	now := e.now()
-	due, err := e.store.DuePayments(ctx, now, limit)
+	due, err := e.store.DuePayments(ctx, e.now(), limit)
 	if err != nil {
 		return r, storeError("list due payments", err)
 	}
 	r.Due = len(due)
 	var errs []error
 	for _, p := range due {
-		s, err := e.perCall.Settle(ctx, pay.Payment{Rail: p.Rail, Payer: p.Caller, Caller: p.Caller, Ref: p.Ref,
-			Network: p.Network, Amount: p.Amount, Currency: p.Currency, ValidBefore: p.ValidBefore,
-			Payload: p.Payload, Requirements: p.Requirements})
-		var rej *pay.RejectedError
-		out := store.PaymentOutcome{State: store.PaymentSettled}
-		switch {
-		case err == nil:
-			out.Transaction = s.Transaction
-		case errors.As(err, &rej) && rej.Code == pay.ReasonAlreadySettled:
-		case errors.As(err, &rej):
-			out = store.PaymentOutcome{State: store.PaymentFailed, Reason: rej.Code}
-		default:
-			out = store.PaymentOutcome{State: store.PaymentPending, Reason: err.Error()}
-		}
-		next := now.Add(min(time.Duration(1<<min(p.Attempts, 12))*time.Second, time.Hour))
-		got, err := e.store.ResolvePayment(ctx, p.Caller, p.Ref, out, next, e.now())
+		got, err := e.reconcileOne(ctx, p)
 		if err != nil {
-			errs = append(errs, storeError("resolve payment", err))
+			errs = append(errs, err)
 			continue
 		}
 		switch got.State {
@@ -384,9 +451,76 @@ func (e *Engine) ReconcilePayments(ctx context.Context, limit int) (ReconcileRes
 		default:
 			r.Pending++
 		}
-		e.logger.LogAttrs(ctx, levelFor(err), "payment.reconcile", paymentAttrs(got)...)
 	}
 	return r, errors.Join(errs...)
+}
+
+// reconcileOne settles p again and records what came of it (see
+// ReconcilePayments).
+func (e *Engine) reconcileOne(ctx context.Context, p store.Payment) (store.Payment, error) {
+	if wait := p.UpdatedAt.Add(UndeliveredRetryWindow); !p.Delivered && e.now().Before(wait) {
+		// Its call was abandoned before the answer was stored: give the
+		// agent's retry, which takes the key over with this payment and
+		// delivers, time to come before settling it only to credit it back.
+		got, err := e.store.ResolvePayment(ctx, p.Caller, p.Ref, store.PaymentOutcome{State: store.PaymentPending,
+			Reason: "waiting for the agent's retry"}, wait, e.now())
+		if err != nil {
+			return store.Payment{}, storeError("resolve payment", err)
+		}
+		return got, nil
+	}
+	s, err := e.perCall.Settle(ctx, pay.Payment{Rail: p.Rail, Caller: p.Caller, Ref: p.Ref, Network: p.Network,
+		Amount: p.Amount, Currency: p.Currency, ValidBefore: p.ValidBefore, Payload: p.Payload, Requirements: p.Requirements})
+	now := e.now()
+	expiry := p.ValidBefore
+	if expiry.IsZero() {
+		expiry = p.CreatedAt.Add(time.Hour)
+	}
+	var rej *pay.RejectedError
+	var out store.PaymentOutcome
+	switch {
+	case err == nil:
+		out = store.PaymentOutcome{State: store.PaymentSettled, Transaction: s.Transaction}
+	case errors.As(err, &rej) && rej.Code == pay.ReasonAlreadySettled:
+		out = store.PaymentOutcome{State: store.PaymentSettled}
+	case errors.As(err, &rej) && !rej.MaybeMoved:
+		out = store.PaymentOutcome{State: store.PaymentFailed, Reason: rej.Code}
+	case now.Before(expiry.Add(UnresolvedGrace)):
+		out = store.PaymentOutcome{State: store.PaymentPending, Reason: err.Error()}
+	case p.Delivered:
+		out = store.PaymentOutcome{State: store.PaymentFailed, Reason: "unresolved: " + err.Error()}
+	default:
+		// Credited back, as if it had moved (ResolvePayment credits a
+		// settled payment whose key holds no delivered answer).
+		out = store.PaymentOutcome{State: store.PaymentSettled, Reason: "unresolved: " + err.Error()}
+	}
+	next := now.Add(min(time.Duration(1<<min(p.Attempts, 12))*time.Second, time.Hour))
+	got, err := e.store.ResolvePayment(ctx, p.Caller, p.Ref, out, next, now)
+	if err != nil {
+		return store.Payment{}, storeError("resolve payment", err)
+	}
+	e.logger.LogAttrs(ctx, slog.LevelInfo, "payment.reconcile", paymentAttrs(got)...)
+	return got, nil
+}
+
+// reconcileSoonDelay is how long after a settle without a usable answer
+// the engine asks again, in the background, while the authorization is
+// still valid.
+const reconcileSoonDelay = 2 * time.Second
+
+// reconcileSoon settles the payment again in the background after
+// reconcileSoonDelay, if it is still pending (the cron is the backstop).
+func (e *Engine) reconcileSoon(ctx context.Context, caller, ref string) {
+	e.background(ctx, func(ctx context.Context) {
+		if sleep(ctx, reconcileSoonDelay) != nil {
+			return
+		}
+		p, err := e.store.PaymentByRef(ctx, caller, ref)
+		if err != nil || p.State != store.PaymentPending {
+			return
+		}
+		_, _ = e.reconcileOne(ctx, p)
+	})
 }
 
 // paymentAttrs are the log attributes of a payment.

@@ -148,6 +148,9 @@ func (s *server) callPaid(r *http.Request, t catalog.Tool, key string, args, raw
 		return refuse(&engine.PaymentRequiredError{X402: t.X402, Reason: x402.ReasonFor(err), Detail: err.Error()})
 	}
 	pp, err := x402.PaymentFor(payment, x402.Offer(*t.X402), e.Now())
+	if errors.Is(err, x402.ErrExpired) {
+		pp, err = x402.PaymentForExpired(payment, x402.Offer(*t.X402))
+	}
 	if err != nil {
 		return refuse(&engine.PaymentRequiredError{X402: t.X402, Reason: x402.ReasonFor(err), Detail: err.Error()})
 	}

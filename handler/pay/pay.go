@@ -62,6 +62,11 @@ type RejectedError struct {
 	// Code is the provider's machine-readable reason, when it has one
 	// (x402's invalidReason or errorReason; ReasonAlreadySettled).
 	Code string
+	// MaybeMoved is set on a settle refusal that an earlier settle of the
+	// same payment having gone through could also explain (it expired
+	// since, or the payer's balance is spent): after a settle whose outcome
+	// was unknown, such a refusal proves nothing.
+	MaybeMoved bool
 }
 
 // Error implements error.
@@ -110,6 +115,10 @@ type Payment struct {
 	// Payload and Requirements are the rail's own encoding of the payment
 	// and of what it pays for, kept to settle it again later.
 	Payload, Requirements []byte
+	// Expired, when not "", is the rail's reason code for an authorization
+	// that has expired: the payment may still open the key it paid for (a
+	// replay), but pays for nothing new.
+	Expired string
 }
 
 // Settlement is a settled payment: the rail's transaction and the receipt

@@ -65,6 +65,13 @@ func PaymentFor(p PaymentPayload, offer Offer, now time.Time) (pay.Payment, erro
 	if err := Matches(req, p, now); err != nil {
 		return pay.Payment{}, err
 	}
+	// The exact scheme: the authorization moves exactly the price. More
+	// would be settled in full and kept, while the call and any
+	// credit-back count the price.
+	if v, err := parseUint256(p.Payload.Authorization.Value, true); err == nil && v.Cmp(big.NewInt(offer.Amount)) != 0 {
+		return pay.Payment{}, mismatch(ErrAmountBelowPrice, ReasonValue, "payload.authorization.value",
+			"want exactly %d, got %s", offer.Amount, v)
+	}
 	hint, err := p.PaymentID()
 	if err != nil {
 		return pay.Payment{}, err
@@ -87,6 +94,24 @@ func PaymentFor(p PaymentPayload, offer Offer, now time.Time) (pay.Payment, erro
 	return pay.Payment{Rail: RailName, Payer: p.Payer(), Caller: CallerPrefix + p.Payer(),
 		Ref: p.AuthorizationKey(req.Asset), KeyHint: hint, Network: req.Network, Amount: offer.Amount,
 		Currency: offer.Currency, ValidBefore: validBefore, Payload: payload, Requirements: reqJSON}, nil
+}
+
+// PaymentForExpired is PaymentFor for a payment whose authorization has
+// expired (Matches answered ErrExpired): every other check applies, and the
+// payment is marked Expired, so that the engine replays the key it already
+// paid for (a retry after the answer) and refuses to pay anything new with
+// it.
+func PaymentForExpired(p PaymentPayload, offer Offer) (pay.Payment, error) {
+	before, err := parseUint256(p.Payload.Authorization.ValidBefore, true)
+	if err != nil || !before.IsInt64() {
+		return pay.Payment{}, mismatch(ErrExpired, ReasonValidBefore, "payload.authorization.validBefore", "unreadable")
+	}
+	pp, err := PaymentFor(p, offer, time.Unix(before.Int64()-1, 0))
+	if err != nil {
+		return pay.Payment{}, err
+	}
+	pp.Expired = ReasonValidBefore
+	return pp, nil
 }
 
 // Rail is the x402 rail behind the engine's pay.PerCall seam, over a
@@ -169,9 +194,21 @@ func (r *Rail) Settle(ctx context.Context, p pay.Payment) (pay.Settlement, error
 			Reason: "the payment was settled before", Code: pay.ReasonAlreadySettled}
 	case errors.As(err, &rej):
 		return pay.Settlement{}, &pay.RejectedError{Rail: RailName, Status: rej.Status,
-			Reason: "the facilitator refused to settle: " + rej.Reason, Code: rej.Reason}
+			Reason: "the facilitator refused to settle: " + rej.Reason, Code: rej.Reason, MaybeMoved: maybeMoved[rej.Reason]}
 	}
 	return pay.Settlement{}, fmt.Errorf("%w: %v", pay.ErrSettlementUnknown, err)
+}
+
+// maybeMoved lists the settle refusals that an earlier settle of the same
+// payment having gone through could also explain: the authorization
+// expired since, the payer's balance was spent by it, or the facilitator
+// cannot tell. The others (signature, recipient, value, network, scheme,
+// version, payload) fail the same way whatever happened before.
+var maybeMoved = map[string]bool{
+	ReasonValidBefore:       true,
+	ReasonInsufficientFunds: true,
+	ReasonTransactionState:  true,
+	ReasonUnexpectedSettle:  true,
 }
 
 // Receipt is the PAYMENT-RESPONSE document of a payment in state, with its
