@@ -137,7 +137,13 @@ func (s *server) callPerCall(w http.ResponseWriter, r *http.Request, t catalog.T
 		receipt := x402.Receipt(pp, string(res.Payment.State), res.Payment.Transaction)
 		if v, err := x402.Encode(receipt); err == nil {
 			h.Set(x402.HeaderPaymentResponse, v)
-			if payment.X402Version == 1 {
+		}
+		if payment.X402Version == 1 {
+			// v1 names the network as v1 does ("base-sepolia", not CAIP-2).
+			if n, ok := x402.NetworkToV1(receipt.Network); ok {
+				receipt.Network = n
+			}
+			if v, err := x402.Encode(receipt); err == nil {
 				h.Set(x402.HeaderPaymentRespV1, v)
 			}
 		}
