@@ -430,13 +430,16 @@ func testX402(t *testing.T, mode string) {
 		require.Equal(t, "settlement_pending", settleReceiptOf(t, res, x402.HeaderPaymentResponse).ErrorReason)
 		require.Equal(t, "settlement_pending", mustPayment(t, db, pay).State)
 
-		fac.Inject("/settle", 1, facilitatortest.Fault{Kind: facilitatortest.Reject, Reason: x402.ReasonInsufficientFunds})
+		// A refusal that an earlier success could not explain (a spent
+		// balance or an expiry could: those stay pending, see
+		// engine.ReconcilePayments) is definitive.
+		fac.Inject("/settle", 1, facilitatortest.Fault{Kind: facilitatortest.Reject, Reason: x402.ReasonSignature})
 		require.NoError(t, edge.Scheduled(ctx, "w0", e2eX402Cron))
 		calls := fac.Calls(pay.Nonce())
 		require.Equal(t, facilitatortest.Calls{Verify: 1, Settle: 2}, calls)
 		require.Equal(t, settled, fac.Settlements(), "nothing moved")
 		row := mustPayment(t, db, pay)
-		require.Equal(t, paymentRow{State: "settlement_failed", Delivered: 1, Reason: x402.ReasonInsufficientFunds,
+		require.Equal(t, paymentRow{State: "settlement_failed", Delivered: 1, Reason: x402.ReasonSignature,
 			Attempts: 1, Key: row.Key}, row, "delivered and never paid: a loss")
 
 		// It is final: the cron does not try again, and a replay says so.

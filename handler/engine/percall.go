@@ -83,6 +83,18 @@ func (e *Engine) callPerCall(ctx context.Context, req CallRequest, l *callLog) (
 	if err != nil {
 		return CallResult{}, err
 	}
+	if p.Expired != "" {
+		// An expired payment only opens the key it already paid for; it
+		// claims and binds nothing new.
+		rec, err := e.store.Peek(ctx, a.key)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return CallResult{}, storeError("peek key", err)
+		}
+		if err != nil || rec.PaymentRef != p.Ref {
+			return CallResult{}, &PaymentRequiredError{X402: tool.X402, Reason: p.Expired,
+				Detail: "the payment's authorization has expired; sign a new one"}
+		}
+	}
 	cp := store.ClaimParams{Key: a.key, Owner: owner, Fingerprint: Fingerprint(tool.Name, canonical),
 		Now: e.now(), Lease: tool.Lease, TTL: tool.TTL}
 	cr, err := a.claimPaid(ctx, cp)
