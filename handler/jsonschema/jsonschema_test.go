@@ -218,6 +218,13 @@ func TestValidateIsBounded(t *testing.T) {
 	require.Equal(t, []string{" complexity"}, brief(vs))
 	require.True(t, truncated)
 
+	// A 1 MiB array of small values, each checked once, fits the budget.
+	in = "[" + strings.Repeat("1,", 1<<19-1) + "1]"
+	require.Greater(t, len(in), 1<<20)
+	vs, truncated = s.Validate(decode(t, in))
+	require.Empty(t, vs)
+	require.False(t, truncated)
+
 	// A deep recursive schema on deep data follows the data, then stops at
 	// the schema's end.
 	s, err = jsonschema.Compile([]byte(`{"type":"array","items":{"$ref":"#"}}`))
@@ -317,4 +324,29 @@ func FuzzValidate(f *testing.F) {
 			require.Equal(t, vs, again, fmt.Sprint(schema, " ", instance))
 		}
 	})
+}
+
+// BenchmarkValidateWorstCase spends the whole MaxSteps budget (the most
+// work one Validate can do) on an exponentially branching schema.
+func BenchmarkValidateWorstCase(b *testing.B) {
+	s, err := jsonschema.Compile([]byte(`{"$defs":{"x":{"anyOf":[{"$ref":"#/$defs/x","type":"string"},{"$ref":"#/$defs/x"}]}},"$ref":"#/$defs/x"}`))
+	require.NoError(b, err)
+	v := decode(b, `1`)
+	for b.Loop() {
+		_, truncated := s.Validate(v)
+		require.True(b, truncated)
+	}
+}
+
+// BenchmarkValidateTypical is a tool input of a few fields.
+func BenchmarkValidateTypical(b *testing.B) {
+	s, err := jsonschema.Compile([]byte(`{"type":"object","required":["q"],"additionalProperties":false,"properties":{` +
+		`"q":{"type":"string","minLength":1,"maxLength":500},"limit":{"type":"integer","minimum":1,"maximum":100},` +
+		`"lang":{"enum":["en","fr","de"]},"tags":{"type":"array","items":{"type":"string","pattern":"^[a-z]+$"},"uniqueItems":true}}}`))
+	require.NoError(b, err)
+	v := decode(b, `{"q":"what is the weather in Paris","limit":10,"lang":"fr","tags":["weather","travel"]}`)
+	for b.Loop() {
+		vs, _ := s.Validate(v)
+		require.Empty(b, vs)
+	}
 }

@@ -91,28 +91,34 @@ func (p *path) String() string {
 	return sb.String()
 }
 
-// evaluator collects violations, up to limit (1 for a probe: anyOf, oneOf,
-// not only need to know whether a schema matches).
+// evaluator collects violations, up to limit. A probe (anyOf, oneOf and
+// not only need to know whether a schema matches) is quiet: it counts one
+// failure and formats nothing, so a message is built only when reported.
 type evaluator struct {
-	run   *run
-	out   []Violation
-	limit int
+	run      *run
+	out      []Violation
+	limit    int
+	quiet    bool
+	failures int
 }
 
-func (e *evaluator) done() bool { return e.run.exhausted || len(e.out) >= e.limit }
+func (e *evaluator) done() bool { return e.run.exhausted || e.failures >= e.limit }
 
-func (e *evaluator) add(p *path, keyword, message string) {
+func (e *evaluator) add(p *path, keyword string, message func() string) {
 	if e.done() {
 		return
 	}
-	e.out = append(e.out, Violation{Path: p.String(), Keyword: keyword, Message: message})
+	e.failures++
+	if !e.quiet {
+		e.out = append(e.out, Violation{Path: p.String(), Keyword: keyword, Message: message()})
+	}
 }
 
 // matches reports whether v is valid against n, without reporting why not.
 func (e *evaluator) matches(n *node, v any, p *path, depth, refs int) bool {
-	probe := evaluator{run: e.run, limit: 1}
+	probe := evaluator{run: e.run, limit: 1, quiet: true}
 	probe.eval(n, v, p, depth+1, refs)
-	return len(probe.out) == 0 && !e.run.exhausted
+	return probe.failures == 0 && !e.run.exhausted
 }
 
 // eval checks v against n. depth counts nested evaluations; refs counts
@@ -123,17 +129,20 @@ func (e *evaluator) eval(n *node, v any, p *path, depth, refs int) {
 	}
 	switch {
 	case depth > maxDepth:
-		e.add(p, "$ref", fmt.Sprintf("the schema nests deeper than %d levels here", maxDepth))
+		e.add(p, "$ref", func() string { return fmt.Sprintf("the schema nests deeper than %d levels here", maxDepth) })
 		return
 	case n.never:
-		e.add(p, "false", "no value is allowed here (the schema is false)")
+		e.add(p, "false", func() string { return "no value is allowed here (the schema is false)" })
 		return
 	case n.always:
 		return
 	}
 	if n.ref != nil {
 		if refs >= MaxRefChain {
-			e.add(p, "$ref", fmt.Sprintf("the schema follows more than %d $ref in a row without descending into the input (a $ref loop)", MaxRefChain))
+			e.add(p, "$ref", func() string {
+				return fmt.Sprintf("the schema follows more than %d $ref in a row without descending into the input "+
+					"(a $ref loop)", MaxRefChain)
+			})
 		} else {
 			e.eval(n.ref, v, p, depth+1, refs+1)
 		}
@@ -141,16 +150,16 @@ func (e *evaluator) eval(n *node, v any, p *path, depth, refs int) {
 	num, isNum := numberOf(v)
 	if n.types != 0 {
 		if kind := kindOf(v, num, isNum); n.types&kind == 0 && !(kind == tInteger && n.types&tNumber != 0) {
-			e.add(p, "type", fmt.Sprintf("must be %s, not %s", n.typeList, kindName(kind, isNum)))
+			e.add(p, "type", func() string { return fmt.Sprintf("must be %s, not %s", n.typeList, kindName(kind, isNum)) })
 		}
 	}
 	if n.constKey != nil || n.enum != nil {
 		if key, ok := e.canonical(v); ok {
 			if n.constKey != nil && key != *n.constKey {
-				e.add(p, "const", "must be "+n.constText)
+				e.add(p, "const", func() string { return "must be " + n.constText })
 			}
 			if n.enum != nil && !contains(n.enum, key) {
-				e.add(p, "enum", "must be one of: "+n.enumText)
+				e.add(p, "enum", func() string { return "must be one of: " + n.enumText })
 			}
 		}
 	}
@@ -177,7 +186,9 @@ func (e *evaluator) eval(n *node, v any, p *path, depth, refs int) {
 			}
 		}
 		if !ok {
-			e.add(p, "anyOf", fmt.Sprintf("must match at least one of the %d schemas in anyOf; it matches none", len(n.anyOf)))
+			e.add(p, "anyOf", func() string {
+				return fmt.Sprintf("must match at least one of the %d schemas in anyOf; it matches none", len(n.anyOf))
+			})
 		}
 	}
 	if n.oneOf != nil {
@@ -194,26 +205,34 @@ func (e *evaluator) eval(n *node, v any, p *path, depth, refs int) {
 		}
 		switch len(hits) {
 		case 0:
-			e.add(p, "oneOf", fmt.Sprintf("must match exactly one of the %d schemas in oneOf; it matches none", len(n.oneOf)))
+			e.add(p, "oneOf", func() string {
+				return fmt.Sprintf("must match exactly one of the %d schemas in oneOf; it matches none", len(n.oneOf))
+			})
 		case 2:
-			e.add(p, "oneOf", fmt.Sprintf("must match exactly one of the schemas in oneOf; it matches #%d and #%d", hits[0], hits[1]))
+			e.add(p, "oneOf", func() string {
+				return fmt.Sprintf("must match exactly one of the schemas in oneOf; it matches #%d and #%d", hits[0], hits[1])
+			})
 		}
 	}
 	if n.not != nil && e.matches(n.not, v, p, depth, refs) {
-		e.add(p, "not", "must not match the schema in not")
+		e.add(p, "not", func() string { return "must not match the schema in not" })
 	}
 }
 
 func (e *evaluator) object(n *node, m map[string]any, p *path, depth int) {
 	if len(m) < n.minProps {
-		e.add(p, "minProperties", fmt.Sprintf("must have at least %d properties, has %d", n.minProps, len(m)))
+		e.add(p, "minProperties", func() string {
+			return fmt.Sprintf("must have at least %d properties, has %d", n.minProps, len(m))
+		})
 	}
 	if n.maxProps >= 0 && len(m) > n.maxProps {
-		e.add(p, "maxProperties", fmt.Sprintf("must have at most %d properties, has %d", n.maxProps, len(m)))
+		e.add(p, "maxProperties", func() string {
+			return fmt.Sprintf("must have at most %d properties, has %d", n.maxProps, len(m))
+		})
 	}
 	for _, name := range n.required {
 		if _, ok := m[name]; !ok {
-			e.add(p, "required", fmt.Sprintf("missing required property %q", name))
+			e.add(p, "required", func() string { return fmt.Sprintf("missing required property %q", name) })
 		}
 	}
 	if n.properties == nil && n.patternProps == nil && n.additional == nil {
@@ -249,7 +268,7 @@ func (e *evaluator) object(n *node, m map[string]any, p *path, depth int) {
 		switch {
 		case matched || n.additional == nil:
 		case n.additional.never:
-			e.add(cp, "additionalProperties", "is not allowed: the schema does not list this property")
+			e.add(cp, "additionalProperties", func() string { return "is not allowed: the schema does not list this property" })
 		default:
 			e.eval(n.additional, m[k], cp, depth+1, 0)
 		}
@@ -258,14 +277,14 @@ func (e *evaluator) object(n *node, m map[string]any, p *path, depth int) {
 
 func (e *evaluator) array(n *node, a []any, p *path, depth int) {
 	if len(a) < n.minItems {
-		e.add(p, "minItems", fmt.Sprintf("must have at least %d items, has %d", n.minItems, len(a)))
+		e.add(p, "minItems", func() string { return fmt.Sprintf("must have at least %d items, has %d", n.minItems, len(a)) })
 	}
 	if n.maxItems >= 0 && len(a) > n.maxItems {
-		e.add(p, "maxItems", fmt.Sprintf("must have at most %d items, has %d", n.maxItems, len(a)))
+		e.add(p, "maxItems", func() string { return fmt.Sprintf("must have at most %d items, has %d", n.maxItems, len(a)) })
 	}
 	for i, item := range a {
-		if e.done() || !e.run.step(1) {
-			return
+		if e.done() || i >= len(n.prefixItems) && n.items == nil {
+			break // (eval counts the steps)
 		}
 		cp := &path{parent: p, index: i, isItem: true}
 		switch {
@@ -273,7 +292,9 @@ func (e *evaluator) array(n *node, a []any, p *path, depth int) {
 			e.eval(n.prefixItems[i], item, cp, depth+1, 0)
 		case n.items == nil:
 		case n.items.never:
-			e.add(cp, "items", fmt.Sprintf("is not allowed: the array may have at most %d items", len(n.prefixItems)))
+			e.add(cp, "items", func() string {
+				return fmt.Sprintf("is not allowed: the array may have at most %d items", len(n.prefixItems))
+			})
 		default:
 			e.eval(n.items, item, cp, depth+1, 0)
 		}
@@ -289,7 +310,9 @@ func (e *evaluator) array(n *node, a []any, p *path, depth int) {
 				return
 			}
 			if j, dup := seen[key]; dup {
-				e.add(p, "uniqueItems", fmt.Sprintf("items %d and %d are equal; all items must be distinct", j, i))
+				e.add(p, "uniqueItems", func() string {
+					return fmt.Sprintf("items %d and %d are equal; all items must be distinct", j, i)
+				})
 				continue
 			}
 			seen[key] = i
@@ -304,10 +327,10 @@ func (e *evaluator) str(n *node, s string, p *path) {
 		}
 		l := utf8.RuneCountInString(s)
 		if l < n.minLength {
-			e.add(p, "minLength", fmt.Sprintf("must be at least %d characters long, is %d", n.minLength, l))
+			e.add(p, "minLength", func() string { return fmt.Sprintf("must be at least %d characters long, is %d", n.minLength, l) })
 		}
 		if n.maxLength >= 0 && l > n.maxLength {
-			e.add(p, "maxLength", fmt.Sprintf("must be at most %d characters long, is %d", n.maxLength, l))
+			e.add(p, "maxLength", func() string { return fmt.Sprintf("must be at most %d characters long, is %d", n.maxLength, l) })
 		}
 	}
 	if n.pattern != nil {
@@ -315,30 +338,30 @@ func (e *evaluator) str(n *node, s string, p *path) {
 			return
 		}
 		if !n.pattern.MatchString(s) {
-			e.add(p, "pattern", fmt.Sprintf("must match the pattern %q", shorten(n.pattern.String())))
+			e.add(p, "pattern", func() string { return fmt.Sprintf("must match the pattern %q", shorten(n.pattern.String())) })
 		}
 	}
 }
 
 func (e *evaluator) number(n *node, d decimal, p *path) {
 	if n.minimum != nil && d.cmp(*n.minimum) < 0 {
-		e.add(p, "minimum", "must be at least "+n.minimum.String())
+		e.add(p, "minimum", func() string { return "must be at least " + n.minimum.String() })
 	}
 	if n.maximum != nil && d.cmp(*n.maximum) > 0 {
-		e.add(p, "maximum", "must be at most "+n.maximum.String())
+		e.add(p, "maximum", func() string { return "must be at most " + n.maximum.String() })
 	}
 	if n.exclMinimum != nil && d.cmp(*n.exclMinimum) <= 0 {
-		e.add(p, "exclusiveMinimum", "must be greater than "+n.exclMinimum.String())
+		e.add(p, "exclusiveMinimum", func() string { return "must be greater than " + n.exclMinimum.String() })
 	}
 	if n.exclMaximum != nil && d.cmp(*n.exclMaximum) >= 0 {
-		e.add(p, "exclusiveMaximum", "must be less than "+n.exclMaximum.String())
+		e.add(p, "exclusiveMaximum", func() string { return "must be less than " + n.exclMaximum.String() })
 	}
 	if n.multipleOf != nil {
 		if !e.run.step(1 + len(d.digits)/18) {
 			return
 		}
 		if !d.multipleOf(*n.multipleOf) {
-			e.add(p, "multipleOf", "must be a multiple of "+n.multipleOf.String())
+			e.add(p, "multipleOf", func() string { return "must be a multiple of " + n.multipleOf.String() })
 		}
 	}
 }
