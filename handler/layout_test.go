@@ -31,7 +31,8 @@ func deps(t *testing.T, pkg string) []string {
 // TestLayout checks the package rules that make "where does money move?"
 // a one-package answer, from the import graph (`go list -deps`):
 //   - store imports nothing of the project; its backends import only store;
-//   - catalog and safejson are leaves above store;
+//   - safejson is a leaf; jsonschema (the input validator) imports only
+//     safejson; catalog imports them and store;
 //   - the engine imports no surface (handler, mcp) and not problem;
 //   - problem imports no surface; mcp does not import the REST surface;
 //   - the payment seam (handler/pay) imports nothing of the project, and a
@@ -51,11 +52,13 @@ func TestLayout(t *testing.T) {
 		"store/sqlstore":     {"store"},
 		"store/memory":       {"store"},
 		"handler/safejson":   {},
-		"handler/catalog":    {"store", "handler/safejson"},
+		"handler/jsonschema": {"handler/safejson"},
+		"handler/catalog":    {"store", "handler/safejson", "handler/jsonschema"},
 		"handler/pay":        {},
-		"handler/engine":     {"store", "handler/catalog", "handler/safejson", "handler/pay"},
-		"handler/problem":    {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine"},
-		"handler/mcp":        {"store", "handler/catalog", "handler/safejson", "handler/pay", "handler/engine", "handler/problem", "handler/pay/x402"},
+		"handler/engine":     {"store", "handler/catalog", "handler/safejson", "handler/jsonschema", "handler/pay"},
+		"handler/problem":    {"store", "handler/catalog", "handler/safejson", "handler/jsonschema", "handler/pay", "handler/engine"},
+		"handler/mcp": {"store", "handler/catalog", "handler/safejson", "handler/jsonschema", "handler/pay", "handler/engine",
+			"handler/problem", "handler/pay/x402"},
 		"handler/pay/stripe": {"store", "handler/safejson", "handler/pay"},
 		"handler/pay/x402":   {"store", "handler/safejson", "handler/pay"},
 		// A rail's test server may import its rail; nothing but tests may

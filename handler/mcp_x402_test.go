@@ -116,7 +116,7 @@ func TestMCPX402AnonymousAgent(t *testing.T) {
 		require.Contains(t, tool.Description, "reuse the same")
 		require.Contains(t, tool.Description, tgmcp.MetaIdempotencyKey)
 	}
-	require.ElementsMatch(t, []string{"echo", "slow", "flaky", "bad"}, names, "an anonymous agent sees only the tools sold per call")
+	require.ElementsMatch(t, []string{"echo", "slow", "flaky", "bad", "strict"}, names, "an anonymous agent sees only the tools sold per call")
 
 	// A tools/call without a payment: the offer, nothing executed.
 	sc := paymentRequired(t, mcpCall(t, cs, "echo", "k", nil))
@@ -140,7 +140,7 @@ func TestMCPX402AnonymousAgent(t *testing.T) {
 	c := e.newCaller("lister", "1.00")
 	all, err := e.connectMCP(c.key).ListTools(context.Background(), nil)
 	require.NoError(t, err)
-	require.Len(t, all.Tools, 5)
+	require.Len(t, all.Tools, 6)
 	_, err = mcptest.Connect(context.Background(), e.env.gw.URL+"/mcp", "tg_wrong", nil)
 	require.Error(t, err)
 	r := e.do(http.MethodPost, "/mcp", "tg_wrong", map[string]string{"Content-Type": "application/json"},

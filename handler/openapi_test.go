@@ -38,7 +38,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	require.Equal(t, inCode, inDoc)
 
 	// Every problem type the code can produce is listed.
-	for _, slug := range []string{"invalid-idempotency-key", "invalid-json", "unauthorized", "insufficient-funds",
+	for _, slug := range []string{"invalid-idempotency-key", "invalid-json", "invalid-input", "unauthorized", "insufficient-funds",
 		"unknown-tool", "method-not-allowed", "in-progress", "body-too-large", "idempotency-key-mismatch",
 		"upstream-rejected", "upstream-failed", "upstream-timeout", "store-unavailable", "internal",
 		"topups-disabled", "topup-not-found", "invalid-topup", "invalid-webhook", "payment-provider-unavailable",

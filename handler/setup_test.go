@@ -132,6 +132,12 @@ func (u *upstream) lastHeader() http.Header {
 	return u.headers[len(u.headers)-1]
 }
 
+// strictSchema is the inputSchema of the tool "strict" (here and in the
+// x402 catalog).
+const strictSchema = `{"type": "object", "required": ["q"], "additionalProperties": false, "properties": {
+	  "q": {"type": "string", "minLength": 1},
+	  "limit": {"type": "integer", "minimum": 1, "maximum": 9007199254740992}}}`
+
 // testCatalog is the catalog of every test: one tool per upstream behaviour.
 func testCatalog(t testing.TB, base string) *catalog.Catalog {
 	t.Helper()
@@ -156,7 +162,9 @@ func testCatalog(t testing.TB, base string) *catalog.Catalog {
 	 {"name": "deep", "description": "deep 400", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/deep"}},
 	 {"name": "text", "description": "text", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/text"}},
 	 {"name": "free", "description": "free", "price": "0", "currency": "USD", "upstream": {"url": "%[1]s/ok"}},
-	 {"name": "boom", "description": "panics", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok?boom=1"}}
+	 {"name": "boom", "description": "panics", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok?boom=1"}},
+	 {"name": "strict", "description": "checked input", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok"},
+	  "inputSchema": `+strictSchema+`}
 	]}`, base)
 	c, err := catalog.ParseCatalog([]byte(doc))
 	require.NoError(t, err)

@@ -61,7 +61,9 @@ func setupX402(t *testing.T) *x402Env {
 	 {"name": "slow", "description": "300 ms", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok?delay=300ms"}, %[2]s},
 	 {"name": "flaky", "description": "500 once", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/flaky"}, %[2]s},
 	 {"name": "bad", "description": "400", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/bad"}, %[2]s},
-	 {"name": "prepaid", "description": "no x402", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok"}}
+	 {"name": "prepaid", "description": "no x402", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok"}},
+	 {"name": "strict", "description": "checked input", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok"}, %[2]s,
+	  "inputSchema": `+strictSchema+`}
 	]}`, e.up.srv.URL, price)
 	cat, err := catalog.ParseCatalog([]byte(doc))
 	require.NoError(t, err)

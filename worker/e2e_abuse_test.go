@@ -104,7 +104,12 @@ func runAbuse(t *testing.T, start func(t *testing.T, tools string) abuseTarget) 
 	tools := fmt.Sprintf(`{"tools":[
 		{"name":"echo","description":"e","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"}},
 		{"name":"slow","description":"s","price":"0.05","currency":"USD","timeout":"20s","upstream":{"url":"%[1]s/slow"}},
-		{"name":"deep","description":"d","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/deep"}}]}`, up.URL)
+		{"name":"deep","description":"d","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/deep"}},
+		{"name":"strict","description":"recursive schema","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"},
+		 "inputSchema":{"type":"object","properties":{"c":{"$ref":"#"}},"additionalProperties":false}},
+		{"name":"branchy","description":"exponential schema","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"},
+		 "inputSchema":{"type":"object","properties":{"v":{"$ref":"#/$defs/x"}},
+		  "$defs":{"x":{"anyOf":[{"$ref":"#/$defs/x","type":"string"},{"$ref":"#/$defs/x"}]}}}}]}`, up.URL)
 	target := start(t, tools)
 	w0, db := target.base, target.db
 	alice := newCaller(t, w0, "alice", "1.00")
@@ -148,6 +153,39 @@ func runAbuse(t *testing.T, start func(t *testing.T, tools string) abuseTarget) 
 		} {
 			res, body := mallory.do(http.MethodPost, "/v1/tools/echo/call", []byte(tc.body), callHdr("m-"+name))
 			problem(t, name, res, body, tc.status, tc.slug)
+		}
+	})
+
+	// The inputSchema is checked before the claim (so before the balance):
+	// as deep as the body may nest along a recursive schema, as wide as the
+	// body may be, and against a schema whose work doubles per $ref, the
+	// check is bounded and the isolate lives on.
+	t.Run("inputSchema", func(t *testing.T) {
+		deepValid := strings.Repeat(`{"c":`, 127) + "{}" + strings.Repeat("}", 127)
+		deepInvalid := strings.Repeat(`{"c":`, 127) + `{"x":1}` + strings.Repeat("}", 127)
+		var wide strings.Builder
+		wide.WriteString(`{"c":{}`)
+		for i := range 60000 {
+			fmt.Fprintf(&wide, `,"k%d":1`, i)
+		}
+		wide.WriteString("}")
+		for name, tc := range map[string]struct {
+			tool, body, slug string
+			status           int
+			violations       int
+		}{
+			"deep valid":   {"strict", deepValid, "insufficient-funds", 402, 0},
+			"deep invalid": {"strict", deepInvalid, "invalid-input", 400, 1},
+			"wide invalid": {"strict", wide.String(), "invalid-input", 400, 20},
+			"exponential":  {"branchy", `{"v":1}`, "invalid-input", 400, 1},
+		} {
+			res, body := mallory.do(http.MethodPost, "/v1/tools/"+tc.tool+"/call", []byte(tc.body), callHdr("s-"+name))
+			problem(t, name, res, body, tc.status, tc.slug)
+			var p struct {
+				Violations []struct{ Path, Keyword string }
+			}
+			require.NoError(t, json.Unmarshal(body, &p), name)
+			require.Len(t, p.Violations, tc.violations, "%s: %s", name, body)
 		}
 	})
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toolgate/toolgate-go/handler/jsonschema"
 	"github.com/toolgate/toolgate-go/handler/safejson"
 	"github.com/toolgate/toolgate-go/store"
 )
@@ -45,8 +46,12 @@ type Tool struct {
 	// request (canonical form). They are not part of the fingerprint.
 	ForwardHeaders []string
 	// InputSchema is the JSON Schema of the input (for MCP's tools/list);
-	// {"type":"object"} when the document leaves it out. It is not enforced.
+	// {"type":"object"} when the document leaves it out.
 	InputSchema json.RawMessage
+	// Schema is InputSchema compiled (package jsonschema): the engine checks
+	// every input against it before the claim. Nil when the document leaves
+	// inputSchema out: such a tool takes any JSON input.
+	Schema *jsonschema.Schema
 	// X402, when set, also sells the tool per call for an x402 payment, to
 	// agents without an account (or whose balance is short).
 	X402 *X402
@@ -178,11 +183,13 @@ var unforwardable = map[string]bool{
 //	  "lease": "10s",                        // optional, default 10s
 //	  "ttl": "24h",                          // optional replay window, default 24h, > lease
 //	  "forwardHeaders": ["Accept-Language"], // optional caller headers sent upstream
-//	  "inputSchema": {"type": "object"}      // optional JSON Schema (MCP)
+//	  "inputSchema": {"type": "object"}      // optional JSON Schema, enforced
 //	}]}
 //
-// Unknown fields are errors. It returns an error naming the tool and the
-// field that is wrong.
+// Unknown fields are errors. The inputSchema must be an object whose type,
+// if given, is "object", written in the JSON Schema 2020-12 subset package
+// jsonschema enforces: a keyword outside it is an error. It returns an error
+// naming the tool and the field (or schema keyword) that is wrong.
 func ParseCatalog(doc []byte) (*Catalog, error) {
 	var cd catalogDoc
 	if err := safejson.DecodeStrict(doc, &cd); err != nil {
@@ -302,6 +309,9 @@ func parseTool(raw json.RawMessage) (Tool, error) {
 			return t, fmt.Errorf("inputSchema: %w", err)
 		}
 		t.InputSchema = buf.Bytes()
+		if t.Schema, err = jsonschema.Compile(t.InputSchema); err != nil {
+			return t, fmt.Errorf("inputSchema: %w", err)
+		}
 	}
 	if d.X402 != nil {
 		x, err := parseX402(*d.X402, t)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/jsonschema"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -45,6 +46,9 @@ func TestParseCatalog(t *testing.T) {
 	require.Equal(t, map[string]string{"X-Api-Version": "2"}, s.Headers)
 	require.Equal(t, []string{"Accept-Language"}, s.ForwardHeaders)
 	require.JSONEq(t, `{"type":"object","properties":{"q":{"type":"string"}},"required":["q"]}`, string(s.InputSchema))
+	require.NotNil(t, s.Schema, "the inputSchema is compiled")
+	vs, _ := s.Schema.Validate(map[string]any{"q": 1})
+	require.Equal(t, []jsonschema.Violation{{Path: "/q", Keyword: "type", Message: "must be string, not number"}}, vs)
 
 	p, ok := c.Tool("ping")
 	require.True(t, ok)
@@ -53,6 +57,7 @@ func TestParseCatalog(t *testing.T) {
 	require.Equal(t, catalog.DefaultToolLease, p.Lease)
 	require.Equal(t, store.DefaultTTL, p.TTL)
 	require.JSONEq(t, `{"type":"object"}`, string(p.InputSchema))
+	require.Nil(t, p.Schema, "no inputSchema in the document: any input")
 	require.Equal(t, []string{"CREDIT", "USD"}, c.Currencies())
 	_, ok = c.Tool("nope")
 	require.False(t, ok)
@@ -90,6 +95,14 @@ func TestParseCatalogRejectsInvalidDocuments(t *testing.T) {
 		"set idem key":                 {`{"tools": [{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test", "headers": {"idempotency-key": "x"}}}]}`, `upstream.headers: header "idempotency-key" cannot be set`},
 		"schema not object":            {tool(`, "inputSchema": [1]`), "inputSchema must be a JSON object"},
 		"schema type":                  {tool(`, "inputSchema": {"type": "string"}`), `inputSchema.type must be "object"`},
+		"schema unknown keyword": {tool(`, "inputSchema": {"type": "object", "properties": {"q": {"type": "string", "contentEncoding": "base64"}}}`),
+			`tools[0] ("t"): inputSchema: keyword "contentEncoding" at /properties/q: is not supported`},
+		"schema draft-07 definitions": {tool(`, "inputSchema": {"type": "object", "definitions": {}}`),
+			`tools[0] ("t"): inputSchema: keyword "definitions": is not supported`},
+		"schema bad pattern": {tool(`, "inputSchema": {"type": "object", "properties": {"q": {"pattern": "(?<=a)b"}}}`),
+			`tools[0] ("t"): inputSchema: keyword "pattern" at /properties/q: "(?<=a)b" is not a Go (RE2) regular expression`},
+		"schema dangling ref": {tool(`, "inputSchema": {"type": "object", "properties": {"q": {"$ref": "#/$defs/q"}}}`),
+			`tools[0] ("t"): inputSchema: keyword "$ref" at /properties/q: "#/$defs/q" does not point to a schema`},
 		"duplicate name": {`{"tools": [` +
 			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}},` +
 			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}}]}`,

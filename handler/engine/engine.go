@@ -276,6 +276,7 @@ func (e *Engine) Logger() *slog.Logger { return e.logger }
 // calls the upstream and stores the answer; duplicates replay it, or wait
 // for it while it runs. It logs one line. Errors: ErrUnauthorized (no
 // caller), ErrUnknownTool, ErrInvalidIdempotencyKey, *InvalidInputError,
+// *InputSchemaError (before any claim: nothing charged or stored),
 // store.ErrFingerprintMismatch, *store.InsufficientFundsError,
 // *InProgressError, *UpstreamError, ErrLostLease (taken over twice), and
 // *StoreError; the HTTP surface maps them to problems in one function.
@@ -327,8 +328,11 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	if err := ValidateIdempotencyKey(req.Key); err != nil {
 		return CallResult{}, err
 	}
-	canonical, err := Canonicalize(req.Input)
+	input, canonical, err := decodeInput(req.Input)
 	if err != nil {
+		return CallResult{}, err
+	}
+	if err := checkInput(tool, input); err != nil {
 		return CallResult{}, err
 	}
 	a := &attempt{e: e, tool: tool, caller: req.Caller, key: ScopedKey(req.Caller.ID, tool.Name, req.Key),

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/toolgate/toolgate-go/handler/jsonschema"
 )
 
 // Errors of the engine. Package problem maps each of them, and the store's,
@@ -31,6 +33,24 @@ type InvalidInputError struct{ Reason string }
 
 // Error implements error.
 func (e *InvalidInputError) Error() string { return "invalid input: " + e.Reason }
+
+// InputSchemaError means the input is JSON but does not match the tool's
+// inputSchema. It is returned before the claim: nothing was charged, stored
+// or executed, and the key stays free for a corrected input.
+type InputSchemaError struct {
+	Tool string
+	// Violations lists what is wrong, at most jsonschema.MaxViolations, in
+	// a stable order.
+	Violations []jsonschema.Violation
+	// Truncated reports that there were more violations than listed (or
+	// that the check ran out of steps, see jsonschema.MaxSteps).
+	Truncated bool
+}
+
+// Error implements error.
+func (e *InputSchemaError) Error() string {
+	return fmt.Sprintf("input does not match the inputSchema of %q: %d violations", e.Tool, len(e.Violations))
+}
 
 // InProgressError means another attempt holds the key and the wait for it
 // ran out (or waiting is off). Retry after RetryAfter.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/toolgate/toolgate-go/handler/catalog"
 	"github.com/toolgate/toolgate-go/handler/safejson"
 )
 
@@ -124,28 +125,50 @@ func logKey(scoped string) string {
 // an empty body, trailing data, nesting deeper than safejson.MaxDepth and lone
 // UTF-16 surrogate escapes (checked before any recursive decoding).
 func Canonicalize(input []byte) ([]byte, error) {
+	_, canonical, err := decodeInput(input)
+	return canonical, err
+}
+
+// decodeInput is Canonicalize that also returns the decoded input (numbers
+// as json.Number), which the tool's schema is checked against.
+func decodeInput(input []byte) (any, []byte, error) {
 	if reason := safejson.Check(input, safejson.MaxDepth); reason != "" {
-		return nil, &InvalidInputError{Reason: reason}
+		return nil, nil, &InvalidInputError{Reason: reason}
 	}
 	dec := json.NewDecoder(bytes.NewReader(input))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, &InvalidInputError{Reason: "the body is empty; send the tool's JSON input"}
+			return nil, nil, &InvalidInputError{Reason: "the body is empty; send the tool's JSON input"}
 		}
-		return nil, &InvalidInputError{Reason: "the body is not valid JSON: " + err.Error()}
+		return nil, nil, &InvalidInputError{Reason: "the body is not valid JSON: " + err.Error()}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, &InvalidInputError{Reason: "the body holds data after the JSON value"}
+		return nil, nil, &InvalidInputError{Reason: "the body holds data after the JSON value"}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		return nil, &InvalidInputError{Reason: "the body cannot be re-encoded: " + err.Error()}
+		return nil, nil, &InvalidInputError{Reason: "the body cannot be re-encoded: " + err.Error()}
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return v, bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// checkInput checks the decoded input against the tool's schema (see
+// catalog.Tool.Schema): an *InputSchemaError lists what is wrong. It runs
+// before the claim, so an invalid input is neither charged, stored nor
+// executed.
+func checkInput(tool catalog.Tool, input any) error {
+	if tool.Schema == nil {
+		return nil
+	}
+	vs, truncated := tool.Schema.Validate(input)
+	if len(vs) == 0 {
+		return nil
+	}
+	return &InputSchemaError{Tool: tool.Name, Violations: vs, Truncated: truncated}
 }
 
 // Fingerprint identifies a request for the idempotency check: "v1:" and the

@@ -72,8 +72,13 @@ func (e *Engine) callPerCall(ctx context.Context, req CallRequest, l *callLog) (
 	if err := ValidateIdempotencyKey(key); err != nil {
 		return CallResult{}, err
 	}
-	canonical, err := Canonicalize(req.Input)
+	input, canonical, err := decodeInput(req.Input)
 	if err != nil {
+		return CallResult{}, err
+	}
+	// Before the payment is bound to the key (ClaimPayment) or verified:
+	// an invalid input costs the payer nothing and leaves the payment free.
+	if err := checkInput(tool, input); err != nil {
 		return CallResult{}, err
 	}
 	a := &attempt{e: e, tool: tool, caller: store.Caller{ID: p.Caller}, key: ScopedKey(p.Caller, tool.Name, key),

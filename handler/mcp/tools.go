@@ -264,15 +264,21 @@ func textContent(text string) map[string]any {
 
 // toolError maps an engine error for tool t (the zero Tool when unknown).
 // The caller's own mistakes about the request (unknown tool, bad key, bad
-// input) are JSON-RPC errors -32602; an internal failure is -32603;
-// everything else (payment required, upstream failure, key mismatch, in
-// progress, store unavailable, unauthorized for an anonymous session) is a
-// result with isError and the REST problem as structuredContent, except a
-// payment required for a tool sold per call (paymentRequired).
+// input) are JSON-RPC errors -32602 (an input that fails the tool's
+// inputSchema with the problem type and the violations as data); an
+// internal failure is -32603; everything else (payment required, upstream
+// failure, key mismatch, in progress, store unavailable, unauthorized for an
+// anonymous session) is a result with isError and the REST problem as
+// structuredContent, except a payment required for a tool sold per call
+// (paymentRequired).
 func (s *server) toolError(r *http.Request, t catalog.Tool, err error, key string) (any, *rpcError) {
 	p := problem.For(err)
 	var inputErr *engine.InvalidInputError
+	var schemaErr *engine.InputSchemaError
 	switch {
+	case errors.As(err, &schemaErr):
+		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: " + p.Detail,
+			Data: map[string]any{"type": p.Type, "violations": schemaErr.Violations}}
 	case errors.Is(err, engine.ErrUnknownTool), errors.Is(err, engine.ErrInvalidIdempotencyKey), errors.As(err, &inputErr):
 		return nil, &rpcError{Code: rpcInvalidParams, Message: "Invalid params: " + p.Detail}
 	case p.Status == http.StatusInternalServerError:

@@ -69,6 +69,7 @@ func newProblem(status int, slug, title, detail string) Problem {
 func For(err error) Problem {
 	var (
 		inputErr    *engine.InvalidInputError
+		schemaErr   *engine.InputSchemaError
 		badReq      *BadRequestError
 		inProgress  *engine.InProgressError
 		upstreamErr *engine.UpstreamError
@@ -87,6 +88,8 @@ func For(err error) Problem {
 			err.Error()+"; send 1-255 printable ASCII characters in the Idempotency-Key header")
 	case errors.As(err, &inputErr):
 		return newProblem(http.StatusBadRequest, "invalid-json", "Invalid JSON input", inputErr.Reason)
+	case errors.As(err, &schemaErr):
+		return inputSchemaProblem(schemaErr)
 	case errors.As(err, &badReq):
 		return newProblem(http.StatusBadRequest, "invalid-request", "Invalid request", badReq.Reason)
 	case errors.Is(err, store.ErrInvalidAmount), errors.Is(err, store.ErrUnknownCurrency):
@@ -213,6 +216,23 @@ func fundsProblem(err error, fe *store.InsufficientFundsError) Problem {
 		p.Detail += fmt.Sprintf("; add at least %s %s with %s %s and retry with the same Idempotency-Key",
 			amount(t.Minimum), cur, t.Method, t.Path)
 	}
+	return p
+}
+
+// inputSchemaProblem is the 400 of an input that does not match the tool's
+// inputSchema, with the violations as a member.
+func inputSchemaProblem(e *engine.InputSchemaError) Problem {
+	n := fmt.Sprintf("%d violations", len(e.Violations))
+	switch {
+	case e.Truncated:
+		n = fmt.Sprintf("the first %d violations are listed", len(e.Violations))
+	case len(e.Violations) == 1:
+		n = "1 violation"
+	}
+	p := newProblem(http.StatusBadRequest, "invalid-input", "Input does not match the tool's schema",
+		fmt.Sprintf("the input does not match the inputSchema of %q (%s); nothing was charged, stored or executed; "+
+			"correct the input and retry, with the same Idempotency-Key if you like", e.Tool, n))
+	p.Extensions = map[string]any{"violations": e.Violations}
 	return p
 }
 
