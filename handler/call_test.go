@@ -641,14 +641,16 @@ func TestLocalWaitersShareTheExecution(t *testing.T) {
 		require.Equal(t, string(res[0].body), string(r.body))
 	}
 	// n claims (one of them with the charge) and one complete; a waiter that
-	// claims before the owner has published its flight polls once more.
-	// Polling for the whole 300 ms would cost 3-4 reads per waiter.
-	require.LessOrEqual(t, e.db.Count()-before, int64(2*n))
+	// claims before the owner has published its flight polls the store
+	// until its next poll finds the flight (once, or twice when the machine
+	// is loaded and the owner's goroutine is late to publish). Polling for
+	// the whole 300 ms would cost 5-6 reads per waiter.
+	require.LessOrEqual(t, e.db.Count()-before, int64(3*n))
 	waited := 0
 	for _, l := range e.logLines() {
 		if l["outcome"] == string(engine.OutcomeWaited) {
 			waited++
-			require.LessOrEqual(t, l["roundTrips"], float64(2))
+			require.LessOrEqual(t, l["roundTrips"], float64(3))
 		}
 	}
 	require.Equal(t, n-1, waited)
