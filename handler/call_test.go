@@ -646,14 +646,18 @@ func TestLocalWaitersShareTheExecution(t *testing.T) {
 	// is loaded and the owner's goroutine is late to publish). Polling for
 	// the whole 300 ms would cost 5-6 reads per waiter.
 	require.LessOrEqual(t, e.db.Count()-before, int64(3*n))
-	waited := 0
+	waited, replayed := 0, 0
 	for _, l := range e.logLines() {
-		if l["outcome"] == string(engine.OutcomeWaited) {
+		switch l["outcome"] {
+		case string(engine.OutcomeWaited):
 			waited++
 			require.LessOrEqual(t, l["roundTrips"], float64(3))
+		case string(engine.OutcomeReplayed):
+			replayed++ // a duplicate the loaded machine started after the answer was stored
 		}
 	}
-	require.Equal(t, n-1, waited)
+	require.Equal(t, n-1, waited+replayed)
+	require.Positive(t, waited)
 	require.EqualValues(t, 1, e.up.calls.Load())
 	require.EqualValues(t, 95, e.balance(alice))
 	e.checkInvariants()
