@@ -249,6 +249,9 @@ type ChargeParams struct {
 	Currency string
 	Amount   int64
 	Now      time.Time
+	// KeyID is the caller's key that is charged (Caller.KeyID); "" for the
+	// caller's original key.
+	KeyID string
 }
 
 // ClaimChargeParams are the arguments of ClaimCharge: a claim, and the
@@ -258,6 +261,9 @@ type ClaimChargeParams struct {
 	Caller   string
 	Currency string
 	Amount   int64
+	// KeyID is the caller's key that is charged (Caller.KeyID), for
+	// per-key spending caps; "" for the caller's original key.
+	KeyID string
 }
 
 // ClaimChargeResult is the claim's result and, when the claim was won, the
@@ -350,6 +356,10 @@ type Caller struct {
 	Name      string
 	KeyHash   []byte // sha256 of the bearer key
 	CreatedAt time.Time
+	// KeyID names the key the caller authenticated with, when a caller
+	// has several keys (per-key caps and usage); "" for the caller's
+	// original key.
+	KeyID string
 }
 
 // Callers stores API clients.

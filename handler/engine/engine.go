@@ -352,7 +352,7 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	var paid *chargeOutcome
 	if tool.Price > 0 {
 		ccr, err := e.store.ClaimCharge(ctx, store.ClaimChargeParams{ClaimParams: p,
-			Caller: a.caller.ID, Currency: tool.Currency, Amount: tool.Price})
+			Caller: a.caller.ID, Currency: tool.Currency, Amount: tool.Price, KeyID: a.caller.KeyID})
 		if err != nil {
 			return CallResult{}, storeError("claim key", err)
 		}
@@ -586,7 +586,7 @@ func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOut
 		cr, err = paid.res, paid.err
 	} else {
 		cr, err = e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
-			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now()})
+			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now(), KeyID: a.caller.KeyID})
 	}
 	if errors.Is(err, store.ErrInsufficientFunds) {
 		if ferr := e.store.Fail(ctx, f, "insufficient funds", e.now()); ferr != nil {
