@@ -337,8 +337,9 @@ func (s *server) handleCalls(w http.ResponseWriter, r *http.Request) {
 
 // handleAttention serves GET /v1/admin/attention: calls in progress past
 // their lease (abandoned; the next cron sweep refunds and fails them),
-// callers who owe money, and x402 payments whose settle outcome is not
-// known yet (the cron settles them again).
+// callers who owe money, x402 payments whose settle outcome is not known
+// yet (the cron settles them again), and x402 payments whose settle failed
+// after the answer was delivered (recorded losses).
 func (s *server) handleAttention(w http.ResponseWriter, r *http.Request) {
 	if !s.requireAdmin(w, r) {
 		return
@@ -355,6 +356,11 @@ func (s *server) handleAttention(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pending, err := s.engine.PendingSettlements(r.Context(), attentionLimit)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	losses, err := s.engine.Losses(r.Context(), attentionLimit)
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -379,12 +385,19 @@ func (s *server) handleAttention(w http.ResponseWriter, r *http.Request) {
 		Stuck              []adminCallJSON  `json:"stuck"`
 		Owed               []owedJSON       `json:"owed"`
 		PendingSettlements []settlementJSON `json:"pendingSettlements"`
-	}{At: now.UTC(), Stuck: s.adminCalls(stuck), Owed: []owedJSON{}, PendingSettlements: []settlementJSON{}}
+		Losses             []settlementJSON `json:"losses"`
+	}{At: now.UTC(), Stuck: s.adminCalls(stuck), Owed: []owedJSON{}, PendingSettlements: []settlementJSON{},
+		Losses: []settlementJSON{}}
+	view := func(p store.Payment) settlementJSON {
+		return settlementJSON{Payer: p.Caller, Amount: store.FormatAmount(p.Amount, p.Currency), Currency: p.Currency,
+			State: string(p.State), Attempts: p.Attempts, NextAttemptAt: p.NextAttemptAt.UTC(),
+			ValidBefore: p.ValidBefore.UTC(), Delivered: p.Delivered, Reason: p.Reason}
+	}
 	for _, p := range pending {
-		out.PendingSettlements = append(out.PendingSettlements, settlementJSON{Payer: p.Caller,
-			Amount: store.FormatAmount(p.Amount, p.Currency), Currency: p.Currency, State: string(p.State),
-			Attempts: p.Attempts, NextAttemptAt: p.NextAttemptAt.UTC(), ValidBefore: p.ValidBefore.UTC(),
-			Delivered: p.Delivered, Reason: p.Reason})
+		out.PendingSettlements = append(out.PendingSettlements, view(p))
+	}
+	for _, p := range losses {
+		out.Losses = append(out.Losses, view(p))
 	}
 	for _, c := range cs {
 		for _, b := range balancesJSON(c.Balances) {

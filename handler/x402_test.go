@@ -458,5 +458,10 @@ func TestX402UnresolvedAfterExpiry(t *testing.T) {
 	require.True(t, ps[0].Delivered, "a recorded loss")
 	require.Contains(t, ps[0].Reason, "unresolved")
 	require.Equal(t, 0, e.fac.Settlements())
+	r = e.do(http.MethodGet, "/v1/admin/attention", adminToken, nil, "")
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	losses := r.json(t)["losses"].([]any)
+	require.Len(t, losses, 1, "the admin sees the loss")
+	require.Equal(t, true, losses[0].(map[string]any)["delivered"])
 	e.checkInvariants()
 }

@@ -204,6 +204,11 @@ type Payments interface {
 	// for an unknown payment, ErrInvalidArgument for another out.State.
 	// Attempts counts each call that found the payment pending.
 	ResolvePayment(ctx context.Context, caller, ref string, out PaymentOutcome, next, now time.Time) (Payment, error)
+	// Losses returns at most limit payments whose answer was delivered and
+	// whose settle then failed (settlement_failed, delivered): the
+	// publisher's recorded losses, newest first. Like DuePayments, it reads
+	// across callers (the admin's view).
+	Losses(ctx context.Context, limit int) ([]Payment, error)
 	// PaymentByRef returns a payment, or ErrNotFound.
 	PaymentByRef(ctx context.Context, caller, ref string) (Payment, error)
 	// PaymentsByKey returns the payments bound to key, oldest first.

@@ -565,3 +565,14 @@ func (e *Engine) PendingSettlements(ctx context.Context, limit int) ([]store.Pay
 	}
 	return ps, nil
 }
+
+// Losses lists at most limit per-call payments whose answer was delivered
+// and whose settle then failed: the publisher's recorded losses, for the
+// admin's attention list.
+func (e *Engine) Losses(ctx context.Context, limit int) ([]store.Payment, error) {
+	ps, err := e.store.Losses(ctx, limit)
+	if err != nil {
+		return nil, storeError("list losses", err)
+	}
+	return ps, nil
+}

@@ -218,6 +218,36 @@ func (s *Store) live(pay *payment, now time.Time) bool {
 	return ok && r.PaymentRef == pay.Ref && r.Status == store.StatusInProgress && r.LeaseExpiresAt.After(now)
 }
 
+// Losses implements store.Payments.
+func (s *Store) Losses(_ context.Context, limit int) ([]store.Payment, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: limit %d", store.ErrInvalidArgument, limit)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lost []*payment
+	for _, p := range s.payments {
+		if p.State == store.PaymentFailed && p.Delivered {
+			lost = append(lost, p)
+		}
+	}
+	sort.Slice(lost, func(i, j int) bool {
+		a, b := lost[i], lost[j]
+		if !a.UpdatedAt.Equal(b.UpdatedAt) {
+			return a.UpdatedAt.After(b.UpdatedAt)
+		}
+		if a.Caller != b.Caller {
+			return a.Caller < b.Caller
+		}
+		return a.Ref < b.Ref
+	})
+	out := []store.Payment{}
+	for _, p := range lost[:min(limit, len(lost))] {
+		out = append(out, p.copy())
+	}
+	return out, nil
+}
+
 // DuePayments implements store.Payments.
 func (s *Store) DuePayments(_ context.Context, now time.Time, limit int) ([]store.Payment, error) {
 	if limit <= 0 {

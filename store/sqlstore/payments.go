@@ -293,6 +293,23 @@ func (s *Store) DuePayments(ctx context.Context, now time.Time, limit int) ([]st
 	return out, nil
 }
 
+// Losses implements store.Payments.
+func (s *Store) Losses(ctx context.Context, limit int) ([]store.Payment, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: limit %d", store.ErrInvalidArgument, limit)
+	}
+	rows, err := s.db.Query(ctx, `SELECT `+paymentCols+` FROM payments
+		WHERE state = 'settlement_failed' AND delivered = 1 ORDER BY updated_at DESC, caller, ref LIMIT ?`, int64(limit))
+	if err != nil {
+		return nil, fmt.Errorf("losses: %w", err)
+	}
+	out := make([]store.Payment, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, scanPayment(r))
+	}
+	return out, nil
+}
+
 var paymentColsOfP = "p." + strings.ReplaceAll(strings.Join(strings.Fields(paymentCols), " "), ", ", ", p.")
 
 // paymentCreditBack holds for a pending payment p that, found settled,

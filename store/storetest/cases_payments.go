@@ -353,6 +353,12 @@ var paymentCases = []Case{
 		require.Equal(t, store.PaymentFailed, p.State)
 		require.True(t, p.Delivered, "a recorded loss")
 		require.Equal(t, "authorization_expired", p.Reason)
+		losses, err := s.Losses(ctx, 10)
+		require.NoError(t, err)
+		require.Len(t, losses, 1, "the admin's list of losses")
+		require.Equal(t, "pay-a", losses[0].Ref)
+		_, err = s.Losses(ctx, 0)
+		require.ErrorIs(t, err, store.ErrInvalidArgument)
 		replay := mustClaimPay(t, s, claimPay("k1", "B", "pay-a", at(2*time.Minute)), store.OutcomeCompleted)
 		require.Equal(t, store.PaymentFailed, replay.Payment.State)
 		// A lost payment was delivered for: it is not retried.

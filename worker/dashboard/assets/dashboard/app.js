@@ -261,7 +261,14 @@ function renderAttention() {
         el("td", {}, p.payer), el("td", { class: "n" }, `${p.amount} ${p.currency}`), el("td", { class: "n" }, String(p.attempts)),
         el("td", {}, when(p.nextAttemptAt)), el("td", {}, when(p.validBefore)))), ""));
   }
-  if (!parts.length) parts.push(el("p", { class: "empty", id: "attention-empty" }, "Nothing needs attention: no call is stuck past its lease, no caller owes money and no x402 settle is pending."));
+  const losses = a.losses || [];
+  if (losses.length) {
+    parts.push(el("h3", {}, `${losses.length} x402 payment(s) lost after delivery`),
+      el("p", { class: "note" }, "The answer was delivered and the settle then failed for good: recorded losses."),
+      table([["payer"], ["amount", 1], ["reason"]], losses.map((p) => el("tr", {},
+        el("td", {}, p.payer), el("td", { class: "n" }, `${p.amount} ${p.currency}`), el("td", {}, p.reason || "—"))), ""));
+  }
+  if (!parts.length) parts.push(el("p", { class: "empty", id: "attention-empty" }, "Nothing needs attention: no call is stuck past its lease, no caller owes money, no x402 settle is pending and no payment was lost."));
   $("attention").replaceChildren(...parts);
 }
 
