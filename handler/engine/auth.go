@@ -34,11 +34,15 @@ func newCallerKey(r io.Reader) (string, error) {
 	return CallerKeyPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-// Authenticate returns the caller whose key is key. It looks the key's
-// SHA-256 up in the store (or in a short-lived cache of positive lookups, so
-// a warm caller costs no round trip) and compares the hashes in constant
-// time. It returns ErrUnauthorized for an empty or unknown key and a
-// *StoreError when the store fails.
+// Authenticate returns the caller whose key is key, with KeyID naming the
+// key. It looks the key's SHA-256 up in the store (or in a short-lived
+// cache of positive lookups, so a warm caller costs no round trip) and
+// compares the hashes in constant time. It returns ErrUnauthorized for an
+// empty, unknown or revoked key and a *StoreError when the store fails.
+//
+// A key revoked or rotated through this engine stops here at once (its
+// cache entries are dropped); on another isolate it stops when that
+// isolate's entry expires, within CallerCacheTTL.
 func (e *Engine) Authenticate(ctx context.Context, key string) (store.Caller, error) {
 	if key == "" {
 		return store.Caller{}, ErrUnauthorized
@@ -48,7 +52,7 @@ func (e *Engine) Authenticate(ctx context.Context, key string) (store.Caller, er
 	if c, ok := e.callers.get(sum, now); ok {
 		return c, nil
 	}
-	c, err := e.store.CallerByKeyHash(ctx, sum[:])
+	c, err := e.store.CallerByKeyHash(ctx, sum[:], now)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Caller{}, ErrUnauthorized
 	}
@@ -73,8 +77,10 @@ func BearerToken(r *http.Request) string {
 }
 
 // callerCache remembers successful key lookups for ttl, keyed by the key's
-// hash (never the key). Callers are immutable in the store; a revocation
-// API would have to clear it. A nil *callerCache caches nothing.
+// hash (never the key). A revocation or rotation forgets the key's entries
+// (forget); other isolates' caches keep them until they expire, which
+// bounds how long a revoked key can still be used. A nil *callerCache
+// caches nothing.
 type callerCache struct {
 	mu  sync.Mutex
 	ttl time.Duration
@@ -113,4 +119,18 @@ func (c *callerCache) put(sum [32]byte, caller store.Caller, now time.Time) {
 		}
 	}
 	c.m[sum] = cachedCaller{caller: caller, expires: now.Add(c.ttl)}
+}
+
+// forget drops the entries of the caller's key keyID.
+func (c *callerCache) forget(caller, keyID string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, v := range c.m {
+		if v.caller.ID == caller && v.caller.KeyID == keyID {
+			delete(c.m, k)
+		}
+	}
 }

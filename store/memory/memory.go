@@ -28,7 +28,7 @@ type Store struct {
 	entries  []entry
 	refs     map[string]int // reference -> index in entries
 	callers  map[string]store.Caller
-	keys     []store.CallerKey // every caller's keys, oldest first (see keys.go)
+	keys     []store.CallerKey         // every caller's keys, oldest first (see keys.go)
 	usage    map[usageKey]*store.Usage // see stats.go
 	owed     map[balanceKey]int64
 
