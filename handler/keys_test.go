@@ -195,7 +195,7 @@ func TestUsageEqualsLedger(t *testing.T) {
 	require.Equal(t, http.StatusOK, e.call(k.key, "echo", "2", `{}`).status)
 	require.Equal(t, http.StatusOK, e.call(k.key, "echo", "2", `{}`).status) // a replay: no charge, no call
 	require.Equal(t, http.StatusOK, e.call(alice.key, "echo2", "3", `{}`).status)
-	require.Equal(t, http.StatusBadGateway, e.call(k.key, "fail", "4", `{}`).status)       // charged, refunded
+	require.Equal(t, http.StatusBadGateway, e.call(k.key, "fail", "4", `{}`).status)      // charged, refunded
 	require.Equal(t, http.StatusFailedDependency, e.call(k.key, "bad", "5", `{}`).status) // charged, refunded, stored
 	require.Equal(t, http.StatusOK, e.call(bob.key, "echo", "1", `{}`).status)
 
