@@ -17,8 +17,8 @@ const keyCols = `caller, id, name, key_hash, created_at, coalesce(revoked_at, 0)
 // statement: the lookup costs no more round trips than a read.
 const callerByKeySQL = `UPDATE caller_keys SET last_used_at = max(coalesce(last_used_at, 0), ?)
 	WHERE key_hash = ? AND revoked_at IS NULL
-	RETURNING caller, id, key_hash, (SELECT name FROM callers WHERE callers.id = caller_keys.caller),
-		(SELECT created_at FROM callers WHERE callers.id = caller_keys.caller)`
+	RETURNING caller, id AS key_id, key_hash, (SELECT name FROM callers WHERE callers.id = caller_keys.caller) AS name,
+		(SELECT created_at FROM callers WHERE callers.id = caller_keys.caller) AS created_at`
 
 // keyInvariantChecks return rows only when a key has no caller, or a
 // caller has no original key.
