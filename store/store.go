@@ -249,8 +249,8 @@ type ChargeParams struct {
 	Currency string
 	Amount   int64
 	Now      time.Time
-	// KeyID is the caller's key that is charged (Caller.KeyID); "" for the
-	// caller's original key.
+	// KeyID is the caller's key that is charged (Caller.KeyID;
+	// OriginalKeyID for the key the caller was created with).
 	KeyID string
 }
 
@@ -262,7 +262,8 @@ type ClaimChargeParams struct {
 	Currency string
 	Amount   int64
 	// KeyID is the caller's key that is charged (Caller.KeyID), for
-	// per-key spending caps; "" for the caller's original key.
+	// per-key spending caps; OriginalKeyID for the key the caller was
+	// created with.
 	KeyID string
 }
 
