@@ -247,3 +247,50 @@ func TestUsageEqualsLedger(t *testing.T) {
 	require.Len(t, bobs["periods"].([]any)[0].(map[string]any)["tools"], 1, "bob sees only his own")
 	e.checkInvariants()
 }
+
+// slowLookups holds a key lookup that has read the store until release is
+// closed: a lookup that races a revocation.
+type slowLookups struct {
+	store.Store
+	read    chan struct{}
+	release chan struct{}
+}
+
+func (s *slowLookups) CallerByKeyHash(ctx context.Context, hash []byte, now time.Time) (store.Caller, error) {
+	c, err := s.Store.CallerByKeyHash(ctx, hash, now)
+	if s.read != nil {
+		s.read <- struct{}{}
+		<-s.release
+	}
+	return c, err
+}
+
+// TestRevokeRacingLookupIsNotCached: a lookup that read the key before
+// the revocation answers with it (it started first), but does not put it in
+// the cache after the revocation dropped the key's entries: the next
+// request on the same gateway gets 401.
+func TestRevokeRacingLookupIsNotCached(t *testing.T) {
+	t.Parallel()
+	slow := &slowLookups{}
+	e := setup(t, func(c *handler.Config) { slow.Store = c.Store; c.Store = slow })
+	alice := e.newCaller("alice", "1.00")
+	slow.read, slow.release = make(chan struct{}), make(chan struct{})
+	done := make(chan int)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, e.gw.URL+"/v1/balance", nil)
+		req.Header.Set("Authorization", "Bearer "+alice.key)
+		res, err := e.gw.Client().Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	<-slow.read // the lookup has read the valid key
+	slow.read = nil
+	require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/v1/admin/callers/"+alice.id+"/keys/"+store.OriginalKeyID+"/revoke", adminToken, nil, "").status)
+	close(slow.release)
+	require.Equal(t, http.StatusOK, <-done, "it read the key before the revocation")
+	e.do(http.MethodGet, "/v1/balance", alice.key, nil, "").problem(t, http.StatusUnauthorized, "unauthorized")
+}

@@ -49,7 +49,8 @@ func (e *Engine) Authenticate(ctx context.Context, key string) (store.Caller, er
 	}
 	sum := sha256.Sum256([]byte(key))
 	now := e.now()
-	if c, ok := e.callers.get(sum, now); ok {
+	c, ok, epoch := e.callers.get(sum, now)
+	if ok {
 		return c, nil
 	}
 	c, err := e.store.CallerByKeyHash(ctx, sum[:], now)
@@ -62,7 +63,7 @@ func (e *Engine) Authenticate(ctx context.Context, key string) (store.Caller, er
 	if subtle.ConstantTimeCompare(c.KeyHash, sum[:]) != 1 {
 		return store.Caller{}, ErrUnauthorized
 	}
-	e.callers.put(sum, c, now)
+	e.callers.put(sum, c, now, epoch)
 	return c, nil
 }
 
@@ -82,10 +83,11 @@ func BearerToken(r *http.Request) string {
 // bounds how long a revoked key can still be used. A nil *callerCache
 // caches nothing.
 type callerCache struct {
-	mu  sync.Mutex
-	ttl time.Duration
-	max int
-	m   map[[32]byte]cachedCaller
+	mu    sync.Mutex
+	ttl   time.Duration
+	max   int
+	m     map[[32]byte]cachedCaller
+	epoch uint64 // counts forgets: a lookup that started before one is not cached
 }
 
 type cachedCaller struct {
@@ -93,25 +95,32 @@ type cachedCaller struct {
 	expires time.Time
 }
 
-func (c *callerCache) get(sum [32]byte, now time.Time) (store.Caller, bool) {
+// get returns the cached caller of sum, if any, and the epoch to hand
+// to put after a lookup in the store.
+func (c *callerCache) get(sum [32]byte, now time.Time) (store.Caller, bool, uint64) {
 	if c == nil {
-		return store.Caller{}, false
+		return store.Caller{}, false, 0
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.m[sum]
 	if !ok || !now.Before(v.expires) {
-		return store.Caller{}, false
+		return store.Caller{}, false, c.epoch
 	}
-	return v.caller, true
+	return v.caller, true, c.epoch
 }
 
-func (c *callerCache) put(sum [32]byte, caller store.Caller, now time.Time) {
+// put caches caller unless a forget came since get returned epoch: that
+// lookup may have read a key before its revocation.
+func (c *callerCache) put(sum [32]byte, caller store.Caller, now time.Time, epoch uint64) {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if epoch != c.epoch {
+		return
+	}
 	if len(c.m) >= c.max {
 		for k := range c.m { // evict an arbitrary entry
 			delete(c.m, k)
@@ -128,6 +137,7 @@ func (c *callerCache) forget(caller, keyID string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.epoch++
 	for k, v := range c.m {
 		if v.caller.ID == caller && v.caller.KeyID == keyID {
 			delete(c.m, k)
