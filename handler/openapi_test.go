@@ -42,7 +42,8 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		"unknown-tool", "method-not-allowed", "in-progress", "body-too-large", "idempotency-key-mismatch",
 		"upstream-rejected", "upstream-failed", "upstream-timeout", "store-unavailable", "internal",
 		"topups-disabled", "topup-not-found", "invalid-topup", "invalid-webhook", "payment-provider-unavailable",
-		"payment-provider-rejected", "payment-required", "payment-reused", "per-call-unavailable"} {
+		"payment-provider-rejected", "payment-required", "payment-reused", "per-call-unavailable",
+		"unknown-caller", "key-not-found", "key-revoked"} {
 		require.Contains(t, string(OpenAPI()), problem.TypeBase+slug)
 	}
 	// Every $ref resolves.

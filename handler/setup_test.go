@@ -286,7 +286,7 @@ func (e *env) call(callerKey, tool, key, body string) response {
 	return e.do(http.MethodPost, "/v1/tools/"+tool+"/call", callerKey, h, body)
 }
 
-type caller struct{ id, key string }
+type caller struct{ id, key, keyID string }
 
 // newCaller creates a caller through the admin API and credits it.
 func (e *env) newCaller(name, credit string) caller {

@@ -40,6 +40,8 @@ var (
 	// ErrPaymentReused means a per-call payment is bound to another key:
 	// one payment pays for one action.
 	ErrPaymentReused = errors.New("store: payment already pays for another idempotency key")
+	// ErrRevoked means a caller key is revoked: it cannot be rotated.
+	ErrRevoked = errors.New("store: key revoked")
 )
 
 // answers are the sentinels above: what a store answers about the request,
@@ -48,7 +50,7 @@ var (
 // cannot silently be taken for an outage.
 var answers = []error{ErrNotFound, ErrFencedOut, ErrFingerprintMismatch, ErrInvalidKey, ErrInvalidAmount,
 	ErrUnknownCurrency, ErrTooLarge, ErrInsufficientFunds, ErrReferenceConflict, ErrConflict, ErrInvalidArgument,
-	ErrPaymentReused}
+	ErrPaymentReused, ErrRevoked}
 
 // IsAnswer reports whether err is (or wraps) one of this package's sentinel
 // errors: an answer about the request. Anything else a backend returns is a

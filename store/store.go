@@ -249,8 +249,8 @@ type ChargeParams struct {
 	Currency string
 	Amount   int64
 	Now      time.Time
-	// KeyID is the caller's key that is charged (Caller.KeyID); "" for the
-	// caller's original key.
+	// KeyID is the caller's key that is charged (Caller.KeyID;
+	// OriginalKeyID for the key the caller was created with).
 	KeyID string
 }
 
@@ -262,7 +262,8 @@ type ClaimChargeParams struct {
 	Currency string
 	Amount   int64
 	// KeyID is the caller's key that is charged (Caller.KeyID), for
-	// per-key spending caps; "" for the caller's original key.
+	// per-key spending caps; OriginalKeyID for the key the caller was
+	// created with.
 	KeyID string
 }
 
@@ -350,28 +351,78 @@ type EntryFilter struct {
 	Key    string
 }
 
-// Caller is an API client. Its key is stored only as a SHA-256 hash.
+// Caller is an API client. Its keys are stored only as SHA-256 hashes.
 type Caller struct {
 	ID        string
 	Name      string
-	KeyHash   []byte // sha256 of the bearer key
+	KeyHash   []byte // sha256 of the bearer key (of the key it authenticated with, from CallerByKeyHash)
 	CreatedAt time.Time
-	// KeyID names the key the caller authenticated with, when a caller
-	// has several keys (per-key caps and usage); "" for the caller's
-	// original key.
+	// KeyID names the key the caller authenticated with (CallerKey.ID),
+	// for per-key caps and usage: OriginalKeyID for the key the caller was
+	// created with. "" when the caller was not read by a key (CallerByID).
 	KeyID string
 }
 
-// Callers stores API clients.
+// # Caller keys
+//
+// A caller has one or more keys (CallerKey), each with its own id, name
+// and secret, all spending the caller's one balance. CreateCaller's key
+// becomes the key OriginalKeyID (and so did every caller's key when the
+// schema grew keys: callers that existed before keep their key). Every
+// caller has at least that row, revoked or not. A key hash is unique
+// across all callers and keys: it is the one global lookup.
+//
+// A revoked key stays revoked (RevokedAt never changes again, its hash
+// never changes); CallerByKeyHash never finds it. RotateKey gives a valid
+// key a new hash under the same id, so whatever is kept per key id (caps,
+// counters) continues; the old secret stops at once in the store.
+
+// OriginalKeyID is the id of the key a caller is created with.
+const OriginalKeyID = "k_original"
+
+// CallerKey is one of a caller's keys.
+type CallerKey struct {
+	Caller    string
+	ID        string
+	Name      string
+	KeyHash   []byte // sha256 of the secret
+	CreatedAt time.Time
+	// RevokedAt is when the key was revoked; zero while it is valid.
+	RevokedAt time.Time
+	// LastUsedAt is the latest CallerByKeyHash that found the key; zero if
+	// none. Lookups that a cache answers do not move it.
+	LastUsedAt time.Time
+}
+
+// Callers stores API clients and their keys.
 type Callers interface {
-	// CreateCaller stores c. It returns ErrConflict if the ID or key hash
-	// is taken.
+	// CreateCaller stores c, with c.KeyHash as its key OriginalKeyID. It
+	// returns ErrConflict if the ID or key hash is taken.
 	CreateCaller(ctx context.Context, c Caller) error
-	// CallerByKeyHash returns the caller whose key hashes to hash, or
-	// ErrNotFound.
-	CallerByKeyHash(ctx context.Context, hash []byte) (Caller, error)
-	// CallerByID returns the caller with id, or ErrNotFound.
+	// CallerByKeyHash returns the caller one of whose valid (not revoked)
+	// keys hashes to hash, with KeyID and KeyHash set, and records now as
+	// the key's LastUsedAt, in one statement. It returns ErrNotFound for an
+	// unknown or revoked key.
+	CallerByKeyHash(ctx context.Context, hash []byte, now time.Time) (Caller, error)
+	// CallerByID returns the caller with id (KeyID ""), or ErrNotFound.
 	CallerByID(ctx context.Context, id string) (Caller, error)
+	// CreateKey stores k as a new key of k.Caller. It returns ErrNotFound
+	// for an unknown caller, ErrConflict when the caller has a key k.ID or
+	// the hash is taken, and ErrInvalidArgument for an empty id, name or
+	// hash.
+	CreateKey(ctx context.Context, k CallerKey) error
+	// Keys returns the caller's keys, oldest first. It returns ErrNotFound
+	// for an unknown caller.
+	Keys(ctx context.Context, caller string) ([]CallerKey, error)
+	// RevokeKey revokes the caller's key id at now and returns it. Revoking
+	// a revoked key changes nothing and returns it with its first
+	// RevokedAt. It returns ErrNotFound for an unknown caller or key.
+	RevokeKey(ctx context.Context, caller, id string, now time.Time) (CallerKey, error)
+	// RotateKey replaces the hash of the caller's valid key id with hash
+	// and returns the key. It returns ErrNotFound for an unknown caller or
+	// key, ErrRevoked for a revoked key and ErrConflict for a hash that is
+	// taken, changing nothing.
+	RotateKey(ctx context.Context, caller, id string, hash []byte) (CallerKey, error)
 }
 
 // Store is everything a toolgate backend provides.

@@ -37,6 +37,12 @@ type Settings struct {
 	// (var WAIT_FOR_IN_PROGRESS_MS; "0" fails fast, empty means 5 s). Negative
 	// means fail fast, as handler.Config reads it.
 	WaitForInProgress time.Duration
+	// CallerCacheTTL is how long an isolate remembers a successful key
+	// lookup (var CALLER_CACHE_TTL_MS; empty means one minute, "0" no
+	// cache): the longest a revoked or rotated key keeps working on the
+	// isolates that did not serve the revocation. Negative means no cache,
+	// as handler.Config reads it.
+	CallerCacheTTL time.Duration
 	// Demo serves the demo upstream under /_demo/ (var DEMO_UPSTREAM=1).
 	Demo bool
 	// SweepBatch bounds each statement of the cron sweep (var SWEEP_BATCH;
@@ -140,6 +146,16 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 			s.WaitForInProgress = -1
 		}
 	}
+	if v := getenv("CALLER_CACHE_TTL_MS"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms < 0 {
+			return Settings{}, fmt.Errorf("settings: CALLER_CACHE_TTL_MS %q is not a non-negative integer", v)
+		}
+		s.CallerCacheTTL = time.Duration(ms) * time.Millisecond
+		if ms == 0 {
+			s.CallerCacheTTL = -1
+		}
+	}
 	if v := getenv("SWEEP_BATCH"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
@@ -190,6 +206,7 @@ func newApp(st store.Store, up engine.Upstream, s Settings, logger *slog.Logger)
 		AdminToken:        s.AdminToken,
 		Logger:            logger,
 		WaitForInProgress: s.WaitForInProgress,
+		CallerCacheTTL:    s.CallerCacheTTL,
 		MCP:               mcp.Options{SessionKey: s.MCPSessionKey},
 		Stripe:            stripeCfg,
 		X402:              x402Cfg,

@@ -33,6 +33,13 @@ func TestSettingsFrom(t *testing.T) {
 		"tools required": {env: map[string]string{}, wantErr: "TOOLS is empty"},
 		"bad wait":       {env: map[string]string{"TOOLS": "{}", "WAIT_FOR_IN_PROGRESS_MS": "soon"}, wantErr: "WAIT_FOR_IN_PROGRESS_MS"},
 		"bad sweep":      {env: map[string]string{"TOOLS": "{}", "SWEEP_BATCH": "0"}, wantErr: "SWEEP_BATCH"},
+		"bad cache ttl":  {env: map[string]string{"TOOLS": "{}", "CALLER_CACHE_TTL_MS": "-1"}, wantErr: "CALLER_CACHE_TTL_MS"},
+		"caller cache ttl": {env: map[string]string{"TOOLS": "{}", "CALLER_CACHE_TTL_MS": "1500"}, check: func(t *testing.T, s Settings) {
+			require.Equal(t, 1500*time.Millisecond, s.CallerCacheTTL)
+		}},
+		"no caller cache": {env: map[string]string{"TOOLS": "{}", "CALLER_CACHE_TTL_MS": "0"}, check: func(t *testing.T, s Settings) {
+			require.Negative(t, s.CallerCacheTTL, "0 turns the cache off")
+		}},
 		"zero wait fails fast": {env: map[string]string{"TOOLS": "{}", "WAIT_FOR_IN_PROGRESS_MS": "0"}, check: func(t *testing.T, s Settings) {
 			require.Negative(t, s.WaitForInProgress, "fails fast")
 		}},

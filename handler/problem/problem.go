@@ -139,6 +139,11 @@ func For(err error) Problem {
 		return newProblem(http.StatusNotFound, "unknown-tool", "Unknown tool", err.Error())
 	case errors.Is(err, engine.ErrUnknownCaller):
 		return newProblem(http.StatusNotFound, "unknown-caller", "Unknown caller", err.Error())
+	case errors.Is(err, engine.ErrKeyNotFound):
+		return newProblem(http.StatusNotFound, "key-not-found", "Key not found", "the caller has no key with this id")
+	case errors.Is(err, store.ErrRevoked):
+		return newProblem(http.StatusConflict, "key-revoked", "Key revoked",
+			"this key is revoked and stays revoked; create a new key instead")
 	case errors.Is(err, ErrCallNotFound):
 		return newProblem(http.StatusNotFound, "call-not-found", "Call not found",
 			"you have no call under this Idempotency-Key")

@@ -28,6 +28,7 @@ type Store struct {
 	entries  []entry
 	refs     map[string]int // reference -> index in entries
 	callers  map[string]store.Caller
+	keys     []store.CallerKey         // every caller's keys, oldest first (see keys.go)
 	usage    map[usageKey]*store.Usage // see stats.go
 	owed     map[balanceKey]int64
 
@@ -425,36 +426,6 @@ func (s *Store) Entries(_ context.Context, f store.EntryFilter) ([]store.Entry, 
 		}
 	}
 	return out, nil
-}
-
-// CreateCaller implements store.Callers.
-func (s *Store) CreateCaller(_ context.Context, c store.Caller) error {
-	if c.ID == "" || len(c.KeyHash) == 0 {
-		return fmt.Errorf("%w: caller id and key hash are required", store.ErrInvalidArgument)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, o := range s.callers {
-		if o.ID == c.ID || bytes.Equal(o.KeyHash, c.KeyHash) {
-			return store.ErrConflict
-		}
-	}
-	c.KeyHash = bytes.Clone(c.KeyHash)
-	c.CreatedAt = norm(c.CreatedAt)
-	s.callers[c.ID] = c
-	return nil
-}
-
-// CallerByKeyHash implements store.Callers.
-func (s *Store) CallerByKeyHash(_ context.Context, hash []byte) (store.Caller, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.callers {
-		if bytes.Equal(c.KeyHash, hash) {
-			return c, nil
-		}
-	}
-	return store.Caller{}, store.ErrNotFound
 }
 
 // CallerByID implements store.Callers.

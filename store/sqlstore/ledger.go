@@ -290,11 +290,6 @@ func (s *Store) CreateCaller(ctx context.Context, c store.Caller) error {
 	return nil
 }
 
-// CallerByKeyHash implements store.Callers.
-func (s *Store) CallerByKeyHash(ctx context.Context, hash []byte) (store.Caller, error) {
-	return s.caller(ctx, "key_hash", hex.EncodeToString(hash))
-}
-
 // CallerByID implements store.Callers.
 func (s *Store) CallerByID(ctx context.Context, id string) (store.Caller, error) {
 	return s.caller(ctx, "id", id)
@@ -393,7 +388,7 @@ var invariantChecks = []struct{ name, sql string }{
 // CheckInvariants implements store.Store.
 func (s *Store) CheckInvariants(ctx context.Context) error {
 	var errs []error
-	for _, c := range slices.Concat(invariantChecks, paymentInvariantChecks) {
+	for _, c := range slices.Concat(invariantChecks, paymentInvariantChecks, keyInvariantChecks) {
 		rows, err := s.db.Query(ctx, c.sql)
 		if err != nil {
 			return fmt.Errorf("check %q: %w", c.name, err)

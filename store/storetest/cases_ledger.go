@@ -58,12 +58,14 @@ var ledgerCases = []Case{
 	{"Callers", func(t TB, s store.Store, rt *store.CountingClient) {
 		c := store.Caller{ID: "c1", Name: "Alice", KeyHash: []byte{1, 2, 3}, CreatedAt: t0}
 		require.NoError(t, s.CreateCaller(ctx, c))
-		got, err := s.CallerByKeyHash(ctx, []byte{1, 2, 3})
+		got, err := s.CallerByKeyHash(ctx, []byte{1, 2, 3}, t0)
 		require.NoError(t, err)
-		require.Equal(t, c, got)
+		byKey := c
+		byKey.KeyID = store.OriginalKeyID
+		require.Equal(t, byKey, got)
 		require.ErrorIs(t, s.CreateCaller(ctx, c), store.ErrConflict)
 		require.ErrorIs(t, s.CreateCaller(ctx, store.Caller{ID: "c2", KeyHash: []byte{1, 2, 3}, CreatedAt: t0}), store.ErrConflict)
-		_, err = s.CallerByKeyHash(ctx, []byte{9})
+		_, err = s.CallerByKeyHash(ctx, []byte{9}, t0)
 		require.ErrorIs(t, err, store.ErrNotFound)
 		got, err = s.CallerByID(ctx, "c1")
 		require.NoError(t, err)

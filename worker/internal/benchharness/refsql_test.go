@@ -89,7 +89,7 @@ func referenceSQL(t *testing.T) map[string]string {
 
 	require.NoError(t, s.CreateCaller(ctx, store.Caller{ID: "c", Name: "c", KeyHash: []byte{1}, CreatedAt: now}))
 	out["createCaller"] = one("create caller", rec.last())
-	_, err = s.CallerByKeyHash(ctx, []byte{1})
+	_, err = s.CallerByKeyHash(ctx, []byte{1}, now)
 	require.NoError(t, err)
 	out["callerByKeyHash"] = one("caller by key hash", rec.last())
 	_, err = s.Credit(ctx, store.CreditParams{Caller: "c", Currency: "USD", Amount: 100, Reference: "r", Now: now})

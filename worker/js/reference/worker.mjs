@@ -70,9 +70,9 @@ async function authenticate(db, request) {
   const now = Date.now();
   const hit = callers.get(hash);
   if (hit && hit.expires > now) return hit.caller;
-  const row = await db.prepare(SQL.callerByKeyHash).bind(hash).first();
+  const row = await db.prepare(SQL.callerByKeyHash).bind(now, hash).first();
   if (row === null) return null;
-  const caller = { id: row.id, name: row.name };
+  const caller = { id: row.caller, keyId: row.key_id, name: row.name };
   callers.set(hash, { caller, expires: now + CALLER_TTL_MS });
   return caller;
 }
