@@ -468,7 +468,7 @@ func ClaimThenCharge(ctx context.Context, s Store, p ClaimChargeParams) (ClaimCh
 	}
 	res.Charge, res.ChargeErr = s.Charge(ctx, ChargeParams{
 		Fence:  Fence{Key: cr.Record.Key, Owner: cr.Record.Owner, Generation: cr.Record.Generation},
-		Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Now: p.Now,
+		Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Now: p.Now, KeyID: p.KeyID,
 	})
 	return res, nil
 }
