@@ -48,7 +48,7 @@ var (
 // cannot silently be taken for an outage.
 var answers = []error{ErrNotFound, ErrFencedOut, ErrFingerprintMismatch, ErrInvalidKey, ErrInvalidAmount,
 	ErrUnknownCurrency, ErrTooLarge, ErrInsufficientFunds, ErrReferenceConflict, ErrConflict, ErrInvalidArgument,
-	ErrPaymentReused}
+	ErrPaymentReused, ErrQuotaExhausted}
 
 // IsAnswer reports whether err is (or wraps) one of this package's sentinel
 // errors: an answer about the request. Anything else a backend returns is a
