@@ -40,6 +40,11 @@ var (
 	// ErrPaymentReused means a per-call payment is bound to another key:
 	// one payment pays for one action.
 	ErrPaymentReused = errors.New("store: payment already pays for another idempotency key")
+	// ErrQuotaExhausted is ClaimChargeResult.ChargeErr when the claim was
+	// won, the free quota's usage had reached its limit and there is no
+	// price to fall back to (Amount 0): nothing was taken, and the caller
+	// holds the key and must Fail it.
+	ErrQuotaExhausted = errors.New("store: free quota exhausted")
 )
 
 // answers are the sentinels above: what a store answers about the request,

@@ -96,12 +96,6 @@ type QuotaResult struct {
 	Used int64
 }
 
-// ErrQuotaExhausted is ClaimChargeResult.ChargeErr when the claim was won,
-// the quota's usage had reached its limit and the tool has no price to fall
-// back to (Amount 0): nothing was taken, and the caller holds the key and
-// must Fail it.
-var ErrQuotaExhausted = fmt.Errorf("store: free quota exhausted")
-
 // ValidateQuota checks a ClaimCharge's quota: a positive limit, and a tool
 // and a caller to count it for (the claim's CallerID, the charged Caller).
 func ValidateQuota(p ClaimChargeParams) error {
