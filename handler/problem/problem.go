@@ -74,6 +74,7 @@ func For(err error) Problem {
 		inProgress  *engine.InProgressError
 		upstreamErr *engine.UpstreamError
 		fundsErr    *store.InsufficientFundsError
+		quotaErr    *engine.QuotaExhaustedError
 		payReq      *engine.PaymentRequiredError
 		topupErr    *engine.TopupError
 		webhookErr  *WebhookError
@@ -99,6 +100,16 @@ func For(err error) Problem {
 			"send a valid key as Authorization: Bearer <key>")
 	case errors.As(err, &fundsErr):
 		return fundsProblem(err, fundsErr)
+	case errors.As(err, &quotaErr):
+		// 429, not 402: money cannot buy more calls of a tool that has no
+		// price; only the window's end can.
+		p := newProblem(http.StatusTooManyRequests, "quota-exhausted", "Free quota exhausted",
+			fmt.Sprintf("%s gives %d free calls per %s and this window's are used; nothing was executed; the quota resets at %s",
+				quotaErr.Tool, quotaErr.Calls, quotaErr.Per, quotaErr.ResetsAt.UTC().Format(time.RFC3339)))
+		p.Extensions = map[string]any{"quota": map[string]any{"calls": quotaErr.Calls, "per": string(quotaErr.Per),
+			"remaining": 0, "resetsAt": quotaErr.ResetsAt.UTC().Format(time.RFC3339)}}
+		p.RetryAfter = max(quotaErr.RetryAfter, time.Second)
+		return p
 	case errors.As(err, &payReq):
 		detail := "this tool is paid per call with x402: sign a payment for the offer in the PAYMENT-REQUIRED header (also the x402 member) and send it in PAYMENT-SIGNATURE; retry with the same Idempotency-Key"
 		if payReq.Reason != "" {
@@ -242,6 +253,9 @@ func upstreamProblem(e *engine.UpstreamError) Problem {
 		status, slug, title = http.StatusGatewayTimeout, "upstream-timeout", "Upstream timed out"
 	}
 	money := "the call was free"
+	if e.QuotaReturned {
+		money = "the call was free and was given back to your free quota"
+	}
 	if e.Price > 0 {
 		price := store.FormatAmount(e.Price, e.Currency) + " " + e.Currency
 		money = "the charge of " + price + " was refunded"
@@ -251,6 +265,10 @@ func upstreamProblem(e *engine.UpstreamError) Problem {
 	}
 	p := newProblem(status, slug, title, e.Reason+"; "+money+"; retry with the same Idempotency-Key")
 	p.Extensions = map[string]any{"refunded": e.Refunded, "retryable": true}
+	if e.Free {
+		p.Extensions["tier"] = "free"
+		p.Extensions["quotaReturned"] = e.QuotaReturned
+	}
 	if e.StatusCode != 0 {
 		p.Extensions["upstreamStatus"] = e.StatusCode
 	}
