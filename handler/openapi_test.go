@@ -42,7 +42,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		"unknown-tool", "method-not-allowed", "in-progress", "body-too-large", "idempotency-key-mismatch",
 		"upstream-rejected", "upstream-failed", "upstream-timeout", "store-unavailable", "internal",
 		"topups-disabled", "topup-not-found", "invalid-topup", "invalid-webhook", "payment-provider-unavailable",
-		"payment-provider-rejected", "payment-required", "payment-reused", "per-call-unavailable"} {
+		"payment-provider-rejected", "payment-required", "payment-reused", "per-call-unavailable", "quota-exhausted"} {
 		require.Contains(t, string(OpenAPI()), problem.TypeBase+slug)
 	}
 	// Every $ref resolves.
