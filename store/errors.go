@@ -75,10 +75,16 @@ type InsufficientFundsError struct {
 	Balance  int64
 	Required int64
 	Owed     int64
+	// Cap, when set, is the spending cap the charge would have passed (its
+	// Spent at the charge): the balance may well cover it.
+	Cap *Cap
 }
 
 // Error implements error.
 func (e *InsufficientFundsError) Error() string {
+	if c := e.Cap; c != nil {
+		return fmt.Sprintf("store: insufficient funds: %s cap %d %s of key %q spent %d, required %d", c.Reset, c.Limit, e.Currency, c.Key, c.Spent, e.Required)
+	}
 	if e.Owed > 0 {
 		return fmt.Sprintf("store: insufficient funds: %d %s owed, balance %d, required %d", e.Owed, e.Currency, e.Balance, e.Required)
 	}

@@ -395,6 +395,7 @@ type Store interface {
 	Topups
 	Payments
 	Stats
+	Caps
 	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
 	// charges p.Amount to p.Caller for it, exactly as Claim followed by
 	// Charge on the claimed fence would. The claim's errors
@@ -435,7 +436,7 @@ func ClaimThenCharge(ctx context.Context, s Store, p ClaimChargeParams) (ClaimCh
 	}
 	res.Charge, res.ChargeErr = s.Charge(ctx, ChargeParams{
 		Fence:  Fence{Key: cr.Record.Key, Owner: cr.Record.Owner, Generation: cr.Record.Generation},
-		Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Now: p.Now,
+		Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Now: p.Now, KeyID: p.KeyID,
 	})
 	return res, nil
 }

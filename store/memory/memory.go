@@ -44,6 +44,9 @@ type Store struct {
 
 	quotaUsed    map[quotaKey]int64 // see quota.go
 	quotaEntries []quotaEntry
+
+	caps  map[capKey]*store.Cap // see caps.go
+	spend map[spendKey]*spendRow
 }
 
 type topupKey struct{ caller, id string }
@@ -69,6 +72,7 @@ type record struct {
 type entry struct {
 	store.Entry
 	incarnation string
+	keyID       string // the caller's key a charge was made with
 }
 
 type balanceKey struct{ caller, currency string }
@@ -95,6 +99,8 @@ func New() *Store {
 		paymentKeys: map[keyRef]payKey{},
 
 		quotaUsed: map[quotaKey]int64{},
+		caps:      map[capKey]*store.Cap{},
+		spend:     map[spendKey]*spendRow{},
 	}
 }
 
@@ -337,6 +343,12 @@ func (s *Store) post(e entry) int64 {
 	s.refs[e.Reference] = len(s.entries)
 	s.entries = append(s.entries, e)
 	s.countEntry(e)
+	switch e.Kind {
+	case store.EntryCharge:
+		s.spendCharge(e)
+	case store.EntryRefund:
+		s.spendRefund(e)
+	}
 	return e.BalanceAfter
 }
 
@@ -360,14 +372,15 @@ func (s *Store) charge(r *record, p store.ChargeParams) (store.ChargeResult, err
 	if r.Charge.State == store.ChargeCharged || r.Quota == store.QuotaTaken {
 		return store.ChargeResult{Charged: false, Balance: bal}, nil
 	}
-	if owed := s.owed[balanceKey{p.Caller, p.Currency}]; bal < p.Amount || owed > 0 {
-		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount, Owed: owed}
+	owed := s.owed[balanceKey{p.Caller, p.Currency}]
+	if c := s.capPassed(p); c != nil || bal < p.Amount || owed > 0 {
+		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount, Owed: owed, Cap: c}
 	}
 	r.Charge = store.Charge{State: store.ChargeCharged, Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Count: r.Charge.Count + 1}
 	r.UpdatedAt = norm(p.Now)
 	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: -p.Amount, Kind: "charge",
 		Reference: "charge:" + r.Key + ":" + r.incarnation + ":" + strconv.FormatInt(r.Charge.Count, 10), Key: r.Key, CreatedAt: norm(p.Now)},
-		incarnation: r.incarnation})
+		incarnation: r.incarnation, keyID: p.KeyID})
 	return store.ChargeResult{Charged: true, Balance: bal}, nil
 }
 
@@ -597,5 +610,6 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 	errs = append(errs, s.checkFunding()...)
 	errs = append(errs, s.checkPayments()...)
 	errs = append(errs, s.checkQuota()...)
+	errs = append(errs, s.checkCaps()...)
 	return errors.Join(errs...)
 }

@@ -12,15 +12,24 @@ import (
 	"github.com/toolgate/toolgate-go/store"
 )
 
-const chargeSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
-	incarnation, generation, balance_after, created_at)
+var chargeSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
+	incarnation, generation, balance_after, created_at, key_id)
 SELECT b.caller, b.currency, -?, 'charge', 'charge:' || r.key || ':' || r.incarnation || ':' || (r.charge_count + 1),
-	r.key, r.incarnation, r.generation, b.balance - ?, ?
+	r.key, r.incarnation, r.generation, b.balance - ?, ?, ?
 FROM idem_records r, balances b
 WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress'
 	AND r.charge_state <> 'charged' AND r.quota_state <> 'taken'
 	AND b.caller = ? AND b.currency = ? AND b.balance >= ? AND b.owed = 0
+	AND NOT EXISTS (` + capsPassed + `)
 RETURNING balance_after`
+
+// chargeArgs are chargeSQL's arguments; fence is the generation, or the
+// fingerprint for chargeClaimedSQL.
+func chargeArgs(p store.ChargeParams, fence any) []any {
+	now := store.UnixMilli(p.Now)
+	return []any{p.Amount, p.Amount, now, p.KeyID, p.Key, p.Owner, fence, p.Caller, p.Currency, p.Amount,
+		now, p.KeyID, p.Amount}
+}
 
 // chargeClaimedSQL is chargeSQL for the batch that claims and charges. The
 // generation is not known before the claim, so it is fenced by what makes
@@ -36,8 +45,7 @@ func (s *Store) Charge(ctx context.Context, p store.ChargeParams) (store.ChargeR
 	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
 		return store.ChargeResult{}, err
 	}
-	rows, err := s.db.Query(ctx, chargeSQL, p.Amount, p.Amount, store.UnixMilli(p.Now),
-		p.Key, p.Owner, p.Generation, p.Caller, p.Currency, p.Amount)
+	rows, err := s.db.Query(ctx, chargeSQL, chargeArgs(p, p.Generation)...)
 	if err != nil {
 		return store.ChargeResult{}, fmt.Errorf("charge: %w", err)
 	}
@@ -100,9 +108,10 @@ func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (sto
 		stmts = append(stmts, store.Stmt{Query: quotaTakeSQL, Args: []any{p.Caller, p.Tool, w, p.Caller, p.Tool, w, now,
 			p.Key, p.Owner, p.Fingerprint, p.Caller, p.Tool, w, q.Limit}})
 	}
+	cp := store.ChargeParams{Fence: store.Fence{Key: p.Key, Owner: p.Owner}, Caller: p.Caller, Currency: p.Currency,
+		Amount: p.Amount, Now: p.Now, KeyID: p.KeyID}
 	if p.Amount > 0 {
-		stmts = append(stmts, store.Stmt{Query: chargeClaimedSQL, Args: []any{p.Amount, p.Amount, now,
-			p.Key, p.Owner, p.Fingerprint, p.Caller, p.Currency, p.Amount}})
+		stmts = append(stmts, store.Stmt{Query: chargeClaimedSQL, Args: chargeArgs(cp, p.Fingerprint)})
 	}
 	out, err := s.batchOrEach(ctx, stmts)
 	if err != nil {
@@ -137,9 +146,8 @@ func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (sto
 			return res, nil
 		}
 	}
-	res.Charge, res.ChargeErr = s.chargeOutcome(ctx, store.ChargeParams{Fence: store.Fence{Key: p.Key,
-		Owner: p.Owner, Generation: cr.Record.Generation}, Caller: p.Caller, Currency: p.Currency,
-		Amount: p.Amount, Now: p.Now}, out[len(out)-1])
+	cp.Generation = cr.Record.Generation
+	res.Charge, res.ChargeErr = s.chargeOutcome(ctx, cp, out[len(out)-1])
 	return res, nil
 }
 
@@ -160,7 +168,11 @@ func (s *Store) chargeOutcome(ctx context.Context, p store.ChargeParams, rows []
 	case st.charge == store.ChargeCharged, st.quota == store.QuotaTaken:
 		return store.ChargeResult{Charged: false, Balance: st.balance}, nil
 	}
-	return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: st.balance, Required: p.Amount, Owed: st.owed}
+	ife := &store.InsufficientFundsError{Currency: p.Currency, Balance: st.balance, Required: p.Amount, Owed: st.owed}
+	if ife.Cap, err = s.capPassed(ctx, p); err != nil {
+		return store.ChargeResult{}, fmt.Errorf("charge: %w", err)
+	}
+	return store.ChargeResult{}, ife
 }
 
 const refundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
@@ -470,7 +482,7 @@ var invariantChecks = []struct{ name, sql string }{
 // CheckInvariants implements store.Store.
 func (s *Store) CheckInvariants(ctx context.Context) error {
 	var errs []error
-	for _, c := range slices.Concat(invariantChecks, paymentInvariantChecks, quotaInvariantChecks) {
+	for _, c := range slices.Concat(invariantChecks, paymentInvariantChecks, quotaInvariantChecks, capInvariantChecks) {
 		rows, err := s.db.Query(ctx, c.sql)
 		if err != nil {
 			return fmt.Errorf("check %q: %w", c.name, err)

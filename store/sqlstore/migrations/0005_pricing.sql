@@ -87,3 +87,70 @@ BEGIN
   SELECT RAISE(ABORT, 'quota invariant: key holds a unit of free quota')
     WHERE (SELECT quota_state FROM idem_records WHERE key = NEW.idem_key) = 'taken';
 END;
+
+-- Spending caps (store/caps.go, invariants 21-22). The key a charge was
+-- made with ('' the caller's original key), for per-key caps.
+ALTER TABLE ledger_entries ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
+
+-- A cap per (caller, key, currency); key_id '*' is the caller as a whole.
+CREATE TABLE IF NOT EXISTS spend_caps (
+  caller       TEXT NOT NULL,
+  key_id       TEXT NOT NULL,
+  currency     TEXT NOT NULL,
+  limit_amount INTEGER NOT NULL CHECK (limit_amount >= 0 AND limit_amount <= 9007199254740991),
+  reset        TEXT NOT NULL CHECK (reset IN ('daily', 'weekly', 'monthly', 'never')),
+  created_at   INTEGER NOT NULL,
+  updated_at   INTEGER NOT NULL,
+  PRIMARY KEY (caller, key_id, currency)
+);
+
+-- The spend of a cap's window (window_start in Unix ms; 0 for never),
+-- kept by ledger_entries_spend in the statement that writes the entry.
+-- limit_at is the cap in force at the window's last charge: a spend above
+-- it is refused by the database, whatever the statement.
+CREATE TABLE IF NOT EXISTS cap_spend (
+  caller       TEXT NOT NULL,
+  key_id       TEXT NOT NULL,
+  currency     TEXT NOT NULL,
+  reset        TEXT NOT NULL,
+  window_start INTEGER NOT NULL,
+  spent        INTEGER NOT NULL CHECK (spent >= 0),
+  limit_at     INTEGER NOT NULL,
+  updated_at   INTEGER NOT NULL,
+  PRIMARY KEY (caller, key_id, currency, reset, window_start),
+  CHECK (spent <= limit_at)
+);
+
+-- A charge adds to the spend of every cap that covers it, in the window of
+-- the charge (a cap's first charge in a window makes its row); a refund
+-- takes it back from the row of the window of the charge it refunds (the
+-- charge whose reference ends as the refund's does), if there is one: a
+-- window that has a row counts every charge of it (SetCap makes the row of
+-- the current window from the ledger). The window expression is
+-- sqlstore's capWindow.
+CREATE TRIGGER IF NOT EXISTS ledger_entries_spend AFTER INSERT ON ledger_entries
+WHEN NEW.kind IN ('charge', 'refund')
+BEGIN
+  INSERT INTO cap_spend (caller, key_id, currency, reset, window_start, spent, limit_at, updated_at)
+    SELECT c.caller, c.key_id, c.currency, c.reset,
+      CASE c.reset WHEN 'daily' THEN NEW.created_at - NEW.created_at % 86400000
+          WHEN 'weekly' THEN NEW.created_at - (NEW.created_at + 259200000) % 604800000
+          WHEN 'monthly' THEN CAST(strftime('%s', NEW.created_at / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000
+          ELSE 0 END,
+      0, c.limit_amount, NEW.created_at
+    FROM spend_caps c
+    WHERE NEW.kind = 'charge' AND c.caller = NEW.caller AND c.currency = NEW.currency
+      AND (c.key_id = '*' OR c.key_id = NEW.key_id)
+    ON CONFLICT (caller, key_id, currency, reset, window_start) DO UPDATE SET limit_at = excluded.limit_at;
+  UPDATE cap_spend SET spent = spent - NEW.amount, updated_at = NEW.created_at
+    WHERE caller = NEW.caller AND EXISTS (SELECT 1 FROM ledger_entries ch JOIN spend_caps c ON c.caller = ch.caller
+        AND c.currency = ch.currency AND (c.key_id = '*' OR c.key_id = ch.key_id)
+      WHERE (ch.id = NEW.id OR (NEW.kind = 'refund' AND ch.reference = 'charge:' || substr(NEW.reference, 8)))
+        AND ch.kind = 'charge'
+        AND cap_spend.caller = c.caller AND cap_spend.key_id = c.key_id AND cap_spend.currency = c.currency
+        AND cap_spend.reset = c.reset
+        AND cap_spend.window_start = CASE c.reset WHEN 'daily' THEN ch.created_at - ch.created_at % 86400000
+          WHEN 'weekly' THEN ch.created_at - (ch.created_at + 259200000) % 604800000
+          WHEN 'monthly' THEN CAST(strftime('%s', ch.created_at / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000
+          ELSE 0 END);
+END;
