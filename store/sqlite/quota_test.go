@@ -56,3 +56,32 @@ func TestDatabaseEnforcesQuotaInvariant(t *testing.T) {
 	require.NoError(t, err)
 	require.ErrorContains(t, s.CheckInvariants(ctx), "quota state matches its entries")
 }
+
+// TestDatabaseEnforcesCaps writes a charge around the store's cap check:
+// the spend trigger still refuses it (spent above the cap in force), and
+// CheckInvariants catches spend corrupted behind the trigger's back.
+func TestDatabaseEnforcesCaps(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, db := setup(t, t.TempDir())
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	_, err := s.Credit(ctx, store.CreditParams{Caller: "alice", Currency: "USD", Amount: 1000, Reference: "seed", Now: now})
+	require.NoError(t, err)
+	_, err = s.SetCap(ctx, store.SetCapParams{Caller: "alice", Key: store.AnyKey, Currency: "USD", Limit: 100,
+		Reset: store.ResetDaily, Now: now})
+	require.NoError(t, err)
+	for _, k := range []string{"k1", "k2"} {
+		_, err = s.Claim(ctx, store.ClaimParams{Key: k, Owner: "A", Fingerprint: "fp", Now: now, Lease: time.Minute})
+		require.NoError(t, err)
+	}
+	_, err = s.Charge(ctx, store.ChargeParams{Fence: store.Fence{Key: "k1", Owner: "A", Generation: 1}, Caller: "alice",
+		Currency: "USD", Amount: 90, Now: now})
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key, incarnation, generation, balance_after, created_at)
+		VALUES ('alice', 'USD', -20, 'charge', 'over-the-cap', 'k2', 'x', 1, 890, ?)`, store.UnixMilli(now))
+	require.ErrorContains(t, err, "CHECK constraint failed")
+	require.NoError(t, s.CheckInvariants(ctx))
+	_, err = db.Exec(ctx, `UPDATE cap_spend SET spent = spent - 1`)
+	require.NoError(t, err)
+	require.ErrorContains(t, s.CheckInvariants(ctx), "spend equals its charges less their refunds")
+}

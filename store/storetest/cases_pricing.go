@@ -250,3 +250,210 @@ var pricingCases = []Case{
 		require.Equal(t, 1, free)
 	}},
 }
+
+func setCap(t TB, s store.Store, caller, key string, limit int64, reset store.CapReset, now time.Time) store.Cap {
+	t.Helper()
+	c, err := s.SetCap(ctx, store.SetCapParams{Caller: caller, Key: key, Currency: "USD", Limit: limit, Reset: reset, Now: now})
+	require.NoError(t, err)
+	return c
+}
+
+// requireCapped asserts err is a refusal by the cap of key with spent.
+func requireCapped(t TB, err error, key string, limit, spent int64) *store.Cap {
+	t.Helper()
+	var ife *store.InsufficientFundsError
+	require.ErrorAs(t, err, &ife)
+	require.NotNil(t, ife.Cap, "refused by a cap: %v", err)
+	require.Equal(t, key, ife.Cap.Key)
+	require.Equal(t, limit, ife.Cap.Limit)
+	require.Equal(t, spent, ife.Cap.Spent)
+	return ife.Cap
+}
+
+// capCases: spending caps (the cap invariant, 21-22 of store/caps.go).
+var capCases = []Case{
+	{"CapRefusesAtTheBoundary", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 1000)
+		c := setCap(t, s, "alice", store.AnyKey, 100, store.ResetDaily, t0)
+		require.Equal(t, store.Cap{Caller: "alice", Key: store.AnyKey, Currency: "USD", Limit: 100, Reset: store.ResetDaily,
+			ResetsAt: time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC), UpdatedAt: t0}, c)
+		var last store.ClaimChargeResult
+		for i := range 4 {
+			var r store.ClaimChargeResult
+			trips := int64(2)
+			if rt != nil && rt.CanBatch() {
+				trips = 1
+			}
+			if i == 3 {
+				trips += 2 // the refusal reads why: the fence, then the cap
+			}
+			requireTrips(t, rt, trips, func() {
+				r = mustClaimCharge(t, s, claimCharge(fmt.Sprintf("k%d", i), "A", "alice", 30, at(time.Duration(i)*time.Second)), store.OutcomeClaimed)
+			}, "capped claim and charge")
+			if i < 3 {
+				require.NoError(t, r.ChargeErr)
+				require.True(t, r.Charge.Charged)
+				last = r
+			} else {
+				got := requireCapped(t, r.ChargeErr, store.AnyKey, 100, 90)
+				require.Equal(t, store.ResetDaily, got.Reset)
+				require.Equal(t, time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC), got.ResetsAt)
+				require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", at(4*time.Second)))
+			}
+		}
+		requireBalance(t, s, "alice", 910)
+		// A refund gives the spend back: the refused call now fits.
+		refunded, _, err := s.Refund(ctx, fence(last.ClaimResult), at(5*time.Second))
+		require.NoError(t, err)
+		require.True(t, refunded)
+		caps, err := s.Caps(ctx, "alice", at(5*time.Second))
+		require.NoError(t, err)
+		require.Len(t, caps, 1)
+		require.Equal(t, int64(60), caps[0].Spent)
+		r := mustClaimCharge(t, s, claimCharge("k3", "B", "alice", 30, at(6*time.Second)), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		// Exactly at the cap: 90 + 10 = 100 passes, one more unit does not.
+		r = mustClaimCharge(t, s, claimCharge("k4", "A", "alice", 10, at(7*time.Second)), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		r = mustClaimCharge(t, s, claimCharge("k5", "A", "alice", 1, at(8*time.Second)), store.OutcomeClaimed)
+		requireCapped(t, r.ChargeErr, store.AnyKey, 100, 100)
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", at(8*time.Second)))
+		// The next day is a new window.
+		r = mustClaimCharge(t, s, claimCharge("k6", "A", "alice", 100, t0.Add(12*time.Hour)), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		caps, err = s.Caps(ctx, "alice", t0.Add(12*time.Hour))
+		require.NoError(t, err)
+		require.Equal(t, int64(100), caps[0].Spent)
+		require.Equal(t, time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), caps[0].ResetsAt)
+	}},
+
+	{"CapPerKey", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 1000)
+		setCap(t, s, "alice", "k1", 50, store.ResetWeekly, t0)
+		setCap(t, s, "alice", store.AnyKey, 80, store.ResetMonthly, t0)
+		withKey := func(key, id string, amount int64, now time.Time) store.ClaimChargeParams {
+			p := claimCharge(key, "A", "alice", amount, now)
+			p.KeyID = id
+			return p
+		}
+		r := mustClaimCharge(t, s, withKey("a", "k1", 30, t0), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		r = mustClaimCharge(t, s, withKey("b", "k1", 30, t0), store.OutcomeClaimed)
+		requireCapped(t, r.ChargeErr, "k1", 50, 30) // the key's own cap first
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", t0))
+		// The original key ("") is not under k1's cap, only the caller's.
+		r = mustClaimCharge(t, s, withKey("c", "", 40, t0), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		r = mustClaimCharge(t, s, withKey("d", "", 20, t0), store.OutcomeClaimed)
+		requireCapped(t, r.ChargeErr, store.AnyKey, 80, 70)
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", t0))
+		// A plain Charge is capped too.
+		cl := mustClaim(t, s, claim("e", "A", "fp", t0), store.OutcomeClaimed)
+		cp := charge(fence(cl), "alice", 20, t0)
+		cp.KeyID = "k2"
+		_, err := s.Charge(ctx, cp)
+		requireCapped(t, err, store.AnyKey, 80, 70)
+		caps, err := s.Caps(ctx, "alice", t0)
+		require.NoError(t, err)
+		require.Len(t, caps, 2)
+		require.Equal(t, []string{"*", "k1"}, []string{caps[0].Key, caps[1].Key})
+		require.Equal(t, []int64{70, 30}, []int64{caps[0].Spent, caps[1].Spent})
+		require.Equal(t, time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), caps[1].ResetsAt, "weeks start on Monday")
+		require.Equal(t, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), caps[0].ResetsAt)
+		requireBalance(t, s, "alice", 930)
+	}},
+
+	{"CapSetMidWindowCountsEarlierSpend", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 1000)
+		r := mustClaimCharge(t, s, claimCharge("a", "A", "alice", 80, t0), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		yesterday := mustClaimCharge(t, s, claimCharge("y", "A", "alice", 500, t0.Add(-24*time.Hour)), store.OutcomeClaimed)
+		require.NoError(t, yesterday.ChargeErr)
+		c := setCap(t, s, "alice", store.AnyKey, 100, store.ResetDaily, at(time.Minute))
+		require.Equal(t, int64(80), c.Spent)
+		r = mustClaimCharge(t, s, claimCharge("b", "A", "alice", 30, at(2*time.Minute)), store.OutcomeClaimed)
+		requireCapped(t, r.ChargeErr, store.AnyKey, 100, 80)
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", at(2*time.Minute)))
+		// Lowered under the spend: nothing more is charged, and the rows stay consistent.
+		c = setCap(t, s, "alice", store.AnyKey, 50, store.ResetDaily, at(3*time.Minute))
+		require.Equal(t, int64(80), c.Spent)
+		// Another reset: the spend is computed for its window (never: ever).
+		c = setCap(t, s, "alice", store.AnyKey, 900, store.ResetNever, at(4*time.Minute))
+		require.Equal(t, int64(580), c.Spent)
+		require.True(t, c.ResetsAt.IsZero())
+		r = mustClaimCharge(t, s, claimCharge("c", "A", "alice", 400, at(5*time.Minute)), store.OutcomeClaimed)
+		// The balance (420) covers it, the cap does not.
+		requireCapped(t, r.ChargeErr, store.AnyKey, 900, 580)
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", at(5*time.Minute)))
+		// Bad caps change nothing.
+		for _, p := range []store.SetCapParams{
+			{Caller: "alice", Key: store.AnyKey, Currency: "XYZ", Limit: 1, Reset: store.ResetDaily, Now: t0},
+			{Caller: "alice", Key: store.AnyKey, Currency: "USD", Limit: -1, Reset: store.ResetDaily, Now: t0},
+			{Caller: "alice", Key: store.AnyKey, Currency: "USD", Limit: 1, Reset: "hourly", Now: t0},
+		} {
+			_, err := s.SetCap(ctx, p)
+			require.Error(t, err)
+			require.True(t, errors.Is(err, store.ErrUnknownCurrency) || errors.Is(err, store.ErrInvalidAmount) ||
+				errors.Is(err, store.ErrInvalidArgument), "%v", err)
+		}
+		caps, err := s.Caps(ctx, "alice", at(5*time.Minute))
+		require.NoError(t, err)
+		require.Len(t, caps, 1)
+		require.Equal(t, int64(900), caps[0].Limit)
+	}},
+
+	{"CapRefundGoesToTheChargesWindow", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 1000)
+		setCap(t, s, "alice", store.AnyKey, 100, store.ResetDaily, t0)
+		late := time.Date(2026, 11, 28, 23, 59, 59, 0, time.UTC)
+		p := claimCharge("k", "A", "alice", 60, late)
+		p.Lease = time.Minute
+		r := mustClaimCharge(t, s, p, store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		next := late.Add(2 * time.Second) // the next day
+		n := mustClaimCharge(t, s, claimCharge("n", "A", "alice", 100, next), store.OutcomeClaimed)
+		require.NoError(t, n.ChargeErr)
+		refunded, _, err := s.Refund(ctx, fence(r.ClaimResult), next)
+		require.NoError(t, err)
+		require.True(t, refunded)
+		caps, err := s.Caps(ctx, "alice", late)
+		require.NoError(t, err)
+		require.Equal(t, int64(0), caps[0].Spent, "the refund went back to the charge's day")
+		caps, err = s.Caps(ctx, "alice", next)
+		require.NoError(t, err)
+		require.Equal(t, int64(100), caps[0].Spent, "and not to today's")
+	}},
+
+	{"CapRace", func(t TB, s store.Store, rt *store.CountingClient) {
+		// 50 keys at once against a cap of 10 prices: exactly 10 charged.
+		credit(t, s, "alice", 100000)
+		setCap(t, s, "alice", store.AnyKey, 200, store.ResetMonthly, t0)
+		const n = 50
+		results := make([]store.ClaimChargeResult, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				results[i], errs[i] = s.ClaimCharge(ctx, claimCharge(fmt.Sprintf("k%d", i), "A", "alice", 20, t0))
+			}(i)
+		}
+		wg.Wait()
+		charged, capped := 0, 0
+		for i := range results {
+			require.NoError(t, errs[i])
+			switch {
+			case results[i].ChargeErr == nil:
+				require.True(t, results[i].Charge.Charged)
+				charged++
+			default:
+				requireCapped(t, results[i].ChargeErr, store.AnyKey, 200, 200)
+				capped++
+			}
+		}
+		require.Equal(t, 10, charged)
+		require.Equal(t, n-10, capped)
+		requireBalance(t, s, "alice", 100000-200)
+	}},
+}
