@@ -167,6 +167,8 @@ func (s *server) routes() []route {
 		{http.MethodPost, "/v1/admin/callers", s.handleCreateCaller},
 		{http.MethodPost, "/v1/admin/credits", s.handleCredit},
 		{http.MethodGet, "/v1/admin/callers", s.handleCallers},
+		{http.MethodPut, "/v1/admin/callers/{id}/caps", s.handlePutCap},
+		{http.MethodGet, "/v1/admin/callers/{id}/caps", s.handleGetCaps},
 		{http.MethodGet, "/v1/admin/stats", s.handleStats},
 		{http.MethodGet, "/v1/admin/calls", s.handleCalls},
 		{http.MethodGet, "/v1/admin/attention", s.handleAttention},

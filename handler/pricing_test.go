@@ -34,7 +34,8 @@ func withPricing(t *testing.T, limit int) option {
 		  "free": {"calls": %[2]d, "per": "hour"}, "upstream": {"url": "%[1]s/fail"}},
 		 {"name": "freebad", "description": "free tier, 400", "price": "0", "currency": "USD",
 		  "free": {"calls": %[2]d, "per": "month"}, "upstream": {"url": "%[1]s/bad"}},
-		 {"name": "echo", "description": "fixed price", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok"}}
+		 {"name": "echo", "description": "fixed price", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/ok"}},
+		 {"name": "broken", "description": "fixed price, 500", "price": "0.05", "currency": "USD", "upstream": {"url": "%[1]s/fail"}}
 		]}`, base, limit)
 		c, err := catalog.ParseCatalog([]byte(doc))
 		require.NoError(t, err)
@@ -175,4 +176,108 @@ func TestFreeTierRace(t *testing.T) {
 	}
 	require.Equal(t, n-10, charges)
 	require.NoError(t, e.st.CheckInvariants(context.Background()))
+}
+
+func (e *env) putCap(body string) response {
+	e.t.Helper()
+	return e.do(http.MethodPut, "/v1/admin/callers/alice/caps", adminToken, nil, body)
+}
+
+func TestCapsAdminAPI(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withPricing(t, 1))
+	r := e.do(http.MethodPost, "/v1/admin/callers", adminToken, nil, `{"id": "alice", "name": "alice"}`)
+	require.Equal(t, http.StatusCreated, r.status, string(r.body))
+
+	r = e.putCap(`{"currency": "USD", "limit": "0.12", "reset": "daily"}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, map[string]any{"currency": "USD", "limit": "0.12", "reset": "daily", "spent": "0.00",
+		"remaining": "0.12", "resetsAt": "2026-12-03T00:00:00Z"}, r.json(t))
+	r = e.putCap(`{"currency": "USD", "limit": "1", "reset": "never", "key": "k_ci"}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, map[string]any{"key": "k_ci", "currency": "USD", "limit": "1.00", "reset": "never", "spent": "0.00",
+		"remaining": "1.00"}, r.json(t))
+
+	bad := map[string]string{
+		"unknown currency":  `{"currency": "XYZ", "limit": "1", "reset": "daily"}`,
+		"negative limit":    `{"currency": "USD", "limit": "-1", "reset": "daily"}`,
+		"malformed limit":   `{"currency": "USD", "limit": "1.234", "reset": "daily"}`,
+		"number limit":      `{"currency": "USD", "limit": 1, "reset": "daily"}`,
+		"bad reset":         `{"currency": "USD", "limit": "1", "reset": "hourly"}`,
+		"no reset":          `{"currency": "USD", "limit": "1"}`,
+		"unknown field":     `{"currency": "USD", "limit": "1", "reset": "daily", "period": "day"}`,
+		"bad key":           `{"currency": "USD", "limit": "1", "reset": "daily", "key": "a b"}`,
+		"limit over 2^53-1": `{"currency": "USD", "limit": "90071992547409.92", "reset": "daily"}`,
+	}
+	for name, body := range bad {
+		r := e.putCap(body)
+		r.problem(t, http.StatusBadRequest, "invalid-request")
+		require.NotEmpty(t, r.json(t)["detail"], name)
+	}
+	r = e.do(http.MethodPut, "/v1/admin/callers/nobody/caps", adminToken, nil, `{"currency": "USD", "limit": "1", "reset": "daily"}`)
+	r.problem(t, http.StatusNotFound, "unknown-caller")
+	require.Equal(t, http.StatusUnauthorized, e.do(http.MethodPut, "/v1/admin/callers/alice/caps", "wrong", nil,
+		`{"currency": "USD", "limit": "1", "reset": "daily"}`).status)
+
+	r = e.do(http.MethodGet, "/v1/admin/callers/alice/caps", adminToken, nil, "")
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	caps := r.json(t)["caps"].([]any)
+	require.Len(t, caps, 2, "bad input changed nothing")
+	require.Equal(t, "0.12", caps[0].(map[string]any)["limit"])
+	require.Equal(t, "k_ci", caps[1].(map[string]any)["key"])
+	e.do(http.MethodGet, "/v1/admin/callers/nobody/caps", adminToken, nil, "").problem(t, http.StatusNotFound, "unknown-caller")
+	e.checkInvariants()
+}
+
+func TestCapRefusesLikeInsufficientFunds(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withPricing(t, 1))
+	alice := e.newCaller("alice", "1.00")
+	r := e.do(http.MethodPut, "/v1/admin/callers/"+alice.id+"/caps", adminToken, nil, `{"currency": "USD", "limit": "0.10", "reset": "weekly"}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, http.StatusOK, e.do(http.MethodGet, "/v1/balance", alice.key, nil, "").status) // caches the caller
+	for i := range 2 {
+		before := e.db.Count()
+		require.Equal(t, http.StatusOK, e.call(alice.key, "echo", fmt.Sprint("e", i), `{}`).status)
+		require.EqualValues(t, 2, e.db.Count()-before, "a capped call: claim and charge (one batch), complete")
+	}
+	r = e.call(alice.key, "echo", "e2", `{}`)
+	p := r.problem(t, http.StatusPaymentRequired, "insufficient-funds")
+	require.Equal(t, map[string]any{"scope": "caller", "currency": "USD", "limit": "0.10", "spent": "0.10", "remaining": "0.00",
+		"reset": "weekly", "resetsAt": "2026-12-07T00:00:00Z"}, p["limit"])
+	require.Equal(t, "0.90", p["balance"])
+	require.NotContains(t, p, "topUp")
+	require.Contains(t, p["detail"], "spending cap of 0.10 USD")
+	require.EqualValues(t, 2, e.up.count("/ok"), "nothing executed past the cap")
+	// A refunded failure gives the spend back: the cap lets the next call through.
+	r = e.do(http.MethodPut, "/v1/admin/callers/"+alice.id+"/caps", adminToken, nil, `{"currency": "USD", "limit": "0.15", "reset": "weekly"}`)
+	require.Equal(t, "0.10", r.json(t)["spent"])
+	p = e.call(alice.key, "broken", "b0", `{}`).problem(t, http.StatusBadGateway, "upstream-failed") // charged, then refunded
+	require.Equal(t, true, p["refunded"])
+	r = e.do(http.MethodGet, "/v1/admin/callers/"+alice.id+"/caps", adminToken, nil, "")
+	require.Equal(t, "0.10", r.json(t)["caps"].([]any)[0].(map[string]any)["spent"])
+	require.Equal(t, http.StatusOK, e.call(alice.key, "echo", "e2", `{}`).status, "the same key, retried under the raised cap")
+	require.EqualValues(t, 85, e.balance(alice))
+	e.checkInvariants()
+}
+
+// TestCapRace: 50 calls at once on 50 keys against a cap of 10 prices, on
+// SQLite through the HTTP handler: exactly 10 charged, 40 refused 402.
+func TestCapRace(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withPricing(t, 1))
+	alice := e.newCaller("alice", "100.00")
+	r := e.do(http.MethodPut, "/v1/admin/callers/"+alice.id+"/caps", adminToken, nil, `{"currency": "USD", "limit": "0.50", "reset": "monthly"}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	const n = 50
+	statuses := make([]int, n)
+	parallel(n, func(i int) { statuses[i] = e.call(alice.key, "echo", fmt.Sprint("race-", i), `{}`).status })
+	count := map[int]int{}
+	for _, s := range statuses {
+		count[s]++
+	}
+	require.Equal(t, map[int]int{http.StatusOK: 10, http.StatusPaymentRequired: n - 10}, count)
+	require.EqualValues(t, 10000-50, e.balance(alice))
+	require.EqualValues(t, 10, e.up.count("/ok"))
+	e.checkInvariants()
 }

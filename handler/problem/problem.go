@@ -197,6 +197,9 @@ func For(err error) Problem {
 func fundsProblem(err error, fe *store.InsufficientFundsError) Problem {
 	cur := fe.Currency
 	amount := func(v int64) string { return store.FormatAmount(v, cur) }
+	if c := fe.Cap; c != nil {
+		return capProblem(fe, c)
+	}
 	detail := fmt.Sprintf("the call costs %s %s and the balance is %s %s", amount(fe.Required), cur, amount(fe.Balance), cur)
 	if fe.Owed > 0 {
 		detail = fmt.Sprintf("the call costs %s %s, the balance is %s %s and %s %s is owed (a top-up was refunded or disputed after it was spent); paid calls resume once a credit covers the debt",
@@ -227,6 +230,31 @@ func fundsProblem(err error, fe *store.InsufficientFundsError) Problem {
 		p.Detail += fmt.Sprintf("; add at least %s %s with %s %s and retry with the same Idempotency-Key",
 			amount(t.Minimum), cur, t.Method, t.Path)
 	}
+	return p
+}
+
+// capProblem is the 402 of a charge a spending cap refused: the limit
+// member says which cap (the caller's, or a key's), its limit, what was
+// spent in its window and when it resets.
+func capProblem(fe *store.InsufficientFundsError, c *store.Cap) Problem {
+	amount := func(v int64) string { return store.FormatAmount(v, fe.Currency) }
+	whose := "the caller's"
+	limit := map[string]any{"scope": "caller", "currency": fe.Currency, "limit": amount(c.Limit),
+		"spent": amount(c.Spent), "remaining": amount(max(c.Limit-c.Spent, 0)), "reset": string(c.Reset)}
+	if c.Key != store.AnyKey {
+		whose = fmt.Sprintf("key %q's", c.Key)
+		limit["scope"], limit["key"] = "key", c.Key
+	}
+	resets := "it never resets"
+	if !c.ResetsAt.IsZero() {
+		limit["resetsAt"] = c.ResetsAt.UTC().Format(time.RFC3339)
+		resets = "it resets at " + c.ResetsAt.UTC().Format(time.RFC3339)
+	}
+	p := newProblem(http.StatusPaymentRequired, "insufficient-funds", "Spending cap reached",
+		fmt.Sprintf("the call costs %s %s and would pass %s %s spending cap of %s %s (%s spent); nothing was charged or executed; %s",
+			amount(fe.Required), fe.Currency, whose, c.Reset, amount(c.Limit), fe.Currency, amount(c.Spent), resets))
+	p.Extensions = map[string]any{"price": amount(fe.Required), "balance": amount(fe.Balance), "currency": fe.Currency,
+		"limit": limit}
 	return p
 }
 
