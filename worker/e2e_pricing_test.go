@@ -16,11 +16,13 @@ import (
 	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
 )
 
-// TestE2EFreeTier runs the free tier in workerd over D1, across two
-// isolates: 50 calls at once on 50 keys against a quota of 10 are exactly
-// 10 free and 40 charged once each; a free call costs as many D1 round
-// trips as a paid one; a tool of price 0 answers 429 past its quota.
-func TestE2EFreeTier(t *testing.T) {
+// TestE2EPricing runs free tiers and spending caps in workerd over D1,
+// across two isolates: 50 calls at once on 50 keys against a quota of 10
+// are exactly 10 free and 40 charged once each, and against a cap of 10
+// prices exactly 10 charged and 40 refused; a free or capped call costs as
+// many D1 round trips as a fixed-price one; a tool of price 0 answers 429
+// past its quota.
+func TestE2EPricing(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
 	tools := fmt.Sprintf(`{"tools":[
@@ -93,29 +95,69 @@ func TestE2EFreeTier(t *testing.T) {
 	require.NotEmpty(t, res.Header.Get("Retry-After"))
 	require.Equal(t, echoes, up.count("/echo"))
 
+	// A cap of 10 prices, 50 calls at once on 50 keys across both isolates.
+	dave := newCaller(t, w0, "dave", "100.00")
+	admin := client{t: t, base: w1, key: e2eAdminToken}
+	res, body = admin.do(http.MethodPut, "/v1/admin/callers/dave/caps", []byte(`{"currency":"USD","limit":"0.50","reset":"daily"}`), nil)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	statuses := map[int]int{}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c := client{base: []string{w0, w1}[i%2], key: dave.key}
+			res, _, err := c.try(http.MethodPost, "/v1/tools/echo/call", []byte(`{}`),
+				map[string]string{"Idempotency-Key": fmt.Sprint("cap-", i)})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			statuses[res.StatusCode]++
+		}(i)
+	}
+	wg.Wait()
+	require.Empty(t, errs)
+	require.Equal(t, map[int]int{http.StatusOK: 10, http.StatusPaymentRequired: n - 10}, statuses)
+	charges, _ = countCharges(t, db, "dave")
+	require.Equal(t, 10, charges)
+	require.Equal(t, int64(10000-50), checkLedger(t, db, "dave"))
+	res, body = dave.call("echo", "cap-over", `{}`)
+	require.Equal(t, http.StatusPaymentRequired, res.StatusCode)
+	require.Contains(t, string(body), `"limit":{`)
+
 	// D1 round trips per call, as the worker logs them (caller cached by now).
 	carol := newCaller(t, w0, "carol", "1.00")
+	res, body = admin.do(http.MethodPut, "/v1/admin/callers/carol/caps", []byte(`{"currency":"USD","limit":"1.00","reset":"monthly"}`), nil)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
 	res, _ = carol.call("echo", "warm", `{}`)
 	require.Equal(t, http.StatusOK, res.StatusCode)
-	mark := edge.LogMark()
-	for _, c := range []struct{ tool, key string }{{"tiered", "rt-free"}, {"echo", "rt-paid"}} {
-		res, body = carol.call(c.tool, c.key, `{}`)
-		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
-	}
-	trips := map[string]any{}
-	require.Eventually(t, func() bool {
-		for _, l := range callLogs(edge.LogsSince(mark)) {
-			if l["caller"] == "carol" && l["outcome"] == "executed" {
-				trips[l["tool"].(string)] = l["roundTrips"]
-			}
-		}
-		return len(trips) == 2
-	}, 5*time.Second, 20*time.Millisecond)
 	lookup := 0 // the caller is cached, except with a Go runtime per request
 	if os.Getenv("TOOLGATE_GO_RUNTIME") == edgetest.ModePerRequest {
 		lookup = 1
 	}
-	require.EqualValues(t, 2+lookup, trips["echo"], "fixed price: claim+charge batch, complete")
-	require.EqualValues(t, 2+lookup, trips["tiered"], "free call: claim+take batch, complete")
-	t.Logf("D1 round trips: fixed price %v, free call %v", trips["echo"], trips["tiered"])
+	for _, c := range []struct {
+		who             client
+		tool, key, what string
+	}{
+		{alice, "echo", "rt-paid", "fixed price: claim+charge batch, complete"},
+		{carol, "tiered", "rt-free", "free call: claim+take batch, complete"},
+		{carol, "echo", "rt-capped", "capped call: claim+charge batch (the cap inside the charge), complete"},
+	} {
+		mark := edge.LogMark()
+		res, body = c.who.call(c.tool, c.key, `{}`)
+		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+		var trips any
+		require.Eventually(t, func() bool {
+			for _, l := range callLogs(edge.LogsSince(mark)) {
+				if l["outcome"] == "executed" && l["tool"] == c.tool && l["roundTrips"] != nil {
+					trips = l["roundTrips"]
+				}
+			}
+			return trips != nil
+		}, 5*time.Second, 20*time.Millisecond)
+		require.EqualValues(t, 2+lookup, trips, c.what)
+		t.Logf("D1 round trips: %s: %v", c.key, trips)
+	}
 }
