@@ -113,7 +113,20 @@ func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (sto
 	if p.Amount > 0 {
 		stmts = append(stmts, store.Stmt{Query: chargeClaimedSQL, Args: chargeArgs(cp, p.Fingerprint)})
 	}
-	out, err := s.batchOrEach(ctx, stmts)
+	var out [][][]any
+	var err error
+	if batcher {
+		out, err = s.batchOrEach(ctx, stmts)
+	} else {
+		// One by one: the take and the charge only after a won claim.
+		out = make([][][]any, len(stmts))
+		out[0], err = s.db.Query(ctx, stmts[0].Query, stmts[0].Args...)
+		if err == nil && len(out[0]) == 1 && asString(out[0][0][2]) == p.Owner && asString(out[0][0][1]) == string(store.StatusInProgress) {
+			for i := 1; i < len(stmts) && err == nil; i++ {
+				out[i], err = s.db.Query(ctx, stmts[i].Query, stmts[i].Args...)
+			}
+		}
+	}
 	if err != nil {
 		return store.ClaimChargeResult{}, fmt.Errorf("claim and charge: %w", err)
 	}
