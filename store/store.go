@@ -345,9 +345,9 @@ type Ledger interface {
 	// balance does not cover amount.
 	Charge(ctx context.Context, p ChargeParams) (ChargeResult, error)
 	// Refund returns the key's charge, and its unit of free quota, to the
-	// caller. It reports whether a charge or a unit came back, and is a
-	// no-op returning false when the key holds neither (never charged, or
-	// already refunded). It returns ErrFencedOut unless f still holds the record in
+	// caller. It reports whether a charge or a unit came back (the balance
+	// is then 0 for a unit), and is a no-op returning false when the key
+	// holds neither (never charged, or already refunded). It returns ErrFencedOut unless f still holds the record in
 	// progress: a completed answer is never refunded after the fact.
 	Refund(ctx context.Context, f Fence, now time.Time) (refunded bool, balance int64, err error)
 	// Balance returns the caller's balance, 0 if it never had one.
