@@ -173,6 +173,8 @@ func (s *server) routes() []route {
 		{http.MethodPost, "/v1/admin/callers/{id}/keys/{keyId}/revoke", s.handleRevokeKey},
 		{http.MethodPost, "/v1/admin/callers/{id}/keys/{keyId}/rotate", s.handleRotateKey},
 		{http.MethodGet, "/v1/admin/callers/{id}/usage", s.handleCallerUsage},
+		{http.MethodPut, "/v1/admin/callers/{id}/caps", s.handlePutCap},
+		{http.MethodGet, "/v1/admin/callers/{id}/caps", s.handleGetCaps},
 		{http.MethodGet, "/v1/admin/stats", s.handleStats},
 		{http.MethodGet, "/v1/admin/calls", s.handleCalls},
 		{http.MethodGet, "/v1/admin/attention", s.handleAttention},

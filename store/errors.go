@@ -42,6 +42,11 @@ var (
 	ErrPaymentReused = errors.New("store: payment already pays for another idempotency key")
 	// ErrRevoked means a caller key is revoked: it cannot be rotated.
 	ErrRevoked = errors.New("store: key revoked")
+	// ErrQuotaExhausted is ClaimChargeResult.ChargeErr when the claim was
+	// won, the free quota's usage had reached its limit and there is no
+	// price to fall back to (Amount 0): nothing was taken, and the caller
+	// holds the key and must Fail it.
+	ErrQuotaExhausted = errors.New("store: free quota exhausted")
 )
 
 // answers are the sentinels above: what a store answers about the request,
@@ -50,7 +55,7 @@ var (
 // cannot silently be taken for an outage.
 var answers = []error{ErrNotFound, ErrFencedOut, ErrFingerprintMismatch, ErrInvalidKey, ErrInvalidAmount,
 	ErrUnknownCurrency, ErrTooLarge, ErrInsufficientFunds, ErrReferenceConflict, ErrConflict, ErrInvalidArgument,
-	ErrPaymentReused, ErrRevoked}
+	ErrPaymentReused, ErrRevoked, ErrQuotaExhausted}
 
 // IsAnswer reports whether err is (or wraps) one of this package's sentinel
 // errors: an answer about the request. Anything else a backend returns is a
@@ -72,10 +77,16 @@ type InsufficientFundsError struct {
 	Balance  int64
 	Required int64
 	Owed     int64
+	// Cap, when set, is the spending cap the charge would have passed (its
+	// Spent at the charge): the balance may well cover it.
+	Cap *Cap
 }
 
 // Error implements error.
 func (e *InsufficientFundsError) Error() string {
+	if c := e.Cap; c != nil {
+		return fmt.Sprintf("store: insufficient funds: %s cap %d %s of key %q spent %d, required %d", c.Reset, c.Limit, e.Currency, c.Key, c.Spent, e.Required)
+	}
 	if e.Owed > 0 {
 		return fmt.Sprintf("store: insufficient funds: %d %s owed, balance %d, required %d", e.Owed, e.Currency, e.Balance, e.Required)
 	}

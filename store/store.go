@@ -64,6 +64,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -119,8 +120,11 @@ type Record struct {
 	PaymentRef string
 	Error      string // set when Status is failed
 	Charge     Charge
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// Quota says whether the current incarnation holds a unit of free
+	// quota (see Quota).
+	Quota     QuotaState
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Outcome is what Claim decided.
@@ -223,7 +227,7 @@ type Idempotency interface {
 	//
 	//   - A record in progress whose lease has expired was abandoned (its
 	//     owner crashed, or lost its final writes). Sweep returns its charge
-	//     (a refund entry) and marks it failed, as Fail would: the key stays
+	//     (a refund entry) and its unit of free quota (a return entry) and marks it failed, as Fail would: the key stays
 	//     bound to its input and a retry executes again. The stale owner is
 	//     fenced out, since its record is no longer in progress. So no record
 	//     stays in progress past its lease plus one sweep, and no abandoned
@@ -265,6 +269,11 @@ type ClaimChargeParams struct {
 	// per-key spending caps; OriginalKeyID for the key the caller was
 	// created with.
 	KeyID string
+	// Quota, if set, is the tool's free quota: a won claim takes one unit
+	// of it, if the caller's usage allows, and then charges nothing. Past
+	// the limit Amount is charged; with Amount 0 the result's ChargeErr is
+	// ErrQuotaExhausted.
+	Quota *Quota
 }
 
 // ClaimChargeResult is the claim's result and, when the claim was won, the
@@ -276,9 +285,12 @@ type ClaimChargeResult struct {
 	// charge (a takeover of an abandoned, charged attempt).
 	Charge ChargeResult
 	// ChargeErr is Charge's error when the claim was won but the charge was
-	// not taken: an *InsufficientFundsError (nothing changed but the claim:
-	// the caller holds the key and must Fail it) or a database error.
+	// not taken: an *InsufficientFundsError or ErrQuotaExhausted (nothing
+	// changed but the claim: the caller holds the key and must Fail it) or
+	// a database error.
 	ChargeErr error
+	// Quota reports the free quota, when the claim was won and p.Quota set.
+	Quota QuotaResult
 }
 
 // ChargeResult reports a charge.
@@ -333,9 +345,10 @@ type Ledger interface {
 	// record, and an *InsufficientFundsError, changing nothing, when the
 	// balance does not cover amount.
 	Charge(ctx context.Context, p ChargeParams) (ChargeResult, error)
-	// Refund returns the key's charge to the caller. It is a no-op returning
-	// false when the key holds no charge (never charged, or already
-	// refunded). It returns ErrFencedOut unless f still holds the record in
+	// Refund returns the key's charge, and its unit of free quota, to the
+	// caller. It reports whether a charge or a unit came back (the balance
+	// is then 0 for a unit), and is a no-op returning false when the key
+	// holds neither (never charged, or already refunded). It returns ErrFencedOut unless f still holds the record in
 	// progress: a completed answer is never refunded after the fact.
 	Refund(ctx context.Context, f Fence, now time.Time) (refunded bool, balance int64, err error)
 	// Balance returns the caller's balance, 0 if it never had one.
@@ -433,6 +446,7 @@ type Store interface {
 	Topups
 	Payments
 	Stats
+	Caps
 	// ClaimCharge claims p.Key and, if that wins the key (OutcomeClaimed),
 	// charges p.Amount to p.Caller for it, exactly as Claim followed by
 	// Charge on the claimed fence would. The claim's errors
@@ -454,7 +468,12 @@ type Store interface {
 // ClaimThenCharge is ClaimCharge as two calls on s: Claim, then, if the
 // claim was won, Charge on the fence it won. Backends that cannot do both
 // in one step use it; the result is the same, in two round trips.
+// It refuses a free quota (ErrInvalidArgument): that must be taken in the
+// claim's atomic step.
 func ClaimThenCharge(ctx context.Context, s Store, p ClaimChargeParams) (ClaimChargeResult, error) {
+	if p.Quota != nil {
+		return ClaimChargeResult{}, fmt.Errorf("%w: a free quota is taken with the claim, in one step", ErrInvalidArgument)
+	}
 	if err := ValidateAmount(p.Amount, p.Currency); err != nil {
 		return ClaimChargeResult{}, err
 	}

@@ -4,6 +4,7 @@ package catalog
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,17 @@ type Tool struct {
 	// X402, when set, also sells the tool per call for an x402 payment, to
 	// agents without an account (or whose balance is short).
 	X402 *X402
+	// Free, when set, gives each caller its first Free.Calls calls per
+	// window free; past them Price applies (a tool of price 0 then answers
+	// 429 quota-exhausted until the window resets).
+	Free *Free
+}
+
+// Free is a tool's free tier: Calls calls per caller per UTC window of
+// length Per (weeks start on Monday).
+type Free struct {
+	Calls int64
+	Per   store.Period
 }
 
 // X402 is a tool's price in x402: an "exact" payment of Amount atomic units
@@ -127,6 +139,12 @@ type toolDoc struct {
 	ForwardHeaders []string        `json:"forwardHeaders"`
 	InputSchema    json.RawMessage `json:"inputSchema"`
 	X402           *x402Doc        `json:"x402"`
+	Free           *freeDoc        `json:"free"`
+}
+
+type freeDoc struct {
+	Calls json.RawMessage `json:"calls"`
+	Per   string          `json:"per"`
 }
 
 type x402Doc struct {
@@ -183,7 +201,8 @@ var unforwardable = map[string]bool{
 //	  "lease": "10s",                        // optional, default 10s
 //	  "ttl": "24h",                          // optional replay window, default 24h, > lease
 //	  "forwardHeaders": ["Accept-Language"], // optional caller headers sent upstream
-//	  "inputSchema": {"type": "object"}      // optional JSON Schema, enforced
+//	  "inputSchema": {"type": "object"},     // optional JSON Schema, enforced
+//	  "free": {"calls": 100, "per": "day"}   // optional free tier per caller: hour, day, week or month (UTC)
 //	}]}
 //
 // Unknown fields are errors. The inputSchema must be an object whose type,
@@ -312,6 +331,16 @@ func parseTool(raw json.RawMessage) (Tool, error) {
 		if t.Schema, err = jsonschema.Compile(t.InputSchema); err != nil {
 			return t, fmt.Errorf("inputSchema: %w", err)
 		}
+	}
+	if d.Free != nil {
+		n, err := strconv.ParseInt(string(d.Free.Calls), 10, 64)
+		if err != nil || n <= 0 || n > 1_000_000_000 {
+			return t, fmt.Errorf("free.calls %s must be a whole number of calls from 1 to 10^9", cmp.Or(string(d.Free.Calls), "(missing)"))
+		}
+		if !store.Period(d.Free.Per).Valid() {
+			return t, fmt.Errorf("free.per %q must be \"hour\", \"day\", \"week\" or \"month\"", d.Free.Per)
+		}
+		t.Free = &Free{Calls: n, Per: store.Period(d.Free.Per)}
 	}
 	if d.X402 != nil {
 		x, err := parseX402(*d.X402, t)

@@ -27,7 +27,7 @@ const exampleCatalog = `{"tools": [{
   "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
 }, {
   "name": "ping", "description": "Free ping", "price": "0", "currency": "CREDIT",
-  "upstream": {"url": "http://127.0.0.1:9000/ping"}
+  "upstream": {"url": "http://127.0.0.1:9000/ping"}, "free": {"calls": 100, "per": "week"}
 }]}`
 
 func TestParseCatalog(t *testing.T) {
@@ -58,6 +58,8 @@ func TestParseCatalog(t *testing.T) {
 	require.Equal(t, store.DefaultTTL, p.TTL)
 	require.JSONEq(t, `{"type":"object"}`, string(p.InputSchema))
 	require.Nil(t, p.Schema, "no inputSchema in the document: any input")
+	require.Equal(t, &catalog.Free{Calls: 100, Per: store.PeriodWeek}, p.Free)
+	require.Nil(t, s.Free)
 	require.Equal(t, []string{"CREDIT", "USD"}, c.Currencies())
 	_, ok = c.Tool("nope")
 	require.False(t, ok)
@@ -103,6 +105,12 @@ func TestParseCatalogRejectsInvalidDocuments(t *testing.T) {
 			`tools[0] ("t"): inputSchema: keyword "pattern" at /properties/q: "(?<=a)b" is not a Go (RE2) regular expression`},
 		"schema dangling ref": {tool(`, "inputSchema": {"type": "object", "properties": {"q": {"$ref": "#/$defs/q"}}}`),
 			`tools[0] ("t"): inputSchema: keyword "$ref" at /properties/q: "#/$defs/q" does not point to a schema`},
+		"free calls zero":     {tool(`, "free": {"calls": 0, "per": "day"}`), `tools[0] ("t"): free.calls 0 must be a whole number`},
+		"free calls fraction": {tool(`, "free": {"calls": 1.5, "per": "day"}`), `tools[0] ("t"): free.calls 1.5 must be a whole number`},
+		"free calls missing":  {tool(`, "free": {"per": "day"}`), `tools[0] ("t"): free.calls (missing) must be a whole number`},
+		"free calls string":   {tool(`, "free": {"calls": "ten", "per": "day"}`), `tools[0] ("t"): free.calls "ten" must be a whole number`},
+		"free bad per":        {tool(`, "free": {"calls": 10, "per": "year"}`), `tools[0] ("t"): free.per "year" must be "hour", "day", "week" or "month"`},
+		"free unknown field":  {tool(`, "free": {"calls": 10, "per": "day", "reset": "daily"}`), `tools[0]: json: unknown field "reset"`},
 		"duplicate name": {`{"tools": [` +
 			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}},` +
 			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}}]}`,

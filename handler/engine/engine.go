@@ -116,6 +116,13 @@ type Receipt struct {
 	// address); empty for prepaid and free calls.
 	Rail  string `json:"rail,omitempty"`
 	Payer string `json:"payer,omitempty"`
+	// Tier is "free" for a call of the tool's free tier (Amount is then 0).
+	// QuotaRemaining is how many free calls the caller has left in the
+	// window after this one (absent when a takeover inherited the unit and
+	// did not read the usage), and QuotaResetsAt when the window ends.
+	Tier           string     `json:"tier,omitempty"`
+	QuotaRemaining *int64     `json:"quotaRemaining,omitempty"`
+	QuotaResetsAt  *time.Time `json:"quotaResetsAt,omitempty"`
 }
 
 // envelope is the stored answer. For an upstream 4xx it is also an RFC 9457
@@ -308,6 +315,9 @@ type attempt struct {
 	// left it.
 	payment *pay.Payment
 	bound   store.Payment
+	// window is the free tier's window at the first claim, when the tool
+	// has one.
+	window, windowEnd time.Time
 }
 
 func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallResult, error) {
@@ -346,19 +356,11 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	// claim retried after a lost reply, is the same attempt.
 	p := store.ClaimParams{Key: a.key, Owner: owner, Fingerprint: Fingerprint(tool.Name, canonical),
 		Now: e.now(), Lease: tool.Lease, TTL: tool.TTL, Tool: tool.Name, CallerID: req.Caller.ID}
-	// A paid tool claims and charges in one step (one round trip on D1 and
-	// SQLite); the charge is taken only if this claim wins the key.
-	var cr store.ClaimResult
-	var paid *chargeOutcome
-	if tool.Price > 0 {
-		ccr, err := e.store.ClaimCharge(ctx, store.ClaimChargeParams{ClaimParams: p,
-			Caller: a.caller.ID, Currency: tool.Currency, Amount: tool.Price, KeyID: a.caller.KeyID})
-		if err != nil {
-			return CallResult{}, storeError("claim key", err)
-		}
-		cr = ccr.ClaimResult
-		paid = &chargeOutcome{res: ccr.Charge, err: ccr.ChargeErr}
-	} else if cr, err = e.store.Claim(ctx, p); err != nil {
+	if tool.Free != nil {
+		a.window, a.windowEnd = tool.Free.Per.Window(p.Now)
+	}
+	cr, paid, err := a.claim(ctx, p)
+	if err != nil {
 		return CallResult{}, storeError("claim key", err)
 	}
 	switch cr.Outcome {
@@ -448,7 +450,7 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 			// or free: the claim below decides.
 		}
 		p.Now = now
-		cr, err := a.claim(ctx, p)
+		cr, paid, err := a.claim(ctx, p)
 		if err != nil {
 			if transient(err) {
 				// Safe to repeat: a claim whose reply was lost is ours, and
@@ -462,19 +464,40 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		case store.OutcomeCompleted:
 			return a.replay(ctx, cr.Record, OutcomeWaited)
 		case store.OutcomeClaimed:
-			return a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, nil)
+			return a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid)
 		}
 		rec = cr.Record
 	}
 }
 
-// claim is the claim of a waiter that may take the key over: with the
-// request's payment bound, for a call paid per request.
-func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (store.ClaimResult, error) {
+// claim claims the key for a request, or for a waiter that may take it
+// over: with the request's payment bound, for a call paid per request. A
+// paid tool, or one with a free tier, claims and charges (or takes a unit
+// of free quota) in one step, one round trip on D1 and SQLite; the charge
+// or the unit is taken only if this claim wins the key, and paid says what
+// came of it.
+func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (cr store.ClaimResult, paid *chargeOutcome, err error) {
 	if a.payment != nil {
-		return a.claimPaid(ctx, p)
+		cr, err = a.claimPaid(ctx, p)
+		return cr, nil, err
 	}
-	return a.e.store.Claim(ctx, p)
+	t := a.tool
+	if t.Price <= 0 && t.Free == nil {
+		cr, err = a.e.store.Claim(ctx, p)
+		return cr, nil, err
+	}
+	cp := store.ClaimChargeParams{ClaimParams: p, Caller: a.caller.ID, Currency: t.Currency, Amount: t.Price,
+		KeyID: a.caller.KeyID}
+	if t.Free != nil {
+		// The window of the request's first claim: a takeover after a long
+		// wait still counts in it.
+		cp.Quota = &store.Quota{Limit: t.Free.Calls, Window: a.window}
+	}
+	ccr, err := a.e.store.ClaimCharge(ctx, cp)
+	if err != nil {
+		return store.ClaimResult{}, nil, err
+	}
+	return ccr.ClaimResult, &chargeOutcome{res: ccr.Charge, err: ccr.ChargeErr, quota: ccr.Quota}, nil
 }
 
 // replay replays a completed key, with its payment's receipt for a call
@@ -526,11 +549,24 @@ func (a *attempt) executeShared(ctx context.Context, f store.Fence, fingerprint 
 	return res, err
 }
 
-// chargeOutcome is a charge already attempted with the claim (ClaimCharge).
+// chargeOutcome is a charge (or a unit of free quota) already attempted
+// with the claim (ClaimCharge).
 type chargeOutcome struct {
-	res store.ChargeResult
-	err error
+	res   store.ChargeResult
+	err   error
+	quota store.QuotaResult
 }
+
+// money is what a claimed key holds: a charge (and the balance after it),
+// or a unit of free quota (and the window's usage after it, 0 if
+// inherited).
+type money struct {
+	charged, free bool
+	balance, used int64
+}
+
+// held reports whether the key holds a charge or a unit to give back.
+func (m money) held() bool { return m.charged || m.free }
 
 // execute runs a claimed key in named steps: take the charge (unless paid
 // holds the charge taken with the claim), call the upstream under
@@ -540,7 +576,7 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 	// The caller going away must not strand a charged key half-way.
 	ctx = context.WithoutCancel(ctx)
 	defer a.returnOnPanic(ctx, f)
-	charged, balance, err := a.takeCharge(ctx, f, paid)
+	m, err := a.takeCharge(ctx, f, paid)
 	if err != nil {
 		return CallResult{}, err
 	}
@@ -555,9 +591,9 @@ func (a *attempt) execute(ctx context.Context, f store.Fence, paid *chargeOutcom
 	// From here on, the final writes retry transient errors (finalwrite.go).
 	b := a.finalBudget()
 	if ue := a.upstreamFailure(up); ue != nil {
-		return CallResult{}, a.refundAndFail(ctx, f, b, ue, charged)
+		return CallResult{}, a.refundAndFail(ctx, f, b, ue, m)
 	}
-	return a.storeAnswer(ctx, f, b, up, charged, balance)
+	return a.storeAnswer(ctx, f, b, up, m)
 }
 
 // returnOnPanic, deferred by execute, leaves the key retryable and its
@@ -573,13 +609,18 @@ func (a *attempt) returnOnPanic(ctx context.Context, f store.Fence) {
 }
 
 // takeCharge charges the tool's price, or takes the outcome of the charge
-// made with the claim (paid). A free tool charges nothing. On insufficient
-// funds nothing was taken and the key is failed, so a retry after a top-up
-// runs; the error is the store's *InsufficientFundsError.
-func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOutcome) (charged bool, balance int64, err error) {
+// (or unit of free quota) made with the claim (paid). A free tool charges
+// nothing. On insufficient funds nothing was taken and the key is failed, so
+// a retry after a top-up runs; the error is the store's
+// *InsufficientFundsError. A tool of price 0 whose free quota is used up
+// fails the key the same way, with a *QuotaExhaustedError.
+func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOutcome) (m money, err error) {
 	e := a.e
-	if a.tool.Price <= 0 {
-		return false, 0, nil
+	if paid != nil && paid.quota.Free {
+		return money{free: true, used: paid.quota.Used}, nil
+	}
+	if a.tool.Price <= 0 && (paid == nil || paid.err == nil) {
+		return money{}, nil
 	}
 	var cr store.ChargeResult
 	if paid != nil {
@@ -588,22 +629,26 @@ func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOut
 		cr, err = e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
 			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now(), KeyID: a.caller.KeyID})
 	}
-	if errors.Is(err, store.ErrInsufficientFunds) {
-		if ferr := e.store.Fail(ctx, f, "insufficient funds", e.now()); ferr != nil {
-			return false, 0, errors.Join(err, storeError("fail key", ferr))
+	if errors.Is(err, store.ErrQuotaExhausted) {
+		err = &QuotaExhaustedError{Tool: a.tool.Name, Calls: a.tool.Free.Calls, Per: a.tool.Free.Per, ResetsAt: a.windowEnd,
+			RetryAfter: a.windowEnd.Sub(e.now())}
+	}
+	if errors.Is(err, store.ErrInsufficientFunds) || errors.Is(err, store.ErrQuotaExhausted) {
+		if ferr := e.store.Fail(ctx, f, err.Error(), e.now()); ferr != nil {
+			return money{}, errors.Join(err, storeError("fail key", ferr))
 		}
-		return false, 0, err
+		return money{}, err
 	}
 	if err != nil {
-		return false, 0, storeError("charge key", err)
+		return money{}, storeError("charge key", err)
 	}
-	return true, cr.Balance, nil
+	return money{charged: true, balance: cr.Balance}, nil
 }
 
 // storeAnswer builds the answer to a final upstream response (the envelope
 // with its receipt; an upstream 4xx is refunded and answered 424) and stores
 // it. An answer too large to store is refunded and failed instead.
-func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget, ur upstreamResult, charged bool, balance int64) (CallResult, error) {
+func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget, ur upstreamResult, m money) (CallResult, error) {
 	e := a.e
 	up := ur.resp
 	rcpt := Receipt{Tool: a.tool.Name, Price: a.tool.PriceString(), Amount: a.tool.PriceString(),
@@ -612,8 +657,17 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 	if rcpt.CallID, err = e.newID("call_"); err != nil {
 		return CallResult{}, err
 	}
-	if charged {
-		rcpt.BalanceAfter = store.FormatAmount(balance, a.tool.Currency)
+	if m.charged {
+		rcpt.BalanceAfter = store.FormatAmount(m.balance, a.tool.Currency)
+	}
+	if m.free {
+		rcpt.Tier, rcpt.Amount = "free", store.FormatAmount(0, a.tool.Currency)
+		resets := a.windowEnd
+		rcpt.QuotaResetsAt = &resets
+		if m.used > 0 {
+			left := max(a.tool.Free.Calls-m.used, 0)
+			rcpt.QuotaRemaining = &left
+		}
 	}
 	env := envelope{Tool: a.tool.Name, Upstream: upstreamInfo{Status: up.StatusCode, ContentType: up.ContentType}}
 	env.Output, env.Upstream.Encoding = encodeOutput(up)
@@ -622,13 +676,17 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 		// The 4xx rule: the upstream's rejection is the final answer for
 		// this key. It is refunded and stored, and replays return it.
 		rcpt.Amount = store.FormatAmount(0, a.tool.Currency)
-		if charged {
+		if m.held() {
 			refunded, bal, err := a.refund(ctx, f, b)
 			if err != nil {
 				return CallResult{}, err
 			}
 			rcpt.Refunded = refunded
-			rcpt.BalanceAfter = store.FormatAmount(bal, a.tool.Currency)
+			if m.charged {
+				rcpt.BalanceAfter = store.FormatAmount(bal, a.tool.Currency)
+			} else if rcpt.QuotaRemaining != nil && refunded {
+				*rcpt.QuotaRemaining++ // the unit came back
+			}
 			res.Outcome = OutcomeRefunded
 		}
 		env.Type, env.Title, env.Status = ProblemTypeBase+"upstream-rejected", "Upstream rejected the input", http.StatusFailedDependency
@@ -642,13 +700,13 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 	}
 	if len(res.Body) > e.maxStored {
 		return CallResult{}, a.refundAndFail(ctx, f, b, &UpstreamError{StatusCode: up.StatusCode,
-			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, charged && !rcpt.Refunded)
+			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, m.unlessRefunded(rcpt.Refunded))
 	}
 	err = a.complete(ctx, f, b, store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body},
 		a.usageOf(e.now(), ur.took, up.StatusCode))
 	if errors.Is(err, store.ErrTooLarge) {
 		return CallResult{}, a.refundAndFail(ctx, f, b, &UpstreamError{StatusCode: up.StatusCode,
-			Reason: "the upstream answer is too large to store"}, charged && !rcpt.Refunded)
+			Reason: "the upstream answer is too large to store"}, m.unlessRefunded(rcpt.Refunded))
 	}
 	if err != nil {
 		// Unstored after the retries: the key stays in progress until its
@@ -759,14 +817,25 @@ func (a *attempt) upstreamFailure(r upstreamResult) *UpstreamError {
 	return nil
 }
 
-// refundAndFail returns the charge and marks the key failed, so a retry
+// unlessRefunded is m, holding nothing once it was refunded.
+func (m money) unlessRefunded(refunded bool) money {
+	if refunded {
+		return money{}
+	}
+	return m
+}
+
+// refundAndFail returns the charge (or the unit of free quota) and marks the key failed, so a retry
 // executes again; both retry within b (see finalwrite.go). A refund or fail
 // that does not get through leaves the key in progress with its charge; the
 // next attempt takes over when the lease expires and inherits the charge, so
 // the net charge stays one price.
-func (a *attempt) refundAndFail(ctx context.Context, f store.Fence, b *finalBudget, ue *UpstreamError, charged bool) error {
+func (a *attempt) refundAndFail(ctx context.Context, f store.Fence, b *finalBudget, ue *UpstreamError, m money) error {
 	ue.Price, ue.Currency = a.tool.Price, a.tool.Currency
-	if charged {
+	if m.free {
+		ue.Price, ue.Free = 0, true
+	}
+	if m.held() {
 		refunded, bal, err := a.refund(ctx, f, b)
 		if errors.Is(err, store.ErrFencedOut) {
 			return err
@@ -774,7 +843,11 @@ func (a *attempt) refundAndFail(ctx context.Context, f store.Fence, b *finalBudg
 		if err != nil {
 			return errors.Join(ue, err)
 		}
-		ue.Refunded, ue.Balance = refunded, bal
+		if m.charged {
+			ue.Refunded, ue.Balance = refunded, bal
+		} else {
+			ue.QuotaReturned = refunded
+		}
 	}
 	if err := a.fail(ctx, f, b, ue.Reason); err != nil {
 		return errors.Join(ue, err)

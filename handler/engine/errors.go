@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler/jsonschema"
+	"github.com/toolgate/toolgate-go/store"
 )
 
 // Errors of the engine. Package problem maps each of them, and the store's,
@@ -76,7 +77,29 @@ type UpstreamError struct {
 	Price    int64
 	Balance  int64 // balance after the refund, when Refunded
 	Currency string
+	// Free reports a call of the tool's free tier, and QuotaReturned
+	// whether its unit of quota was given back.
+	Free, QuotaReturned bool
 }
+
+// QuotaExhaustedError means a tool of price 0 with a free tier was called
+// past its quota: nothing was executed. It maps to 429 until ResetsAt.
+type QuotaExhaustedError struct {
+	Tool     string
+	Calls    int64
+	Per      store.Period
+	ResetsAt time.Time
+	// RetryAfter is how long until ResetsAt, by the engine's clock.
+	RetryAfter time.Duration
+}
+
+// Error implements error.
+func (e *QuotaExhaustedError) Error() string {
+	return fmt.Sprintf("free quota of %s exhausted (%d calls per %s)", e.Tool, e.Calls, e.Per)
+}
+
+// Unwrap makes errors.Is(err, store.ErrQuotaExhausted) hold.
+func (e *QuotaExhaustedError) Unwrap() error { return store.ErrQuotaExhausted }
 
 // Error implements error.
 func (e *UpstreamError) Error() string { return "upstream failed: " + e.Reason }

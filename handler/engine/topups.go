@@ -375,8 +375,8 @@ const TopupsPath = "/v1/topups"
 // insufficient balance; other errors pass unchanged.
 func (e *Engine) paymentRequired(err error, tool string) error {
 	var fe *store.InsufficientFundsError
-	if !errors.As(err, &fe) {
-		return err
+	if !errors.As(err, &fe) || fe.Cap != nil {
+		return err // a spending cap is not lifted by paying
 	}
 	var already *PaymentRequiredError
 	if errors.As(err, &already) {

@@ -52,6 +52,10 @@ const (
 	// MetaCurrency is a tool's _meta key in tools/list holding the
 	// price's currency, such as "USD".
 	MetaCurrency = "io.toolgate/currency"
+	// MetaFree is a tool's _meta key in tools/list holding its free tier,
+	// {"calls": N, "per": "hour"|"day"|"week"|"month"}: each caller's
+	// first N calls per UTC window are free.
+	MetaFree = "io.toolgate/free"
 	// MetaX402Accepts is the _meta key in tools/list of a tool also sold
 	// per call with x402 (Options.X402): its PaymentRequirements, as the
 	// accepts of the payment-required result.

@@ -52,6 +52,14 @@ func toolsListJSON(c *catalog.Catalog, perCall, anonymous bool) []byte {
 			schema = json.RawMessage(`{"type":"object"}`)
 		}
 		meta := map[string]any{MetaPrice: t.PriceString(), MetaCurrency: t.Currency}
+		if f := t.Free; f != nil {
+			meta[MetaFree] = map[string]any{"calls": f.Calls, "per": f.Per}
+			then := "then the price applies"
+			if t.Price <= 0 {
+				then = "then calls are refused (429) until the window resets"
+			}
+			price = fmt.Sprintf("Free tier: your first %d calls per %s (UTC) are free, %s. ", f.Calls, f.Per, then) + price
+		}
 		if sold {
 			req := x402.Offer(*t.X402).Requirements()
 			meta[MetaX402Accepts] = []x402.PaymentRequirements{req}

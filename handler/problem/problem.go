@@ -74,6 +74,7 @@ func For(err error) Problem {
 		inProgress  *engine.InProgressError
 		upstreamErr *engine.UpstreamError
 		fundsErr    *store.InsufficientFundsError
+		quotaErr    *engine.QuotaExhaustedError
 		payReq      *engine.PaymentRequiredError
 		topupErr    *engine.TopupError
 		webhookErr  *WebhookError
@@ -99,6 +100,16 @@ func For(err error) Problem {
 			"send a valid key as Authorization: Bearer <key>")
 	case errors.As(err, &fundsErr):
 		return fundsProblem(err, fundsErr)
+	case errors.As(err, &quotaErr):
+		// 429, not 402: money cannot buy more calls of a tool that has no
+		// price; only the window's end can.
+		p := newProblem(http.StatusTooManyRequests, "quota-exhausted", "Free quota exhausted",
+			fmt.Sprintf("%s gives %d free calls per %s and this window's are used; nothing was executed; the quota resets at %s",
+				quotaErr.Tool, quotaErr.Calls, quotaErr.Per, quotaErr.ResetsAt.UTC().Format(time.RFC3339)))
+		p.Extensions = map[string]any{"quota": map[string]any{"calls": quotaErr.Calls, "per": string(quotaErr.Per),
+			"remaining": 0, "resetsAt": quotaErr.ResetsAt.UTC().Format(time.RFC3339)}}
+		p.RetryAfter = max(quotaErr.RetryAfter, time.Second)
+		return p
 	case errors.As(err, &payReq):
 		detail := "this tool is paid per call with x402: sign a payment for the offer in the PAYMENT-REQUIRED header (also the x402 member) and send it in PAYMENT-SIGNATURE; retry with the same Idempotency-Key"
 		if payReq.Reason != "" {
@@ -191,6 +202,9 @@ func For(err error) Problem {
 func fundsProblem(err error, fe *store.InsufficientFundsError) Problem {
 	cur := fe.Currency
 	amount := func(v int64) string { return store.FormatAmount(v, cur) }
+	if c := fe.Cap; c != nil {
+		return capProblem(fe, c)
+	}
 	detail := fmt.Sprintf("the call costs %s %s and the balance is %s %s", amount(fe.Required), cur, amount(fe.Balance), cur)
 	if fe.Owed > 0 {
 		detail = fmt.Sprintf("the call costs %s %s, the balance is %s %s and %s %s is owed (a top-up was refunded or disputed after it was spent); paid calls resume once a credit covers the debt",
@@ -224,6 +238,31 @@ func fundsProblem(err error, fe *store.InsufficientFundsError) Problem {
 	return p
 }
 
+// capProblem is the 402 of a charge a spending cap refused: the limit
+// member says which cap (the caller's, or a key's), its limit, what was
+// spent in its window and when it resets.
+func capProblem(fe *store.InsufficientFundsError, c *store.Cap) Problem {
+	amount := func(v int64) string { return store.FormatAmount(v, fe.Currency) }
+	whose := "the caller's"
+	limit := map[string]any{"scope": "caller", "currency": fe.Currency, "limit": amount(c.Limit),
+		"spent": amount(c.Spent), "remaining": amount(max(c.Limit-c.Spent, 0)), "reset": string(c.Reset)}
+	if c.Key != store.AnyKey {
+		whose = fmt.Sprintf("key %q's", c.Key)
+		limit["scope"], limit["key"] = "key", c.Key
+	}
+	resets := "it never resets"
+	if !c.ResetsAt.IsZero() {
+		limit["resetsAt"] = c.ResetsAt.UTC().Format(time.RFC3339)
+		resets = "it resets at " + c.ResetsAt.UTC().Format(time.RFC3339)
+	}
+	p := newProblem(http.StatusPaymentRequired, "insufficient-funds", "Spending cap reached",
+		fmt.Sprintf("the call costs %s %s and would pass %s %s spending cap of %s %s (%s spent); nothing was charged or executed; %s",
+			amount(fe.Required), fe.Currency, whose, c.Reset, amount(c.Limit), fe.Currency, amount(c.Spent), resets))
+	p.Extensions = map[string]any{"price": amount(fe.Required), "balance": amount(fe.Balance), "currency": fe.Currency,
+		"limit": limit}
+	return p
+}
+
 // inputSchemaProblem is the 400 of an input that does not match the tool's
 // inputSchema, with the violations as a member.
 func inputSchemaProblem(e *engine.InputSchemaError) Problem {
@@ -247,6 +286,9 @@ func upstreamProblem(e *engine.UpstreamError) Problem {
 		status, slug, title = http.StatusGatewayTimeout, "upstream-timeout", "Upstream timed out"
 	}
 	money := "the call was free"
+	if e.QuotaReturned {
+		money = "the call was free and was given back to your free quota"
+	}
 	if e.Price > 0 {
 		price := store.FormatAmount(e.Price, e.Currency) + " " + e.Currency
 		money = "the charge of " + price + " was refunded"
@@ -256,6 +298,10 @@ func upstreamProblem(e *engine.UpstreamError) Problem {
 	}
 	p := newProblem(status, slug, title, e.Reason+"; "+money+"; retry with the same Idempotency-Key")
 	p.Extensions = map[string]any{"refunded": e.Refunded, "retryable": true}
+	if e.Free {
+		p.Extensions["tier"] = "free"
+		p.Extensions["quotaReturned"] = e.QuotaReturned
+	}
 	if e.StatusCode != 0 {
 		p.Extensions["upstreamStatus"] = e.StatusCode
 	}

@@ -42,6 +42,12 @@ type Store struct {
 	payments    map[payKey]*payment
 	paymentKeys map[keyRef]payKey // (idempotency key, ref) -> payment
 	paymentSeq  int64
+
+	quotaUsed    map[quotaKey]int64 // see quota.go
+	quotaEntries []quotaEntry
+
+	caps  map[capKey]*store.Cap // see caps.go
+	spend map[spendKey]*spendRow
 }
 
 type topupKey struct{ caller, id string }
@@ -59,12 +65,15 @@ type ask struct {
 type record struct {
 	store.Record
 	incarnation  string
-	tool, caller string // ClaimParams.Tool and CallerID
+	tool, caller string   // ClaimParams.Tool and CallerID
+	quotaAt      quotaKey // the window of the unit taken last
+	quotaCount   int64
 }
 
 type entry struct {
 	store.Entry
 	incarnation string
+	keyID       string // the caller's key a charge was made with
 }
 
 type balanceKey struct{ caller, currency string }
@@ -89,6 +98,10 @@ func New() *Store {
 
 		payments:    map[payKey]*payment{},
 		paymentKeys: map[keyRef]payKey{},
+
+		quotaUsed: map[quotaKey]int64{},
+		caps:      map[capKey]*store.Cap{},
+		spend:     map[spendKey]*spendRow{},
 	}
 }
 
@@ -120,18 +133,19 @@ func (s *Store) claim(p store.ClaimParams, paymentRef string) (store.ClaimResult
 	now := norm(p.Now)
 	r, ok := s.records[p.Key]
 	fresh := !ok || (!now.Before(r.ExpiresAt) && !(r.Status == store.StatusInProgress && r.LeaseExpiresAt.After(now)) &&
-		(r.Status == store.StatusCompleted || (r.Charge.State != store.ChargeCharged && !s.holdsPending(r))))
+		(r.Status == store.StatusCompleted || (r.Charge.State != store.ChargeCharged && r.Quota != store.QuotaTaken && !s.holdsPending(r))))
 	if fresh {
-		gen, count := int64(1), int64(0)
+		gen, count, quotas := int64(1), int64(0), int64(0)
 		if ok {
-			gen, count = r.Generation+1, r.Charge.Count
+			gen, count, quotas = r.Generation+1, r.Charge.Count, r.quotaCount
 		}
 		r = &record{Record: store.Record{
 			Key: p.Key, Status: store.StatusInProgress, Owner: p.Owner, Generation: gen,
 			LeaseExpiresAt: now.Add(p.Lease), ExpiresAt: now.Add(p.TTL), Fingerprint: p.Fingerprint,
 			Charge: store.Charge{State: store.ChargeNone, Count: count}, CreatedAt: now, UpdatedAt: now,
-			PaymentRef: paymentRef,
-		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10), tool: p.Tool, caller: p.CallerID}
+			PaymentRef: paymentRef, Quota: store.QuotaNone,
+		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10), tool: p.Tool, caller: p.CallerID,
+			quotaCount: quotas}
 		s.records[p.Key] = r
 		return store.ClaimResult{Outcome: store.OutcomeClaimed, Record: clone(r.Record)}, nil
 	}
@@ -287,6 +301,16 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 			refunds++
 		}
 	}
+	returns := 0
+	for _, r := range s.records {
+		if returns == min(limit, 10) {
+			break
+		}
+		if r.Status == store.StatusFailed && r.Quota == store.QuotaTaken {
+			s.returnQuota(r, now)
+			returns++
+		}
+	}
 	// As the SQL backend: release the verified payments of failed records;
 	// keep records whose payment is not final.
 	for _, r := range s.records {
@@ -302,7 +326,7 @@ func (s *Store) Sweep(_ context.Context, now time.Time, limit int) (int, error) 
 		if pay := s.heldPayment(r); pay != nil && !store.PaymentFinal(pay.State) {
 			continue
 		}
-		if sweepable(r) && (r.Status == store.StatusCompleted || r.Charge.State != store.ChargeCharged) {
+		if sweepable(r) && (r.Status == store.StatusCompleted || (r.Charge.State != store.ChargeCharged && r.Quota != store.QuotaTaken)) {
 			delete(s.records, k)
 			n++
 		}
@@ -320,6 +344,12 @@ func (s *Store) post(e entry) int64 {
 	s.refs[e.Reference] = len(s.entries)
 	s.entries = append(s.entries, e)
 	s.countEntry(e)
+	switch e.Kind {
+	case store.EntryCharge:
+		s.spendCharge(e)
+	case store.EntryRefund:
+		s.spendRefund(e)
+	}
 	return e.BalanceAfter
 }
 
@@ -334,26 +364,69 @@ func (s *Store) Charge(_ context.Context, p store.ChargeParams) (store.ChargeRes
 	if err != nil {
 		return store.ChargeResult{}, err
 	}
+	return s.charge(r, p)
+}
+
+// charge is Charge on the record p's fence holds. Callers hold s.mu.
+func (s *Store) charge(r *record, p store.ChargeParams) (store.ChargeResult, error) {
 	bal := s.balances[balanceKey{p.Caller, p.Currency}]
-	if r.Charge.State == store.ChargeCharged {
+	if r.Charge.State == store.ChargeCharged || r.Quota == store.QuotaTaken {
 		return store.ChargeResult{Charged: false, Balance: bal}, nil
 	}
-	if owed := s.owed[balanceKey{p.Caller, p.Currency}]; bal < p.Amount || owed > 0 {
-		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount, Owed: owed}
+	owed := s.owed[balanceKey{p.Caller, p.Currency}]
+	if c := s.capPassed(p); c != nil || bal < p.Amount || owed > 0 {
+		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount, Owed: owed, Cap: c}
 	}
 	r.Charge = store.Charge{State: store.ChargeCharged, Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Count: r.Charge.Count + 1}
 	r.UpdatedAt = norm(p.Now)
 	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: -p.Amount, Kind: "charge",
 		Reference: "charge:" + r.Key + ":" + r.incarnation + ":" + strconv.FormatInt(r.Charge.Count, 10), Key: r.Key, CreatedAt: norm(p.Now)},
-		incarnation: r.incarnation})
+		incarnation: r.incarnation, keyID: p.KeyID})
 	return store.ChargeResult{Charged: true, Balance: bal}, nil
 }
 
-// ClaimCharge implements store.Store as Claim then Charge, each under the
-// store's lock: the charge is fenced to the generation the claim won, so
-// whatever happens in between, it is taken only by the holder.
-func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (store.ClaimChargeResult, error) {
-	return store.ClaimThenCharge(ctx, s, p)
+// ClaimCharge implements store.Store: the claim, the free quota's take and
+// the charge under one hold of the store's lock, as the SQL backend's one
+// batch.
+func (s *Store) ClaimCharge(_ context.Context, p store.ClaimChargeParams) (store.ClaimChargeResult, error) {
+	if err := store.ValidateClaim(&p.ClaimParams); err != nil {
+		return store.ClaimChargeResult{}, err
+	}
+	if p.Quota != nil {
+		if err := store.ValidateQuota(p); err != nil {
+			return store.ClaimChargeResult{}, err
+		}
+	}
+	if p.Quota == nil || p.Amount != 0 {
+		if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+			return store.ClaimChargeResult{}, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cr, err := s.claim(p.ClaimParams, "")
+	if err != nil || cr.Outcome != store.OutcomeClaimed {
+		return store.ClaimChargeResult{ClaimResult: cr}, err
+	}
+	res := store.ClaimChargeResult{ClaimResult: cr}
+	r := s.records[p.Key]
+	if q := p.Quota; q != nil {
+		k := quotaKey{p.Caller, p.Tool, store.UnixMilli(q.Window)}
+		switch {
+		case r.Quota == store.QuotaTaken:
+			res.Quota.Free = true
+		case r.Charge.State != store.ChargeCharged && s.quotaUsed[k] < q.Limit:
+			res.Quota = store.QuotaResult{Free: true, Used: s.takeQuota(r, k, p.Now)}
+		case p.Amount == 0:
+			res.ChargeErr = store.ErrQuotaExhausted
+		}
+		if res.Quota.Free || p.Amount == 0 {
+			return res, nil
+		}
+	}
+	res.Charge, res.ChargeErr = s.charge(r, store.ChargeParams{Fence: fenceOf(r), Caller: p.Caller,
+		Currency: p.Currency, Amount: p.Amount, Now: p.Now, KeyID: p.KeyID})
+	return res, nil
 }
 
 // Refund implements store.Ledger.
@@ -365,6 +438,10 @@ func (s *Store) Refund(_ context.Context, f store.Fence, now time.Time) (bool, i
 		return false, 0, err
 	}
 	c := r.Charge
+	if r.Quota == store.QuotaTaken {
+		s.returnQuota(r, now)
+		return true, 0, nil
+	}
 	if c.State != store.ChargeCharged {
 		return false, s.balances[balanceKey{c.Caller, c.Currency}], nil
 	}
@@ -503,5 +580,7 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 	}
 	errs = append(errs, s.checkFunding()...)
 	errs = append(errs, s.checkPayments()...)
+	errs = append(errs, s.checkQuota()...)
+	errs = append(errs, s.checkCaps()...)
 	return errors.Join(errs...)
 }

@@ -12,15 +12,24 @@ import (
 	"github.com/toolgate/toolgate-go/store"
 )
 
-const chargeSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
-	incarnation, generation, balance_after, created_at)
+var chargeSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
+	incarnation, generation, balance_after, created_at, key_id)
 SELECT b.caller, b.currency, -?, 'charge', 'charge:' || r.key || ':' || r.incarnation || ':' || (r.charge_count + 1),
-	r.key, r.incarnation, r.generation, b.balance - ?, ?
+	r.key, r.incarnation, r.generation, b.balance - ?, ?, ?
 FROM idem_records r, balances b
 WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress'
-	AND r.charge_state <> 'charged'
+	AND r.charge_state <> 'charged' AND r.quota_state <> 'taken'
 	AND b.caller = ? AND b.currency = ? AND b.balance >= ? AND b.owed = 0
+	AND NOT EXISTS (` + capsPassed + `)
 RETURNING balance_after`
+
+// chargeArgs are chargeSQL's arguments; fence is the generation, or the
+// fingerprint for chargeClaimedSQL.
+func chargeArgs(p store.ChargeParams, fence any) []any {
+	now := store.UnixMilli(p.Now)
+	return []any{p.Amount, p.Amount, now, p.KeyID, p.Key, p.Owner, fence, p.Caller, p.Currency, p.Amount,
+		now, p.KeyID, p.Amount}
+}
 
 // chargeClaimedSQL is chargeSQL for the batch that claims and charges. The
 // generation is not known before the claim, so it is fenced by what makes
@@ -36,39 +45,90 @@ func (s *Store) Charge(ctx context.Context, p store.ChargeParams) (store.ChargeR
 	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
 		return store.ChargeResult{}, err
 	}
-	rows, err := s.db.Query(ctx, chargeSQL, p.Amount, p.Amount, store.UnixMilli(p.Now),
-		p.Key, p.Owner, p.Generation, p.Caller, p.Currency, p.Amount)
+	rows, err := s.db.Query(ctx, chargeSQL, chargeArgs(p, p.Generation)...)
 	if err != nil {
 		return store.ChargeResult{}, fmt.Errorf("charge: %w", err)
 	}
 	return s.chargeOutcome(ctx, p, rows)
 }
 
+// quotaTakeSQL takes one unit of free quota for the key the batch's claim
+// won (fenced like chargeClaimedSQL), while the caller's usage of the
+// window is below the limit. It runs before chargeClaimedSQL, which then
+// finds the key holding a unit and charges nothing.
+const quotaTakeSQL = `INSERT INTO quota_entries (caller, tool, window_start, kind, reference, idem_key, incarnation,
+	used_after, created_at)
+SELECT ?, ?, ?, 'take', 'take:' || r.key || ':' || r.incarnation || ':' || (r.quota_count + 1), r.key, r.incarnation,
+	coalesce((SELECT used FROM quota_usage WHERE caller = ? AND tool = ? AND window_start = ?), 0) + 1, ?
+FROM idem_records r
+WHERE r.key = ? AND r.owner = ? AND r.fingerprint = ? AND r.status = 'in_progress'
+	AND r.quota_state <> 'taken' AND r.charge_state <> 'charged'
+	AND coalesce((SELECT used FROM quota_usage WHERE caller = ? AND tool = ? AND window_start = ?), 0) < ?
+RETURNING used_after`
+
+// quotaReturnSQL gives back the unit of free quota the fence's key holds,
+// to the window it was taken from.
+const quotaReturnSQL = `INSERT INTO quota_entries (caller, tool, window_start, kind, reference, idem_key, incarnation,
+	used_after, created_at)
+SELECT q.caller, q.tool, q.window_start, 'return', 'return:' || r.key || ':' || r.incarnation || ':' || r.quota_count,
+	r.key, r.incarnation, q.used - 1, ?
+FROM idem_records r JOIN quota_usage q ON q.caller = r.caller AND q.tool = r.tool AND q.window_start = r.quota_window
+WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress' AND r.quota_state = 'taken'
+RETURNING used_after`
+
 // ClaimCharge implements store.Store. With a Batcher it is one round trip:
-// claimSQL and chargeClaimedSQL in one atomic batch, so the charge sees
-// exactly the row the claim left, and inserts nothing unless that claim was
-// won. Otherwise it is Claim, then Charge if the claim was won.
+// claimSQL, quotaTakeSQL when p.Quota is set, and chargeClaimedSQL when
+// p.Amount is positive, in one atomic batch, so the take and the charge
+// see exactly the row the claim left, and change nothing unless that claim
+// was won. Otherwise it is Claim, then Charge if the claim was won; with a
+// quota, the same statements one by one (each fenced by the claim's owner
+// and fingerprint, so a takeover in between fences the rest out).
 func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (store.ClaimChargeResult, error) {
 	if err := store.ValidateClaim(&p.ClaimParams); err != nil {
 		return store.ClaimChargeResult{}, err
 	}
-	if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
-		return store.ClaimChargeResult{}, err
+	if p.Quota != nil {
+		if err := store.ValidateQuota(p); err != nil {
+			return store.ClaimChargeResult{}, err
+		}
 	}
-	b, ok := store.BatcherOf(s.db)
-	if !ok {
+	if p.Quota == nil || p.Amount != 0 {
+		if err := store.ValidateAmount(p.Amount, p.Currency); err != nil {
+			return store.ClaimChargeResult{}, err
+		}
+	}
+	_, batcher := store.BatcherOf(s.db)
+	if !batcher && p.Quota == nil {
 		return store.ClaimThenCharge(ctx, s, p)
 	}
-	out, err := b.Batch(ctx, []store.Stmt{
-		{Query: claimSQL, Args: claimArgs(p.ClaimParams)},
-		{Query: chargeClaimedSQL, Args: []any{p.Amount, p.Amount, store.UnixMilli(p.Now),
-			p.Key, p.Owner, p.Fingerprint, p.Caller, p.Currency, p.Amount}},
-	})
+	now := store.UnixMilli(p.Now)
+	stmts := []store.Stmt{{Query: claimSQL, Args: claimArgs(p.ClaimParams)}}
+	if q := p.Quota; q != nil {
+		w := store.UnixMilli(q.Window)
+		stmts = append(stmts, store.Stmt{Query: quotaTakeSQL, Args: []any{p.Caller, p.Tool, w, p.Caller, p.Tool, w, now,
+			p.Key, p.Owner, p.Fingerprint, p.Caller, p.Tool, w, q.Limit}})
+	}
+	cp := store.ChargeParams{Fence: store.Fence{Key: p.Key, Owner: p.Owner}, Caller: p.Caller, Currency: p.Currency,
+		Amount: p.Amount, Now: p.Now, KeyID: p.KeyID}
+	if p.Amount > 0 {
+		stmts = append(stmts, store.Stmt{Query: chargeClaimedSQL, Args: chargeArgs(cp, p.Fingerprint)})
+	}
+	var out [][][]any
+	var err error
+	if batcher {
+		out, err = s.batchOrEach(ctx, stmts)
+	} else {
+		// One by one: the take and the charge only after a won claim.
+		out = make([][][]any, len(stmts))
+		out[0], err = s.db.Query(ctx, stmts[0].Query, stmts[0].Args...)
+		if err == nil && len(out[0]) == 1 && asString(out[0][0][2]) == p.Owner && asString(out[0][0][1]) == string(store.StatusInProgress) {
+			for i := 1; i < len(stmts) && err == nil; i++ {
+				out[i], err = s.db.Query(ctx, stmts[i].Query, stmts[i].Args...)
+			}
+		}
+	}
 	if err != nil {
 		return store.ClaimChargeResult{}, fmt.Errorf("claim and charge: %w", err)
-	}
-	if len(out) != 2 {
-		return store.ClaimChargeResult{}, fmt.Errorf("claim and charge: got %d results, want 2", len(out))
 	}
 	cr, err := claimOutcome(p.ClaimParams, out[0])
 	if err != nil {
@@ -76,15 +136,31 @@ func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (sto
 	}
 	res := store.ClaimChargeResult{ClaimResult: cr}
 	if cr.Outcome != store.OutcomeClaimed {
-		if len(out[1]) != 0 {
-			// Cannot happen: the charge's WHERE holds only for the winner.
-			return res, fmt.Errorf("claim and charge: charged a claim that was not won (%s)", cr.Outcome)
+		for _, rows := range out[1:] {
+			if len(rows) != 0 {
+				// Cannot happen: the take's and the charge's WHERE hold only for the winner.
+				return res, fmt.Errorf("claim and charge: charged a claim that was not won (%s)", cr.Outcome)
+			}
 		}
 		return res, nil
 	}
-	res.Charge, res.ChargeErr = s.chargeOutcome(ctx, store.ChargeParams{Fence: store.Fence{Key: p.Key,
-		Owner: p.Owner, Generation: cr.Record.Generation}, Caller: p.Caller, Currency: p.Currency,
-		Amount: p.Amount, Now: p.Now}, out[1])
+	if p.Quota != nil {
+		switch {
+		case len(out[1]) == 1:
+			res.Quota = store.QuotaResult{Free: true, Used: asInt64(out[1][0][0])}
+		case cr.Record.Quota == store.QuotaTaken:
+			res.Quota.Free = true // inherited from the attempt taken over
+		}
+		if res.Quota.Free {
+			return res, nil
+		}
+		if p.Amount == 0 {
+			res.ChargeErr = store.ErrQuotaExhausted
+			return res, nil
+		}
+	}
+	cp.Generation = cr.Record.Generation
+	res.Charge, res.ChargeErr = s.chargeOutcome(ctx, cp, out[len(out)-1])
 	return res, nil
 }
 
@@ -102,10 +178,14 @@ func (s *Store) chargeOutcome(ctx context.Context, p store.ChargeParams, rows []
 	switch {
 	case !st.holds || st.status != store.StatusInProgress:
 		return store.ChargeResult{}, store.ErrFencedOut
-	case st.charge == store.ChargeCharged:
+	case st.charge == store.ChargeCharged, st.quota == store.QuotaTaken:
 		return store.ChargeResult{Charged: false, Balance: st.balance}, nil
 	}
-	return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: st.balance, Required: p.Amount, Owed: st.owed}
+	ife := &store.InsufficientFundsError{Currency: p.Currency, Balance: st.balance, Required: p.Amount, Owed: st.owed}
+	if ife.Cap, err = s.capPassed(ctx, p); err != nil {
+		return store.ChargeResult{}, fmt.Errorf("charge: %w", err)
+	}
+	return store.ChargeResult{}, ife
 }
 
 const refundSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
@@ -117,14 +197,34 @@ FROM idem_records r
 WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress' AND r.charge_state = 'charged'
 RETURNING balance_after, caller, currency`
 
-// Refund implements store.Ledger.
+// Refund implements store.Ledger: the refund and the quota's return are
+// one batch on a Batcher; otherwise the return runs only when the refund
+// found no charge (a key holds a charge or a unit, never both).
 func (s *Store) Refund(ctx context.Context, f store.Fence, now time.Time) (bool, int64, error) {
-	rows, err := s.db.Query(ctx, refundSQL, store.UnixMilli(now), f.Key, f.Owner, f.Generation)
+	t := store.UnixMilli(now)
+	stmts := []store.Stmt{
+		{Query: refundSQL, Args: []any{t, f.Key, f.Owner, f.Generation}},
+		{Query: quotaReturnSQL, Args: []any{t, f.Key, f.Owner, f.Generation}},
+	}
+	var out [][][]any
+	var err error
+	if _, ok := store.BatcherOf(s.db); ok {
+		out, err = s.batchOrEach(ctx, stmts)
+	} else {
+		out = make([][][]any, 2)
+		out[0], err = s.db.Query(ctx, stmts[0].Query, stmts[0].Args...)
+		if err == nil && len(out[0]) == 0 {
+			out[1], err = s.db.Query(ctx, stmts[1].Query, stmts[1].Args...)
+		}
+	}
 	if err != nil {
 		return false, 0, fmt.Errorf("refund: %w", err)
 	}
-	if len(rows) == 1 {
-		return true, asInt64(rows[0][0]), nil
+	if len(out[0]) == 1 {
+		return true, asInt64(out[0][0][0]), nil
+	}
+	if len(out[1]) == 1 {
+		return true, 0, nil
 	}
 	st, err := s.fenceState(ctx, f, "", "")
 	if err != nil {
@@ -140,6 +240,7 @@ type fenceState struct {
 	holds   bool
 	status  store.Status
 	charge  store.ChargeState
+	quota   store.QuotaState
 	balance int64
 	owed    int64
 }
@@ -148,7 +249,7 @@ type fenceState struct {
 // and a balance: of (caller, currency) if given, else of the charged caller.
 func (s *Store) fenceState(ctx context.Context, f store.Fence, caller, currency string) (fenceState, error) {
 	rows, err := s.db.Query(ctx, `SELECT r.owner = ? AND r.generation = ?, r.status, r.charge_state,
-		coalesce(b.balance, 0), coalesce(b.owed, 0)
+		coalesce(b.balance, 0), coalesce(b.owed, 0), r.quota_state
 		FROM (SELECT 1) LEFT JOIN idem_records r ON r.key = ?
 		LEFT JOIN balances b ON b.caller = coalesce(nullif(?, ''), r.charge_caller) AND b.currency = coalesce(nullif(?, ''), r.charge_currency)`,
 		f.Owner, f.Generation, f.Key, caller, currency)
@@ -165,6 +266,7 @@ func (s *Store) fenceState(ctx context.Context, f store.Fence, caller, currency 
 		charge:  store.ChargeState(asString(r[2])),
 		balance: asInt64(r[3]),
 		owed:    asInt64(r[4]),
+		quota:   store.QuotaState(asString(r[5])),
 	}, nil
 }
 
@@ -388,7 +490,7 @@ var invariantChecks = []struct{ name, sql string }{
 // CheckInvariants implements store.Store.
 func (s *Store) CheckInvariants(ctx context.Context) error {
 	var errs []error
-	for _, c := range slices.Concat(invariantChecks, paymentInvariantChecks, keyInvariantChecks) {
+	for _, c := range slices.Concat(invariantChecks, paymentInvariantChecks, keyInvariantChecks, quotaInvariantChecks, capInvariantChecks) {
 		rows, err := s.db.Query(ctx, c.sql)
 		if err != nil {
 			return fmt.Errorf("check %q: %w", c.name, err)

@@ -40,18 +40,18 @@ func New(db store.DbClient) *Store { return &Store{db: db} }
 
 const recordCols = `key, status, owner, generation, lease_expires_at, expires_at, fingerprint,
 	resp_status, resp_type, resp_body, error, charge_state, charge_count, charge_caller,
-	charge_currency, charge_amount, created_at, updated_at, payment_ref`
+	charge_currency, charge_amount, created_at, updated_at, payment_ref, quota_state`
 
 // The claim's conditions, over the existing row and the proposed one
 // (excluded.*, whose created_at is now).
 const (
 	// condFresh: the TTL has expired, no live lease remains, and no charge
-	// is open on an unfinished call (that one is taken over with its
+	// (nor unit of free quota) is open on an unfinished call (that one is taken over with its
 	// charge, or refunded by Sweep; never forgotten).
 	// The same holds for a settlement_pending payment (condPending): an
 	// unfinished record holding one is taken over with it.
 	condFresh = `(expires_at <= excluded.created_at AND NOT (status = 'in_progress' AND lease_expires_at > excluded.created_at)
-		AND (status = 'completed' OR (charge_state <> 'charged' AND NOT ` + condPending + `)))`
+		AND (status = 'completed' OR (charge_state <> 'charged' AND quota_state <> 'taken' AND NOT ` + condPending + `)))`
 	// condPending: the record's current payment is settlement_pending.
 	condPending = `EXISTS (SELECT 1 FROM payments p WHERE p.idem_key = idem_records.key
 		AND p.ref = idem_records.payment_ref AND p.state = 'settlement_pending')`
@@ -84,6 +84,8 @@ ON CONFLICT (key) DO UPDATE SET
 	charge_caller    = CASE WHEN {fresh} THEN NULL ELSE charge_caller END,
 	charge_currency  = CASE WHEN {fresh} THEN NULL ELSE charge_currency END,
 	charge_amount    = CASE WHEN {fresh} THEN 0 ELSE charge_amount END,
+	quota_state      = CASE WHEN {fresh} THEN 'none' ELSE quota_state END,
+	quota_window     = CASE WHEN {fresh} THEN NULL ELSE quota_window END,
 	created_at       = CASE WHEN {fresh} THEN excluded.created_at ELSE created_at END,
 	updated_at       = CASE WHEN {win} OR {own} THEN excluded.updated_at ELSE updated_at END,
 	tool             = coalesce(tool, excluded.tool),
@@ -247,12 +249,19 @@ FROM idem_records r
 WHERE r.key = (SELECT key FROM idem_records WHERE charge_state = 'charged' AND status = 'failed' LIMIT 1)
 RETURNING idem_key`
 
+// sweepQuotaSQL gives back the unit of free quota of one failed record
+// that still holds one, as sweepRefundSQL returns a charge.
+var sweepQuotaSQL = strings.Replace(quotaReturnSQL,
+	"r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress'",
+	"r.key = (SELECT key FROM idem_records WHERE quota_state = 'taken' AND status = 'failed' LIMIT 1)", 1)
+
 // sweepable selects records past their TTL and not held by a live lease.
 const sweepable = `WHERE expires_at <= ? AND (status <> 'in_progress' OR lease_expires_at <= ?)`
 
 // Sweep implements store.Idempotency: it fails abandoned records
 // (sweepFailSQL), then refunds failed records that hold a charge
-// (sweepRefundSQL, at most MaxSweepRefunds), releases the verified
+// (sweepRefundSQL, at most MaxSweepRefunds) and gives back their units of
+// free quota (sweepQuotaSQL, as many), releases the verified
 // payments of failed records (sweepReleaseSQL), then deletes expired ones. A
 // record is deleted only once its refund is in the ledger and its payment,
 // if any, is final (sweepPaymentFinal). A settlement_pending payment of an
@@ -278,12 +287,22 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 			break
 		}
 	}
+	for i := 0; i < min(limit, MaxSweepRefunds); i++ {
+		rows, err := s.db.Query(ctx, sweepQuotaSQL, t)
+		if err != nil {
+			settleErr = errors.Join(settleErr, fmt.Errorf("sweep: return abandoned quota: %w", err))
+			break
+		}
+		if len(rows) == 0 {
+			break
+		}
+	}
 	if _, err := s.db.Exec(ctx, sweepReleaseSQL, t); err != nil {
 		// The delete below keeps records whose payment is not final.
 		settleErr = errors.Join(settleErr, fmt.Errorf("sweep: release verified payments: %w", err))
 	}
 	n, err := s.db.Exec(ctx, `DELETE FROM idem_records WHERE key IN (
-		SELECT key FROM idem_records `+sweepable+` AND (status = 'completed' OR charge_state <> 'charged')
+		SELECT key FROM idem_records `+sweepable+` AND (status = 'completed' OR (charge_state <> 'charged' AND quota_state <> 'taken'))
 			AND `+sweepPaymentFinal+`
 		LIMIT ?)`, t, t, int64(limit))
 	if err != nil {
@@ -293,8 +312,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 }
 
 func scanRecord(r []any) (store.Record, error) {
-	if len(r) != 19 {
-		return store.Record{}, fmt.Errorf("scan record: %d columns, want 19", len(r))
+	if len(r) != 20 {
+		return store.Record{}, fmt.Errorf("scan record: %d columns, want 20", len(r))
 	}
 	rec := store.Record{
 		Key:            asString(r[0]),
@@ -315,6 +334,7 @@ func scanRecord(r []any) (store.Record, error) {
 		CreatedAt:  store.FromUnixMilli(asInt64(r[16])),
 		UpdatedAt:  store.FromUnixMilli(asInt64(r[17])),
 		PaymentRef: asString(r[18]),
+		Quota:      store.QuotaState(asString(r[19])),
 	}
 	if rec.Status == store.StatusCompleted {
 		body, err := base64.StdEncoding.DecodeString(asString(r[9]))

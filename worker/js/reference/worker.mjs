@@ -90,7 +90,8 @@ async function claimCharge(db, tool, caller, key, owner, fingerprint) {
   const now = Date.now();
   const [claimed, charged] = await db.batch([
     db.prepare(SQL.claim).bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now, tool.name, caller.id),
-    db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, key, owner, fingerprint, caller.id, tool.currency, tool.price),
+    db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, caller.keyId ?? "", key, owner, fingerprint, caller.id, tool.currency, tool.price,
+      now, caller.keyId ?? "", tool.price),
   ]);
   // Batch rows are objects; their values are in column order.
   return { rec: record(Object.values(claimed.results[0])), charged: charged.results.map((r) => Object.values(r)) };
@@ -100,7 +101,8 @@ async function claimCharge(db, tool, caller, key, owner, fingerprint) {
 async function execute(db, tool, caller, rec, body, charged) {
   const now = Date.now();
   charged ??= await db.prepare(SQL.charge)
-    .bind(tool.price, tool.price, now, rec.key, rec.owner, rec.generation, caller.id, tool.currency, tool.price).raw();
+    .bind(tool.price, tool.price, now, caller.keyId ?? "", rec.key, rec.owner, rec.generation, caller.id, tool.currency, tool.price,
+      now, caller.keyId ?? "", tool.price).raw();
   if (charged.length !== 1) return problem(402, "Insufficient funds");
   const balance = charged[0][0];
   const up = await fetch(tool.url, {

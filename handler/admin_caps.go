@@ -1,0 +1,104 @@
+package handler
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/problem"
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// capJSON is a spending cap as the admin API shows it.
+type capJSON struct {
+	Key       *string    `json:"key,omitempty"` // absent: the caller as a whole
+	Currency  string     `json:"currency"`
+	Limit     string     `json:"limit"`
+	Reset     string     `json:"reset"`
+	Spent     string     `json:"spent"`
+	Remaining string     `json:"remaining"`
+	ResetsAt  *time.Time `json:"resetsAt,omitempty"` // absent for reset never
+}
+
+func toCapJSON(c store.Cap) capJSON {
+	out := capJSON{Currency: c.Currency, Limit: store.FormatAmount(c.Limit, c.Currency), Reset: string(c.Reset),
+		Spent: store.FormatAmount(c.Spent, c.Currency), Remaining: store.FormatAmount(max(c.Limit-c.Spent, 0), c.Currency)}
+	if c.Key != store.AnyKey {
+		k := c.Key
+		out.Key = &k
+	}
+	if !c.ResetsAt.IsZero() {
+		r := c.ResetsAt
+		out.ResetsAt = &r
+	}
+	return out
+}
+
+// handlePutCap serves PUT /v1/admin/callers/{id}/caps
+// {"currency": "USD", "limit": "5.00", "reset": "daily", "key": optional}:
+// it creates or replaces the cap of the caller (no key) or of one of its
+// keys ("" is the caller's original key) in that currency.
+func (s *server) handlePutCap(w http.ResponseWriter, r *http.Request) {
+	if !s.requireAdmin(w, r) {
+		return
+	}
+	var in struct {
+		Currency string  `json:"currency"`
+		Limit    string  `json:"limit"`
+		Reset    string  `json:"reset"`
+		Key      *string `json:"key"`
+	}
+	if err := s.decodeBody(w, r, &in); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	key := store.AnyKey
+	if in.Key != nil {
+		if *in.Key != "" && !catalog.ValidName(*in.Key, "_.:-") {
+			problem.Write(w, &problem.BadRequestError{Reason: "key must be a key id (1-64 characters of A-Z a-z 0-9 _ . : -), \"\" for the caller's original key, or left out for the caller as a whole"})
+			return
+		}
+		key = *in.Key
+	}
+	if !store.CapReset(in.Reset).Valid() {
+		problem.Write(w, &problem.BadRequestError{Reason: "reset must be daily, weekly, monthly or never"})
+		return
+	}
+	if _, err := store.Decimals(in.Currency); err != nil {
+		problem.Write(w, &problem.BadRequestError{Reason: "currency " + in.Currency + " is not supported"})
+		return
+	}
+	limit, err := store.ParseAmount(in.Limit, in.Currency)
+	if err != nil {
+		problem.Write(w, &problem.BadRequestError{Reason: "limit must be a non-negative decimal string in " + in.Currency + ", such as \"5.00\": " + err.Error()})
+		return
+	}
+	c, err := s.engine.SetCap(r.Context(), store.SetCapParams{Caller: r.PathValue("id"), Key: key,
+		Currency: in.Currency, Limit: limit, Reset: store.CapReset(in.Reset)})
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toCapJSON(c))
+}
+
+// handleGetCaps serves GET /v1/admin/callers/{id}/caps: the caller's caps
+// with their spend in the current window.
+func (s *server) handleGetCaps(w http.ResponseWriter, r *http.Request) {
+	if !s.requireAdmin(w, r) {
+		return
+	}
+	caps, err := s.engine.Caps(r.Context(), r.PathValue("id"))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	out := make([]capJSON, 0, len(caps))
+	for _, c := range caps {
+		out = append(out, toCapJSON(c))
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Caller string    `json:"caller"`
+		Caps   []capJSON `json:"caps"`
+	}{r.PathValue("id"), out})
+}

@@ -1,0 +1,163 @@
+//go:build !js
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/toolgate/toolgate-go/worker/internal/edgetest"
+)
+
+// TestE2EPricing runs free tiers and spending caps in workerd over D1,
+// across two isolates: 50 calls at once on 50 keys against a quota of 10
+// are exactly 10 free and 40 charged once each, and against a cap of 10
+// prices exactly 10 charged and 40 refused; a free or capped call costs as
+// many D1 round trips as a fixed-price one; a tool of price 0 answers 429
+// past its quota.
+func TestE2EPricing(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	tools := fmt.Sprintf(`{"tools":[
+	 {"name":"tiered","description":"10 free a day","price":"0.05","currency":"USD","free":{"calls":10,"per":"day"},
+	  "upstream":{"url":"%[1]s/echo"}},
+	 {"name":"freeonly","description":"1 free an hour","price":"0","currency":"USD","free":{"calls":1,"per":"hour"},
+	  "upstream":{"url":"%[1]s/echo"}},
+	 {"name":"echo","description":"fixed","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"}}]}`, up.URL)
+	edge := edgetest.Start(t, edgetest.Options{
+		Workers:       []string{"w0", "w1"},
+		MigrationsDir: "store/sqlstore/migrations",
+		Vars:          map[string]string{"TOOLS": tools, "ADMIN_TOKEN": e2eAdminToken},
+	})
+	w0, w1 := edge.URL("w0"), edge.URL("w1")
+	db := edge.OpenD1(t)
+	alice := newCaller(t, w0, "alice", "10.00")
+
+	const n, limit = 50, 10
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		tiers = map[string]int{}
+		errs  []error
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c := client{base: []string{w0, w1}[i%2], key: alice.key}
+			res, b, err := c.try(http.MethodPost, "/v1/tools/tiered/call", []byte(`{}`),
+				map[string]string{"Idempotency-Key": fmt.Sprint("race-", i)})
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil && res.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %d: %s", res.StatusCode, b)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			var env struct{ Receipt struct{ Tier, Amount string } }
+			if err := json.Unmarshal(b, &env); err != nil {
+				errs = append(errs, err)
+				return
+			}
+			tiers[env.Receipt.Tier+"/"+env.Receipt.Amount]++
+		}(i)
+	}
+	wg.Wait()
+	require.Empty(t, errs)
+	require.Equal(t, map[string]int{"free/0.00": limit, "/0.05": n - limit}, tiers)
+	charges, refunds := countCharges(t, db, "alice")
+	require.Equal(t, n-limit, charges)
+	require.Zero(t, refunds)
+	require.Equal(t, int64(1000-5*(n-limit)), checkLedger(t, db, "alice"))
+	var used, takes int
+	require.NoError(t, db.QueryRow(`SELECT used FROM quota_usage WHERE caller = 'alice' AND tool = 'tiered'`).Scan(&used))
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM quota_entries WHERE caller = 'alice' AND kind = 'take'`).Scan(&takes))
+	require.Equal(t, limit, used)
+	require.Equal(t, limit, takes)
+
+	// A tool of price 0 past its quota: 429 with Retry-After, nothing executed.
+	bob := newCaller(t, w1, "bob", "")
+	res, body := bob.call("freeonly", "f-1", `{}`)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	echoes := up.count("/echo")
+	res, body = bob.call("freeonly", "f-2", `{}`)
+	require.Equal(t, http.StatusTooManyRequests, res.StatusCode, string(body))
+	require.Contains(t, string(body), "quota-exhausted")
+	require.NotEmpty(t, res.Header.Get("Retry-After"))
+	require.Equal(t, echoes, up.count("/echo"))
+
+	// A cap of 10 prices, 50 calls at once on 50 keys across both isolates.
+	dave := newCaller(t, w0, "dave", "100.00")
+	admin := client{t: t, base: w1, key: e2eAdminToken}
+	res, body = admin.do(http.MethodPut, "/v1/admin/callers/dave/caps", []byte(`{"currency":"USD","limit":"0.50","reset":"daily"}`), nil)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	statuses := map[int]int{}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c := client{base: []string{w0, w1}[i%2], key: dave.key}
+			res, _, err := c.try(http.MethodPost, "/v1/tools/echo/call", []byte(`{}`),
+				map[string]string{"Idempotency-Key": fmt.Sprint("cap-", i)})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			statuses[res.StatusCode]++
+		}(i)
+	}
+	wg.Wait()
+	require.Empty(t, errs)
+	require.Equal(t, map[int]int{http.StatusOK: 10, http.StatusPaymentRequired: n - 10}, statuses)
+	charges, _ = countCharges(t, db, "dave")
+	require.Equal(t, 10, charges)
+	require.Equal(t, int64(10000-50), checkLedger(t, db, "dave"))
+	res, body = dave.call("echo", "cap-over", `{}`)
+	require.Equal(t, http.StatusPaymentRequired, res.StatusCode)
+	require.Contains(t, string(body), `"limit":{`)
+
+	// D1 round trips per call, as the worker logs them (caller cached by now).
+	carol := newCaller(t, w0, "carol", "1.00")
+	res, body = admin.do(http.MethodPut, "/v1/admin/callers/carol/caps", []byte(`{"currency":"USD","limit":"1.00","reset":"monthly"}`), nil)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	res, _ = carol.call("echo", "warm", `{}`)
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	lookup := 0 // the caller is cached, except with a Go runtime per request
+	if os.Getenv("TOOLGATE_GO_RUNTIME") == edgetest.ModePerRequest {
+		lookup = 1
+	}
+	for _, c := range []struct {
+		who             client
+		tool, key, what string
+	}{
+		{alice, "echo", "rt-paid", "fixed price: claim+charge batch, complete"},
+		{carol, "tiered", "rt-free", "free call: claim+take batch, complete"},
+		{carol, "echo", "rt-capped", "capped call: claim+charge batch (the cap inside the charge), complete"},
+	} {
+		mark := edge.LogMark()
+		res, body = c.who.call(c.tool, c.key, `{}`)
+		require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+		var trips any
+		require.Eventually(t, func() bool {
+			for _, l := range callLogs(edge.LogsSince(mark)) {
+				if l["outcome"] == "executed" && l["tool"] == c.tool && l["roundTrips"] != nil {
+					trips = l["roundTrips"]
+				}
+			}
+			return trips != nil
+		}, 5*time.Second, 20*time.Millisecond)
+		require.EqualValues(t, 2+lookup, trips, c.what)
+		t.Logf("D1 round trips: %s: %v", c.key, trips)
+	}
+}
