@@ -37,7 +37,8 @@ func toCapJSON(c store.Cap) capJSON {
 // handlePutCap serves PUT /v1/admin/callers/{id}/caps
 // {"currency": "USD", "limit": "5.00", "reset": "daily", "key": optional}:
 // it creates or replaces the cap of the caller (no key) or of one of its
-// keys ("" is the caller's original key) in that currency.
+// keys (its id; "" or "k_original" is the caller's original key) in that
+// currency. A key the caller does not have is 404.
 func (s *server) handlePutCap(w http.ResponseWriter, r *http.Request) {
 	if !s.requireAdmin(w, r) {
 		return

@@ -193,10 +193,19 @@ func TestCapsAdminAPI(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	require.Equal(t, map[string]any{"currency": "USD", "limit": "0.12", "reset": "daily", "spent": "0.00",
 		"remaining": "0.12", "resetsAt": "2026-12-03T00:00:00Z"}, r.json(t))
-	r = e.putCap(`{"currency": "USD", "limit": "1", "reset": "never", "key": "k_ci"}`)
+	r = e.do(http.MethodPost, "/v1/admin/callers/alice/keys", adminToken, nil, `{"name": "ci"}`)
+	require.Equal(t, http.StatusCreated, r.status, string(r.body))
+	keyID := r.json(t)["id"].(string)
+	r = e.putCap(`{"currency": "USD", "limit": "1", "reset": "never", "key": "` + keyID + `"}`)
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
-	require.Equal(t, map[string]any{"key": "k_ci", "currency": "USD", "limit": "1.00", "reset": "never", "spent": "0.00",
+	require.Equal(t, map[string]any{"key": keyID, "currency": "USD", "limit": "1.00", "reset": "never", "spent": "0.00",
 		"remaining": "1.00"}, r.json(t))
+	// A key the caller does not have: the cap would never apply.
+	e.putCap(`{"currency": "USD", "limit": "1", "reset": "never", "key": "k_nope"}`).problem(t, http.StatusNotFound, "key-not-found")
+	// "" is the original key, as authentication names it.
+	r = e.putCap(`{"currency": "USD", "limit": "2", "reset": "never", "key": ""}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, store.OriginalKeyID, r.json(t)["key"])
 
 	bad := map[string]string{
 		"unknown currency":  `{"currency": "XYZ", "limit": "1", "reset": "daily"}`,
@@ -222,9 +231,8 @@ func TestCapsAdminAPI(t *testing.T) {
 	r = e.do(http.MethodGet, "/v1/admin/callers/alice/caps", adminToken, nil, "")
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	caps := r.json(t)["caps"].([]any)
-	require.Len(t, caps, 2, "bad input changed nothing")
+	require.Len(t, caps, 3, "bad input changed nothing")
 	require.Equal(t, "0.12", caps[0].(map[string]any)["limit"])
-	require.Equal(t, "k_ci", caps[1].(map[string]any)["key"])
 	e.do(http.MethodGet, "/v1/admin/callers/nobody/caps", adminToken, nil, "").problem(t, http.StatusNotFound, "unknown-caller")
 	e.checkInvariants()
 }
@@ -279,5 +287,23 @@ func TestCapRace(t *testing.T) {
 	require.Equal(t, map[int]int{http.StatusOK: 10, http.StatusPaymentRequired: n - 10}, count)
 	require.EqualValues(t, 10000-50, e.balance(alice))
 	require.EqualValues(t, 10, e.up.count("/ok"))
+	e.checkInvariants()
+}
+
+// TestCapOnTheOriginalKeyApplies: a cap set on key "" (the caller's
+// original key) is enforced on the calls that key makes.
+func TestCapOnTheOriginalKeyApplies(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	bob := e.newCaller("bob", "1.00")
+	r := e.do(http.MethodPut, "/v1/admin/callers/"+bob.id+"/caps", adminToken, nil,
+		`{"currency": "USD", "limit": "0.10", "reset": "never", "key": ""}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	for i := range 2 {
+		require.Equal(t, http.StatusOK, e.call(bob.key, "echo", fmt.Sprint("k", i), `{}`).status)
+	}
+	p := e.call(bob.key, "echo", "k2", `{}`).problem(t, http.StatusPaymentRequired, "insufficient-funds")
+	require.NotNil(t, p["limit"], "the cap on the original key refused it")
+	require.Equal(t, int64(90), e.balance(bob))
 	e.checkInvariants()
 }

@@ -148,8 +148,8 @@ func SettingsFrom(getenv func(string) string) (Settings, error) {
 	}
 	if v := getenv("CALLER_CACHE_TTL_MS"); v != "" {
 		ms, err := strconv.Atoi(v)
-		if err != nil || ms < 0 {
-			return Settings{}, fmt.Errorf("settings: CALLER_CACHE_TTL_MS %q is not a non-negative integer", v)
+		if err != nil || ms < 0 || ms > 3_600_000 {
+			return Settings{}, fmt.Errorf("settings: CALLER_CACHE_TTL_MS %q is not an integer from 0 to 3600000 (one hour: the longest a revoked key may keep working)", v)
 		}
 		s.CallerCacheTTL = time.Duration(ms) * time.Millisecond
 		if ms == 0 {

@@ -17,6 +17,24 @@ func (e *Engine) SetCap(ctx context.Context, p store.SetCapParams) (store.Cap, e
 	if err := e.requireCaller(ctx, p.Caller); err != nil {
 		return store.Cap{}, err
 	}
+	if p.Key == "" {
+		// The caller's original key: what authentication names it.
+		p.Key = store.OriginalKeyID
+	}
+	if p.Key != store.AnyKey {
+		keys, err := e.Keys(ctx, p.Caller)
+		if err != nil {
+			return store.Cap{}, err
+		}
+		known := false
+		for _, k := range keys {
+			known = known || k.ID == p.Key
+		}
+		if !known {
+			// A cap on a key the caller does not have would never apply.
+			return store.Cap{}, fmt.Errorf("%w: %q", ErrKeyNotFound, p.Key)
+		}
+	}
 	p.Now = e.now()
 	c, err := e.store.SetCap(ctx, p)
 	if err != nil {

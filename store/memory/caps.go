@@ -80,7 +80,10 @@ func (s *Store) spendRefund(e entry) {
 	ch := s.entries[i]
 	for _, c := range s.capsOf(ch.Caller, ch.Currency, ch.keyID) {
 		if row := s.spend[spendKey{capKey{c.Caller, c.Key, c.Currency}, c.Reset, windowOf(c.Reset, ch.CreatedAt)}]; row != nil {
-			row.spent -= e.Amount
+			// Never below zero, as the SQL trigger: a window row made after
+			// its charge (a cap set across the reset boundary) does not
+			// hold it, and the refund must still go through.
+			row.spent = max(row.spent-e.Amount, 0)
 		}
 	}
 }

@@ -126,8 +126,12 @@ CREATE TABLE IF NOT EXISTS cap_spend (
 -- takes it back from the row of the window of the charge it refunds (the
 -- charge whose reference ends as the refund's does), if there is one: a
 -- window that has a row counts every charge of it (SetCap makes the row of
--- the current window from the ledger). The window expression is
--- sqlstore's capWindow.
+-- the current window from the ledger). A refund never takes a row below
+-- zero: a cap set just before a reset boundary, committing after a charge
+-- of the next window, leaves that charge out of the next window's row (it
+-- may overspend that window by that charge), and its refund must still go
+-- through rather than fail for ever. The window expression is sqlstore's
+-- capWindow.
 CREATE TRIGGER IF NOT EXISTS ledger_entries_spend AFTER INSERT ON ledger_entries
 WHEN NEW.kind IN ('charge', 'refund')
 BEGIN
@@ -142,7 +146,7 @@ BEGIN
     WHERE NEW.kind = 'charge' AND c.caller = NEW.caller AND c.currency = NEW.currency
       AND (c.key_id = '*' OR c.key_id = NEW.key_id)
     ON CONFLICT (caller, key_id, currency, reset, window_start) DO UPDATE SET limit_at = excluded.limit_at;
-  UPDATE cap_spend SET spent = spent - NEW.amount, updated_at = NEW.created_at
+  UPDATE cap_spend SET spent = max(spent - NEW.amount, 0), updated_at = NEW.created_at
     WHERE caller = NEW.caller AND EXISTS (SELECT 1 FROM ledger_entries ch JOIN spend_caps c ON c.caller = ch.caller
         AND c.currency = ch.currency AND (c.key_id = '*' OR c.key_id = ch.key_id)
       WHERE (ch.id = NEW.id OR (NEW.kind = 'refund' AND ch.reference = 'charge:' || substr(NEW.reference, 8)))
