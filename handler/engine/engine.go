@@ -125,10 +125,10 @@ type Receipt struct {
 	// QuotaRemaining is how many free calls the caller has left in the
 	// window after this one (absent when a takeover inherited the unit and
 	// did not read the usage), and QuotaResetsAt when the window ends.
-	Tier           string     `json:"tier,omitempty"`
+	Tier string `json:"tier,omitempty"`
 	// FallbackFor names the tool that was asked for, when this answer is
 	// its fallback's: that tool could not be paid for.
-	FallbackFor string `json:"fallbackFor,omitempty"`
+	FallbackFor    string     `json:"fallbackFor,omitempty"`
 	QuotaRemaining *int64     `json:"quotaRemaining,omitempty"`
 	QuotaResetsAt  *time.Time `json:"quotaResetsAt,omitempty"`
 }
