@@ -403,6 +403,9 @@ func (s *server) handleCall(w http.ResponseWriter, r *http.Request) {
 	if res.Replayed {
 		h.Set("Idempotent-Replayed", "true")
 	}
+	if res.FallbackFor != "" {
+		h.Set("Toolgate-Fallback-For", res.FallbackFor)
+	}
 	w.WriteHeader(res.StatusCode)
 	_, _ = w.Write(res.Body)
 }

@@ -60,6 +60,12 @@ type Tool struct {
 	// window free; past them Price applies (a tool of price 0 then answers
 	// 429 quota-exhausted until the window resets).
 	Free *Free
+	// Fallback names the tool whose answer a caller gets instead of 402
+	// when this one cannot be paid for (an insufficient balance, a debt, a
+	// spending cap): catalog "onPaymentFailed": "fallback" with
+	// "fallback": "<tool>". "" blocks (402). The fallback tool costs no
+	// more, in the same currency, and has no fallback of its own.
+	Fallback string
 }
 
 // Free is a tool's free tier: Calls calls per caller per UTC window of
@@ -128,18 +134,20 @@ type catalogDoc struct {
 }
 
 type toolDoc struct {
-	Name           string          `json:"name"`
-	Description    string          `json:"description"`
-	Price          *string         `json:"price"`
-	Currency       string          `json:"currency"`
-	Upstream       *upstreamDoc    `json:"upstream"`
-	Timeout        string          `json:"timeout"`
-	Lease          string          `json:"lease"`
-	TTL            string          `json:"ttl"`
-	ForwardHeaders []string        `json:"forwardHeaders"`
-	InputSchema    json.RawMessage `json:"inputSchema"`
-	X402           *x402Doc        `json:"x402"`
-	Free           *freeDoc        `json:"free"`
+	Name            string          `json:"name"`
+	Description     string          `json:"description"`
+	Price           *string         `json:"price"`
+	Currency        string          `json:"currency"`
+	Upstream        *upstreamDoc    `json:"upstream"`
+	Timeout         string          `json:"timeout"`
+	Lease           string          `json:"lease"`
+	TTL             string          `json:"ttl"`
+	ForwardHeaders  []string        `json:"forwardHeaders"`
+	InputSchema     json.RawMessage `json:"inputSchema"`
+	X402            *x402Doc        `json:"x402"`
+	Free            *freeDoc        `json:"free"`
+	OnPaymentFailed string          `json:"onPaymentFailed"`
+	Fallback        string          `json:"fallback"`
 }
 
 type freeDoc struct {
@@ -203,6 +211,8 @@ var unforwardable = map[string]bool{
 //	  "forwardHeaders": ["Accept-Language"], // optional caller headers sent upstream
 //	  "inputSchema": {"type": "object"},     // optional JSON Schema, enforced
 //	  "free": {"calls": 100, "per": "day"}   // optional free tier per caller: hour, day, week or month (UTC)
+//	  "onPaymentFailed": "fallback",         // optional: "block" (402, the default) or "fallback"
+//	  "fallback": "search-lite"              // the tool answered instead of 402 (free or cheaper)
 //	}]}
 //
 // Unknown fields are errors. The inputSchema must be an object whose type,
@@ -231,6 +241,22 @@ func ParseCatalog(doc []byte) (*Catalog, error) {
 		}
 		c.byName[t.Name] = len(c.tools)
 		c.tools = append(c.tools, t)
+	}
+	for i, t := range c.tools {
+		if t.Fallback == "" {
+			continue
+		}
+		fb, ok := c.Tool(t.Fallback)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("parse catalog: tools[%d] (%q): fallback %q is not a tool of the catalog", i, t.Name, t.Fallback)
+		case fb.Name == t.Name:
+			return nil, fmt.Errorf("parse catalog: tools[%d] (%q): fallback must be another tool", i, t.Name)
+		case fb.Fallback != "":
+			return nil, fmt.Errorf("parse catalog: tools[%d] (%q): fallback %q has a fallback of its own", i, t.Name, t.Fallback)
+		case fb.Price > 0 && (fb.Currency != t.Currency || fb.Price > t.Price):
+			return nil, fmt.Errorf("parse catalog: tools[%d] (%q): fallback %q must be free or cost no more, in %s", i, t.Name, t.Fallback, t.Currency)
+		}
 	}
 	return c, nil
 }
@@ -348,6 +374,19 @@ func parseTool(raw json.RawMessage) (Tool, error) {
 			return t, fmt.Errorf("x402.%w", err)
 		}
 		t.X402 = x
+	}
+	switch d.OnPaymentFailed {
+	case "", "block":
+		if d.Fallback != "" {
+			return t, errors.New(`fallback needs "onPaymentFailed": "fallback"`)
+		}
+	case "fallback":
+		if d.Fallback == "" {
+			return t, errors.New(`"onPaymentFailed": "fallback" needs "fallback": the name of another tool`)
+		}
+		t.Fallback = d.Fallback
+	default:
+		return t, fmt.Errorf("onPaymentFailed %q must be \"block\" or \"fallback\"", d.OnPaymentFailed)
 	}
 	return t, nil
 }

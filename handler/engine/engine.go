@@ -83,6 +83,8 @@ type CallRequest struct {
 	// prepaid balance: Caller is then ignored, the payment's payer is the
 	// caller, and Key may be "" (the payment names one).
 	Payment *pay.Payment
+	// fallbackFor names the tool this call answers for (a fallback).
+	fallbackFor string
 }
 
 // CallResult is the gateway's answer to a call. Body is exactly what was
@@ -97,6 +99,9 @@ type CallResult struct {
 	// Payment is the per-call payment's state, for a call paid per
 	// request.
 	Payment *PaymentInfo
+	// FallbackFor names the tool the caller asked for when this answer is
+	// its fallback's (the asked tool could not be paid for).
+	FallbackFor string
 }
 
 // Receipt is the money part of an answer. A replay carries the original
@@ -120,7 +125,10 @@ type Receipt struct {
 	// QuotaRemaining is how many free calls the caller has left in the
 	// window after this one (absent when a takeover inherited the unit and
 	// did not read the usage), and QuotaResetsAt when the window ends.
-	Tier           string     `json:"tier,omitempty"`
+	Tier string `json:"tier,omitempty"`
+	// FallbackFor names the tool that was asked for, when this answer is
+	// its fallback's: that tool could not be paid for.
+	FallbackFor    string     `json:"fallbackFor,omitempty"`
 	QuotaRemaining *int64     `json:"quotaRemaining,omitempty"`
 	QuotaResetsAt  *time.Time `json:"quotaResetsAt,omitempty"`
 }
@@ -299,7 +307,32 @@ func (e *Engine) Call(ctx context.Context, req CallRequest) (res CallResult, err
 		e.countOutcome(ctx, req, res, err)
 	}()
 	res, err = e.call(ctx, req, &l)
+	if fb, ok := e.fallbackFor(req, err); ok {
+		// The tool could not be paid for: its fallback answers instead,
+		// under the same key (its own record, scoped to the fallback tool),
+		// marked as such. The first tool's key was failed, so a retry after
+		// a top-up runs it.
+		req.Tool, req.fallbackFor = fb, req.Tool
+		res, err = e.call(ctx, req, &l)
+		if err == nil {
+			res.FallbackFor = req.fallbackFor
+		}
+		return res, e.paymentRequired(err, fb)
+	}
 	return res, e.paymentRequired(err, req.Tool)
+}
+
+// fallbackFor returns the tool that answers req instead of a 402: the
+// catalog's fallback of a prepaid call refused for money.
+func (e *Engine) fallbackFor(req CallRequest, err error) (string, bool) {
+	if req.Payment != nil || req.fallbackFor != "" || !errors.Is(err, store.ErrInsufficientFunds) {
+		return "", false
+	}
+	t, ok := e.catalog.Tool(req.Tool)
+	if !ok || t.Fallback == "" {
+		return "", false
+	}
+	return t.Fallback, true
 }
 
 // attempt is one request's view of one scoped key.
@@ -318,6 +351,8 @@ type attempt struct {
 	// window is the free tier's window at the first claim, when the tool
 	// has one.
 	window, windowEnd time.Time
+	// fallbackFor names the tool this attempt answers for, as its fallback.
+	fallbackFor string
 }
 
 func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallResult, error) {
@@ -346,7 +381,7 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 		return CallResult{}, err
 	}
 	a := &attempt{e: e, tool: tool, caller: req.Caller, key: ScopedKey(req.Caller.ID, tool.Name, req.Key),
-		input: canonical, header: req.Header}
+		input: canonical, header: req.Header, fallbackFor: req.fallbackFor}
 	l.key = logKey(a.key)
 	owner, err := e.newID("o_")
 	if err != nil {
@@ -652,7 +687,7 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 	e := a.e
 	up := ur.resp
 	rcpt := Receipt{Tool: a.tool.Name, Price: a.tool.PriceString(), Amount: a.tool.PriceString(),
-		Currency: a.tool.Currency, At: store.FromUnixMilli(store.UnixMilli(e.now()))}
+		Currency: a.tool.Currency, At: store.FromUnixMilli(store.UnixMilli(e.now())), FallbackFor: a.fallbackFor}
 	var err error
 	if rcpt.CallID, err = e.newID("call_"); err != nil {
 		return CallResult{}, err
