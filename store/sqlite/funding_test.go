@@ -4,14 +4,12 @@ package sqlite_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/store"
-	"github.com/toolgate/toolgate-go/store/sqlite"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
 )
 
@@ -22,19 +20,7 @@ import (
 func TestMigrateFundingKeepsOldRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "old.db"))
-	require.NoError(t, err)
-	_, err = db.Exec(ctx, `CREATE TABLE d1_migrations(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE,
-		applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)`)
-	require.NoError(t, err)
-	src, err := sqlstore.Migrations.ReadFile("migrations/0001_init.sql")
-	require.NoError(t, err)
-	for _, stmt := range sqlstore.SplitStatements(string(src)) {
-		_, err := db.Exec(ctx, stmt)
-		require.NoError(t, err)
-	}
-	_, err = db.Exec(ctx, `INSERT INTO d1_migrations (name) VALUES ('0001_init.sql')`)
-	require.NoError(t, err)
+	db := openMigratedBefore(t, "0002_funding.sql")
 
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	ms := store.UnixMilli(now)

@@ -4,7 +4,6 @@ package sqlite_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/store"
-	"github.com/toolgate/toolgate-go/store/sqlite"
 	"github.com/toolgate/toolgate-go/store/sqlstore"
 )
 
@@ -24,30 +22,11 @@ import (
 func TestMigrateKeysKeepsOldCallers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "old.db"))
-	require.NoError(t, err)
-	_, err = db.Exec(ctx, `CREATE TABLE d1_migrations(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE,
-		applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)`)
-	require.NoError(t, err)
-	names, err := sqlstore.Migrations.ReadDir("migrations")
-	require.NoError(t, err)
-	for _, n := range names {
-		if n.Name() >= "0006_keys.sql" {
-			break
-		}
-		src, err := sqlstore.Migrations.ReadFile("migrations/" + n.Name())
-		require.NoError(t, err)
-		for _, stmt := range sqlstore.SplitStatements(string(src)) {
-			_, err := db.Exec(ctx, stmt)
-			require.NoError(t, err, n.Name())
-		}
-		_, err = db.Exec(ctx, `INSERT INTO d1_migrations (name) VALUES (?)`, n.Name())
-		require.NoError(t, err)
-	}
+	db := openMigratedBefore(t, "0006_keys.sql")
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	old := []byte(strings.Repeat("\x01", 32))
 	// A caller as the old schema stored it.
-	_, err = db.Exec(ctx, `INSERT INTO callers (id, name, key_hash, created_at) VALUES ('alice', 'Alice', ?, ?)`,
+	_, err := db.Exec(ctx, `INSERT INTO callers (id, name, key_hash, created_at) VALUES ('alice', 'Alice', ?, ?)`,
 		strings.Repeat("01", 32), store.UnixMilli(now))
 	require.NoError(t, err)
 
