@@ -160,6 +160,9 @@ type usageJSON struct {
 	Caller  string            `json:"caller"`
 	Scope   string            `json:"scope"` // "caller": every key of the caller together
 	Periods []usagePeriodJSON `json:"periods"`
+	// Caps are the caller's spending caps (the caller's and its keys'),
+	// with their spend and what remains in the current window.
+	Caps []capJSON `json:"caps"`
 }
 
 type usagePeriodJSON struct {
@@ -195,7 +198,15 @@ func (s *server) writeUsage(w http.ResponseWriter, r *http.Request, caller strin
 		problem.Write(w, err)
 		return
 	}
-	out := usageJSON{Caller: caller, Scope: "caller", Periods: make([]usagePeriodJSON, 0, len(wins))}
+	caps, err := s.engine.Caps(r.Context(), caller)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	out := usageJSON{Caller: caller, Scope: "caller", Periods: make([]usagePeriodJSON, 0, len(wins)), Caps: []capJSON{}}
+	for _, c := range caps {
+		out.Caps = append(out.Caps, toCapJSON(c))
+	}
 	for _, win := range wins {
 		p := usagePeriodJSON{Period: win.Period, From: win.From, To: win.To, Tools: []toolUsageJSON{}, Totals: []toolUsageJSON{}}
 		var totals []store.Usage

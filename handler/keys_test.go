@@ -191,6 +191,9 @@ func TestUsageEqualsLedger(t *testing.T) {
 	alice := e.newCaller("alice", "1.00")
 	k := e.newKey(alice, "second")
 	bob := e.newCaller("bob", "1.00")
+	r := e.do(http.MethodPut, "/v1/admin/callers/"+alice.id+"/caps", adminToken, nil,
+		`{"currency": "USD", "limit": "1.00", "reset": "daily"}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	require.Equal(t, http.StatusOK, e.call(alice.key, "echo", "1", `{}`).status)
 	require.Equal(t, http.StatusOK, e.call(k.key, "echo", "2", `{}`).status)
 	require.Equal(t, http.StatusOK, e.call(k.key, "echo", "2", `{}`).status) // a replay: no charge, no call
@@ -242,6 +245,12 @@ func TestUsageEqualsLedger(t *testing.T) {
 		require.EqualValues(t, 5, tot["charges"])
 		require.EqualValues(t, 2, tot["refunds"])
 	}
+	caps := u["caps"].([]any)
+	require.Len(t, caps, 1, "the caller's cap, with its spend and what remains")
+	c := caps[0].(map[string]any)
+	require.Equal(t, "1.00", c["limit"])
+	require.Equal(t, "0.15", c["spent"])
+	require.Equal(t, "0.85", c["remaining"])
 	require.Equal(t, int64(85), e.balance(alice), "1.00 - the spend")
 	bobs := e.do(http.MethodGet, "/v1/usage", bob.key, nil, "").json(t)
 	require.Len(t, bobs["periods"].([]any)[0].(map[string]any)["tools"], 1, "bob sees only his own")
