@@ -1,9 +1,7 @@
 package handler
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -148,14 +146,9 @@ func (s *server) handleStripeWebhook(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, fmt.Errorf("%w: no Stripe webhook secret is configured", engine.ErrTopupsDisabled))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, stripe.MaxEventBytes))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		problem.Write(w, fmt.Errorf("%w: a Stripe event is at most %d bytes", problem.ErrBodyTooLarge, stripe.MaxEventBytes))
-		return
-	}
+	body, err := readBody(w, r, stripe.MaxEventBytes)
 	if err != nil {
-		problem.Write(w, &problem.WebhookError{Reason: "could not read the body"})
+		problem.Write(w, err)
 		return
 	}
 	tolerance := s.stripe.Tolerance

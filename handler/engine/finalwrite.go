@@ -127,10 +127,17 @@ func (a *attempt) retryFinal(ctx context.Context, b *finalBudget, op string,
 // complete stores resp for the key (see retryFinal).
 func (a *attempt) complete(ctx context.Context, f store.Fence, b *finalBudget, resp store.Response, usage *store.Usage) error {
 	e := a.e
-	return a.retryFinal(ctx, b, "complete key", func(bool) error {
+	return a.completeWith(ctx, f, b, resp, func() error {
 		return e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp, Usage: usage})
-	}, func() (bool, error) {
-		rec, err := e.store.Peek(ctx, f.Key)
+	})
+}
+
+// completeWith retries write, a Complete of resp under f (plain, or with a
+// payment's outcome), and recognises a lost reply by reading the record
+// back.
+func (a *attempt) completeWith(ctx context.Context, f store.Fence, b *finalBudget, resp store.Response, write func() error) error {
+	return a.retryFinal(ctx, b, "complete key", func(bool) error { return write() }, func() (bool, error) {
+		rec, err := a.e.store.Peek(ctx, f.Key)
 		if err != nil {
 			return false, err
 		}
@@ -160,10 +167,14 @@ func (a *attempt) refund(ctx context.Context, f store.Fence, b *finalBudget) (re
 // fail marks the key failed (see retryFinal).
 func (a *attempt) fail(ctx context.Context, f store.Fence, b *finalBudget, reason string) error {
 	e := a.e
-	return a.retryFinal(ctx, b, "fail key", func(bool) error {
-		return e.store.Fail(ctx, f, reason, e.now())
-	}, func() (bool, error) {
-		rec, err := e.store.Peek(ctx, f.Key)
+	return a.failWith(ctx, f, b, func() error { return e.store.Fail(ctx, f, reason, e.now()) })
+}
+
+// failWith retries write, a Fail under f (plain, or with a payment's new
+// state), and recognises a lost reply by reading the record back.
+func (a *attempt) failWith(ctx context.Context, f store.Fence, b *finalBudget, write func() error) error {
+	return a.retryFinal(ctx, b, "fail key", func(bool) error { return write() }, func() (bool, error) {
+		rec, err := a.e.store.Peek(ctx, f.Key)
 		if errors.Is(err, store.ErrNotFound) {
 			return true, nil // swept: nothing left to fail
 		}

@@ -152,9 +152,15 @@ func (a *attempt) presentsBound() bool {
 // boundPayment is the key's bound payment as the rail takes it: what a
 // takeover of a key whose settle's outcome is unknown settles again.
 func (a *attempt) boundPayment() pay.Payment {
-	b := a.bound
-	return pay.Payment{Rail: b.Rail, Payer: a.payment.Payer, Caller: b.Caller, Ref: b.Ref, Network: b.Network,
-		Amount: b.Amount, Currency: b.Currency, ValidBefore: b.ValidBefore, Payload: b.Payload, Requirements: b.Requirements}
+	p := railPayment(a.bound)
+	p.Payer = a.payment.Payer
+	return p
+}
+
+// railPayment is a stored payment as its rail takes it, to settle again.
+func railPayment(p store.Payment) pay.Payment {
+	return pay.Payment{Rail: p.Rail, Caller: p.Caller, Ref: p.Ref, Network: p.Network, Amount: p.Amount,
+		Currency: p.Currency, ValidBefore: p.ValidBefore, Payload: p.Payload, Requirements: p.Requirements}
 }
 
 // verify asks the rail whether the attempt's payment is good: a refusal is
@@ -375,34 +381,15 @@ func (a *attempt) paidAnswer(up upstreamResult) (CallResult, store.Response, err
 // for prepaid calls.
 func (a *attempt) completePaid(ctx context.Context, f store.Fence, b *finalBudget, ref string, resp store.Response, out store.PaymentOutcome) error {
 	e := a.e
-	return a.retryFinal(ctx, b, "complete key", func(bool) error {
+	return a.completeWith(ctx, f, b, resp, func() error {
 		return e.store.CompletePaid(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp}, ref, out)
-	}, func() (bool, error) {
-		rec, err := e.store.Peek(ctx, f.Key)
-		if err != nil {
-			return false, err
-		}
-		return rec.Status == store.StatusCompleted && rec.Owner == f.Owner && rec.Generation == f.Generation &&
-			rec.Response != nil && string(rec.Response.Body) == string(resp.Body), nil
 	})
 }
 
 // failPaid fails the key with the payment's new state (see retryFinal).
 func (a *attempt) failPaid(ctx context.Context, f store.Fence, b *finalBudget, ref, reason string, out store.PaymentOutcome) error {
 	e := a.e
-	return a.retryFinal(ctx, b, "fail key", func(bool) error {
-		return e.store.FailPaid(ctx, f, reason, ref, out, e.now())
-	}, func() (bool, error) {
-		rec, err := e.store.Peek(ctx, f.Key)
-		if errors.Is(err, store.ErrNotFound) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		return rec.Generation > f.Generation ||
-			rec.Status == store.StatusFailed && rec.Owner == f.Owner && rec.Generation == f.Generation, nil
-	})
+	return a.failWith(ctx, f, b, func() error { return e.store.FailPaid(ctx, f, reason, ref, out, e.now()) })
 }
 
 // ReconcileResult counts what one reconciliation did.
@@ -486,8 +473,7 @@ func (e *Engine) reconcileOne(ctx context.Context, p store.Payment) (store.Payme
 		}
 		return got, nil
 	}
-	s, err := e.perCall.Settle(ctx, pay.Payment{Rail: p.Rail, Caller: p.Caller, Ref: p.Ref, Network: p.Network,
-		Amount: p.Amount, Currency: p.Currency, ValidBefore: p.ValidBefore, Payload: p.Payload, Requirements: p.Requirements})
+	s, err := e.perCall.Settle(ctx, railPayment(p))
 	now := e.now()
 	expiry := p.ValidBefore
 	if expiry.IsZero() {
