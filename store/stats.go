@@ -63,6 +63,7 @@ type Usage struct {
 	Charged     int64
 	Refunds     int64 // money: ledger refund entries
 	Refunded    int64
+	Released    int64 // money: what metered calls' holds gave back (ledger release entries); spend = Charged - Refunded - Released
 	Credits     int64 // money: ledger credit entries (admin credits, top-ups)
 	Credited    int64
 	LatencyMs   int64                         // sum over Calls of the upstream's time
@@ -100,6 +101,7 @@ func (u *Usage) Add(o Usage) {
 	u.Charged += o.Charged
 	u.Refunds += o.Refunds
 	u.Refunded += o.Refunded
+	u.Released += o.Released
 	u.Credits += o.Credits
 	u.Credited += o.Credited
 	u.LatencyMs += o.LatencyMs
@@ -113,7 +115,7 @@ func (u *Usage) Add(o Usage) {
 
 // HasMoney reports whether u carries any money counter.
 func (u Usage) HasMoney() bool {
-	return u.Charges != 0 || u.Charged != 0 || u.Refunds != 0 || u.Refunded != 0 || u.Credits != 0 || u.Credited != 0
+	return u.Charges != 0 || u.Charged != 0 || u.Refunds != 0 || u.Refunded != 0 || u.Released != 0 || u.Credits != 0 || u.Credited != 0
 }
 
 // UsageQuery selects and groups usage rows: those whose hour is in [From,

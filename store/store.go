@@ -101,8 +101,12 @@ type Charge struct {
 	State    ChargeState
 	Caller   string
 	Currency string
-	Amount   int64 // minor units; 0 when never charged
+	Amount   int64 // minor units; 0 when never charged; what was captured, for a captured hold
 	Count    int64 // charges taken over the record's life (refunds do not decrease it)
+	// Hold says whether the charge is a metered price's hold, and Max is
+	// the maximum it held (see Holds).
+	Hold HoldState
+	Max  int64
 }
 
 // Record is an idempotency record.
@@ -192,6 +196,11 @@ type CompleteParams struct {
 	// Usage, if set, is the call's counters (see Stats): added in the same
 	// atomic step as the Complete, and only if it wins the fence.
 	Usage *Usage
+	// Capture, if set, is what a metered call used, in minor units: when
+	// the key holds an open hold, the Complete captures min(*Capture, the
+	// hold) and releases the rest, in the same atomic step (see Holds).
+	// A Complete of a held key without Capture captures the whole hold.
+	Capture *int64
 }
 
 // DefaultTTL is how long a record is kept for replay when ClaimParams.TTL is zero.
@@ -256,6 +265,10 @@ type ChargeParams struct {
 	// KeyID is the caller's key that is charged (Caller.KeyID;
 	// OriginalKeyID for the key the caller was created with).
 	KeyID string
+	// Hold makes the charge the hold of a metered price's maximum
+	// (Amount): the Complete captures what the call used and releases the
+	// rest (see Holds).
+	Hold bool
 }
 
 // ClaimChargeParams are the arguments of ClaimCharge: a claim, and the
@@ -274,6 +287,9 @@ type ClaimChargeParams struct {
 	// the limit Amount is charged; with Amount 0 the result's ChargeErr is
 	// ErrQuotaExhausted.
 	Quota *Quota
+	// Hold makes the charge a hold of Amount, a metered price's maximum
+	// (see ChargeParams.Hold).
+	Hold bool
 }
 
 // ClaimChargeResult is the claim's result and, when the claim was won, the
@@ -487,7 +503,7 @@ func ClaimThenCharge(ctx context.Context, s Store, p ClaimChargeParams) (ClaimCh
 	}
 	res.Charge, res.ChargeErr = s.Charge(ctx, ChargeParams{
 		Fence:  Fence{Key: cr.Record.Key, Owner: cr.Record.Owner, Generation: cr.Record.Generation},
-		Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Now: p.Now, KeyID: p.KeyID,
+		Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Now: p.Now, KeyID: p.KeyID, Hold: p.Hold,
 	})
 	return res, nil
 }

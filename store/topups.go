@@ -63,6 +63,7 @@ const (
 	EntryCredit   = "credit"   // money in: an admin credit or a top-up
 	EntryCharge   = "charge"   // a paid call
 	EntryRefund   = "refund"   // a paid call's charge returned
+	EntryRelease  = "release"  // the unused part of a metered call's hold given back (see Holds)
 	EntryReversal = "reversal" // a top-up's credit taken back (refund, dispute)
 	EntryRepay    = "repay"    // a debt paid from the balance
 )

@@ -58,7 +58,7 @@ func (s *Store) capPassed(p store.ChargeParams) *store.Cap {
 }
 
 // spendCharge adds a charge entry to its caps' windows, and spendRefund
-// takes a refund back from its charge's. Callers hold s.mu.
+// takes a refund (or a release) back from its charge's. Callers hold s.mu.
 func (s *Store) spendCharge(e entry) {
 	for _, c := range s.capsOf(e.Caller, e.Currency, e.keyID) {
 		sk := spendKey{capKey{c.Caller, c.Key, c.Currency}, c.Reset, windowOf(c.Reset, e.CreatedAt)}
@@ -73,7 +73,7 @@ func (s *Store) spendCharge(e entry) {
 }
 
 func (s *Store) spendRefund(e entry) {
-	i, ok := s.refs["charge:"+strings.TrimPrefix(e.Reference, "refund:")]
+	i, ok := s.refs["charge:"+strings.TrimPrefix(e.Reference, e.Kind+":")]
 	if !ok {
 		return
 	}
@@ -99,8 +99,10 @@ func (s *Store) net(k capKey, from, to int64) int64 {
 			continue
 		}
 		n -= e.Amount
-		if i, ok := s.refs["refund:"+strings.TrimPrefix(e.Reference, "charge:")]; ok {
-			n -= s.entries[i].Amount
+		for _, back := range []string{"refund:", "release:"} {
+			if i, ok := s.refs[back+strings.TrimPrefix(e.Reference, "charge:")]; ok {
+				n -= s.entries[i].Amount
+			}
 		}
 	}
 	return n

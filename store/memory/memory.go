@@ -73,7 +73,8 @@ type record struct {
 type entry struct {
 	store.Entry
 	incarnation string
-	keyID       string // the caller's key a charge was made with
+	keyID       string // the caller's key a charge (or a release) was made with
+	hold        bool   // a charge that is a metered price's hold
 }
 
 type balanceKey struct{ caller, currency string }
@@ -215,6 +216,9 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 			return err
 		}
 	}
+	if p.Capture != nil && (*p.Capture < 0 || *p.Capture > store.MaxAmount) {
+		return fmt.Errorf("%w: capture %d", store.ErrInvalidAmount, *p.Capture)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, err := s.held(p.Fence)
@@ -252,6 +256,27 @@ func (s *Store) complete(r *record, p store.CompleteParams) {
 	if p.Usage != nil {
 		s.addUsage(*p.Usage)
 	}
+	if c := r.Charge; c.State == store.ChargeCharged && c.Hold == store.HoldHeld {
+		r.Charge.Hold = store.HoldCaptured
+		if p.Capture != nil && *p.Capture < c.Amount {
+			s.release(r, c.Amount-*p.Capture, norm(p.Now))
+		}
+	}
+}
+
+// release gives back amount of r's captured hold, as the SQL backend's
+// releaseSQL. Callers hold s.mu.
+func (s *Store) release(r *record, amount int64, now time.Time) {
+	c := r.Charge
+	suffix := r.Key + ":" + r.incarnation + ":" + strconv.FormatInt(c.Count, 10)
+	var keyID string
+	if i, ok := s.refs["charge:"+suffix]; ok {
+		keyID = s.entries[i].keyID
+	}
+	r.Charge.Amount -= amount
+	r.UpdatedAt = now
+	s.post(entry{Entry: store.Entry{Caller: c.Caller, Currency: c.Currency, Amount: amount, Kind: store.EntryRelease,
+		Reference: "release:" + suffix, Key: r.Key, CreatedAt: now}, incarnation: r.incarnation, keyID: keyID})
 }
 
 // Fail implements store.Idempotency.
@@ -347,7 +372,7 @@ func (s *Store) post(e entry) int64 {
 	switch e.Kind {
 	case store.EntryCharge:
 		s.spendCharge(e)
-	case store.EntryRefund:
+	case store.EntryRefund, store.EntryRelease:
 		s.spendRefund(e)
 	}
 	return e.BalanceAfter
@@ -377,11 +402,15 @@ func (s *Store) charge(r *record, p store.ChargeParams) (store.ChargeResult, err
 	if c := s.capPassed(p); c != nil || bal < p.Amount || owed > 0 {
 		return store.ChargeResult{}, &store.InsufficientFundsError{Currency: p.Currency, Balance: bal, Required: p.Amount, Owed: owed, Cap: c}
 	}
-	r.Charge = store.Charge{State: store.ChargeCharged, Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Count: r.Charge.Count + 1}
+	r.Charge = store.Charge{State: store.ChargeCharged, Caller: p.Caller, Currency: p.Currency, Amount: p.Amount, Count: r.Charge.Count + 1,
+		Hold: store.HoldNone}
+	if p.Hold {
+		r.Charge.Hold, r.Charge.Max = store.HoldHeld, p.Amount
+	}
 	r.UpdatedAt = norm(p.Now)
 	bal = s.post(entry{Entry: store.Entry{Caller: p.Caller, Currency: p.Currency, Amount: -p.Amount, Kind: "charge",
 		Reference: "charge:" + r.Key + ":" + r.incarnation + ":" + strconv.FormatInt(r.Charge.Count, 10), Key: r.Key, CreatedAt: norm(p.Now)},
-		incarnation: r.incarnation, keyID: p.KeyID})
+		incarnation: r.incarnation, keyID: p.KeyID, hold: p.Hold})
 	return store.ChargeResult{Charged: true, Balance: bal}, nil
 }
 
@@ -425,7 +454,7 @@ func (s *Store) ClaimCharge(_ context.Context, p store.ClaimChargeParams) (store
 		}
 	}
 	res.Charge, res.ChargeErr = s.charge(r, store.ChargeParams{Fence: fenceOf(r), Caller: p.Caller,
-		Currency: p.Currency, Amount: p.Amount, Now: p.Now, KeyID: p.KeyID})
+		Currency: p.Currency, Amount: p.Amount, Now: p.Now, KeyID: p.KeyID, Hold: p.Hold})
 	return res, nil
 }
 
@@ -531,7 +560,10 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 		if sums[bk] != e.BalanceAfter || sums[bk] < 0 {
 			errs = append(errs, fmt.Errorf("invariant broken: %s balance_after %d running %d", e.Reference, e.BalanceAfter, sums[bk]))
 		}
-		if e.Kind != store.EntryCharge && e.Kind != store.EntryRefund {
+		if e.Kind == store.EntryRelease {
+			errs = append(errs, s.checkRelease(e)...)
+		}
+		if e.Kind != store.EntryCharge && e.Kind != store.EntryRefund && e.Kind != store.EntryRelease {
 			continue
 		}
 		g := groups[e.Key+"\x00"+e.incarnation]
@@ -540,9 +572,10 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 			groups[e.Key+"\x00"+e.incarnation] = g
 		}
 		g.net -= e.Amount
-		if e.Kind == "charge" {
+		switch e.Kind {
+		case store.EntryCharge:
 			g.charges++
-		} else {
+		case store.EntryRefund:
 			g.refunds++
 		}
 	}
@@ -577,6 +610,7 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 		if r.Status == store.StatusCompleted && r.Response != nil && r.Response.StatusCode/100 == 2 && r.Charge.State == store.ChargeRefunded {
 			errs = append(errs, fmt.Errorf("invariant broken: key %q: a stored 2xx answer was refunded", k))
 		}
+		errs = append(errs, s.checkHold(r)...)
 	}
 	errs = append(errs, s.checkFunding()...)
 	errs = append(errs, s.checkPayments()...)

@@ -55,6 +55,8 @@ func (s *Store) countEntry(e entry) {
 		u.Charges, u.Charged = 1, -e.Amount
 	case store.EntryRefund:
 		u.Refunds, u.Refunded = 1, e.Amount
+	case store.EntryRelease:
+		u.Released = e.Amount
 	case store.EntryCredit:
 		u.Credits, u.Credited = 1, e.Amount
 	default:
@@ -246,7 +248,7 @@ func (s *Store) CheckUsage(_ context.Context) error {
 			usage[h] = &store.Usage{}
 		}
 		usage[h].Add(store.Usage{Charges: row.Charges, Charged: row.Charged, Refunds: row.Refunds,
-			Refunded: row.Refunded, Credits: row.Credits, Credited: row.Credited})
+			Refunded: row.Refunded, Released: row.Released, Credits: row.Credits, Credited: row.Credited})
 		if oldest < 0 || k.hour < oldest {
 			oldest = k.hour
 		}
@@ -259,6 +261,8 @@ func (s *Store) CheckUsage(_ context.Context) error {
 			u.Charges, u.Charged = 1, -e.Amount
 		case store.EntryRefund:
 			u.Refunds, u.Refunded = 1, e.Amount
+		case store.EntryRelease:
+			u.Released = e.Amount
 		case store.EntryCredit:
 			u.Credits, u.Credited = 1, e.Amount
 		default:
@@ -269,11 +273,11 @@ func (s *Store) CheckUsage(_ context.Context) error {
 		}
 		ledger[h].Add(u)
 	}
-	money := func(u *store.Usage) [6]int64 {
+	money := func(u *store.Usage) [7]int64 {
 		if u == nil {
-			return [6]int64{}
+			return [7]int64{}
 		}
-		return [6]int64{u.Charges, u.Charged, u.Refunds, u.Refunded, u.Credits, u.Credited}
+		return [7]int64{u.Charges, u.Charged, u.Refunds, u.Refunded, u.Released, u.Credits, u.Credited}
 	}
 	for h, u := range usage {
 		if money(u) != money(ledger[h]) {

@@ -54,11 +54,12 @@ func scanCap(caller, currency string, r []any, now time.Time) store.Cap {
 	return c
 }
 
-// capNet is the SQL of the net spend (charges less their refunds) of the
+// capNet is the SQL of the net spend (charges less their refunds and releases) of the
 // entries ch of (caller, currency, key) from the instant bound fourth to
 // the one bound fifth (0: no end).
-const capNet = `SELECT coalesce(sum(-ch.amount), 0) - coalesce(sum(rf.amount), 0) AS net
+const capNet = `SELECT coalesce(sum(-ch.amount), 0) - coalesce(sum(rf.amount), 0) - coalesce(sum(rl.amount), 0) AS net
 	FROM ledger_entries ch LEFT JOIN ledger_entries rf ON rf.reference = 'refund:' || substr(ch.reference, 8)
+		LEFT JOIN ledger_entries rl ON rl.reference = 'release:' || substr(ch.reference, 8)
 	WHERE ch.caller = ? AND ch.currency = ? AND ch.kind = 'charge' AND (? = '*' OR ch.key_id = ?)
 		AND ch.created_at >= ? AND (? = 0 OR ch.created_at < ?)`
 
@@ -124,15 +125,16 @@ func (s *Store) Caps(ctx context.Context, caller string, now time.Time) ([]store
 // capInvariantChecks return rows only when the cap invariant (see
 // store/caps.go, 21-22) is broken.
 var capInvariantChecks = []struct{ name, sql string }{
-	{"a cap window's spend equals its charges less their refunds", `
+	{"a cap window's spend equals its charges less their refunds and releases", `
 		SELECT s.caller || '/' || s.key_id || '/' || s.currency || '/' || s.reset || '/' || s.window_start
-			|| ': spent ' || s.spent || ' ledger ' || (coalesce(sum(-ch.amount), 0) - coalesce(sum(rf.amount), 0))
+			|| ': spent ' || s.spent || ' ledger ' || (coalesce(sum(-ch.amount), 0) - coalesce(sum(rf.amount), 0) - coalesce(sum(rl.amount), 0))
 		FROM cap_spend s
 		LEFT JOIN ledger_entries ch ON ch.caller = s.caller AND ch.currency = s.currency AND ch.kind = 'charge'
 			AND (s.key_id = '*' OR ch.key_id = s.key_id) AND ` + capWindow("ch.created_at", "s.reset") + ` = s.window_start
 		LEFT JOIN ledger_entries rf ON rf.reference = 'refund:' || substr(ch.reference, 8)
+		LEFT JOIN ledger_entries rl ON rl.reference = 'release:' || substr(ch.reference, 8)
 		GROUP BY s.caller, s.key_id, s.currency, s.reset, s.window_start
-		HAVING s.spent <> coalesce(sum(-ch.amount), 0) - coalesce(sum(rf.amount), 0)`},
+		HAVING s.spent <> coalesce(sum(-ch.amount), 0) - coalesce(sum(rf.amount), 0) - coalesce(sum(rl.amount), 0)`},
 	{"a cap window's spend is within the cap in force at its charges", `
 		SELECT caller || '/' || key_id || '/' || currency || '/' || window_start || ': spent ' || spent || ' cap ' || limit_at
 		FROM cap_spend WHERE spent > limit_at OR spent < 0`},

@@ -13,9 +13,9 @@ import (
 )
 
 var chargeSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
-	incarnation, generation, balance_after, created_at, key_id)
+	incarnation, generation, balance_after, created_at, key_id, hold)
 SELECT b.caller, b.currency, -?, 'charge', 'charge:' || r.key || ':' || r.incarnation || ':' || (r.charge_count + 1),
-	r.key, r.incarnation, r.generation, b.balance - ?, ?, ?
+	r.key, r.incarnation, r.generation, b.balance - ?, ?, ?, ?
 FROM idem_records r, balances b
 WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'in_progress'
 	AND r.charge_state <> 'charged' AND r.quota_state <> 'taken'
@@ -27,7 +27,11 @@ RETURNING balance_after`
 // fingerprint for chargeClaimedSQL.
 func chargeArgs(p store.ChargeParams, fence any) []any {
 	now := store.UnixMilli(p.Now)
-	return []any{p.Amount, p.Amount, now, p.KeyID, p.Key, p.Owner, fence, p.Caller, p.Currency, p.Amount,
+	hold := int64(0)
+	if p.Hold {
+		hold = 1
+	}
+	return []any{p.Amount, p.Amount, now, p.KeyID, hold, p.Key, p.Owner, fence, p.Caller, p.Currency, p.Amount,
 		now, p.KeyID, p.Amount}
 }
 
@@ -109,7 +113,7 @@ func (s *Store) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (sto
 			p.Key, p.Owner, p.Fingerprint, p.Caller, p.Tool, w, q.Limit}})
 	}
 	cp := store.ChargeParams{Fence: store.Fence{Key: p.Key, Owner: p.Owner}, Caller: p.Caller, Currency: p.Currency,
-		Amount: p.Amount, Now: p.Now, KeyID: p.KeyID}
+		Amount: p.Amount, Now: p.Now, KeyID: p.KeyID, Hold: p.Hold}
 	if p.Amount > 0 {
 		stmts = append(stmts, store.Stmt{Query: chargeClaimedSQL, Args: chargeArgs(cp, p.Fingerprint)})
 	}
@@ -485,6 +489,22 @@ var invariantChecks = []struct{ name, sql string }{
 	{"a stored 2xx answer was not refunded", `
 		SELECT key FROM idem_records
 		WHERE status = 'completed' AND resp_status BETWEEN 200 AND 299 AND charge_state = 'refunded'`},
+	// The hold invariant (store/holds.go, 23-25).
+	{"a hold captures at most its maximum, which its charge entry held", `
+		SELECT r.key || ': ' || r.hold_state || ' amount ' || r.charge_amount || ' max ' || r.hold_max || ' held '
+			|| coalesce(-e.amount, 0)
+		FROM idem_records r LEFT JOIN ledger_entries e
+			ON e.reference = 'charge:' || r.key || ':' || r.incarnation || ':' || r.charge_count
+		WHERE r.hold_state <> 'none' AND r.charge_state = 'charged'
+			AND (r.charge_amount > r.hold_max OR e.hold IS NOT 1 OR -e.amount <> r.hold_max)`},
+	{"a release gives back part of one hold, once", `
+		SELECT rl.reference || ': released ' || rl.amount || ' of ' || coalesce(-ch.amount, 0)
+		FROM ledger_entries rl LEFT JOIN ledger_entries ch ON ch.reference = 'charge:' || substr(rl.reference, 9)
+		WHERE rl.kind = 'release' AND (ch.id IS NULL OR ch.hold <> 1 OR rl.amount > -ch.amount
+			OR ch.idem_key <> rl.idem_key OR ch.caller <> rl.caller OR ch.currency <> rl.currency
+			OR ch.key_id <> rl.key_id)`},
+	{"a completed key holds no open hold", `
+		SELECT key FROM idem_records WHERE status = 'completed' AND charge_state = 'charged' AND hold_state = 'held'`},
 }
 
 // CheckInvariants implements store.Store.

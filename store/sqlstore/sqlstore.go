@@ -40,7 +40,7 @@ func New(db store.DbClient) *Store { return &Store{db: db} }
 
 const recordCols = `key, status, owner, generation, lease_expires_at, expires_at, fingerprint,
 	resp_status, resp_type, resp_body, error, charge_state, charge_count, charge_caller,
-	charge_currency, charge_amount, created_at, updated_at, payment_ref, quota_state`
+	charge_currency, charge_amount, created_at, updated_at, payment_ref, quota_state, hold_state, hold_max`
 
 // The claim's conditions, over the existing row and the proposed one
 // (excluded.*, whose created_at is now).
@@ -179,13 +179,34 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 	if err := s.checkBody(p.Response.Body); err != nil {
 		return err
 	}
+	if p.Capture != nil && (*p.Capture < 0 || *p.Capture > store.MaxAmount) {
+		return fmt.Errorf("%w: capture %d", store.ErrInvalidAmount, *p.Capture)
+	}
 	now := store.UnixMilli(p.Now)
 	complete := store.Stmt{Query: `UPDATE idem_records SET status = 'completed', resp_status = ?, resp_type = ?,
-		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?, expires_at = max(expires_at, ?)` + fenceWhere,
+		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?, expires_at = max(expires_at, ?),
+		hold_state = CASE WHEN charge_state = 'charged' AND hold_state = 'held' THEN 'captured' ELSE hold_state END` + fenceWhere,
 		Args: []any{int64(p.Response.StatusCode), p.Response.ContentType, base64.StdEncoding.EncodeToString(p.Response.Body),
 			now, now, now + p.TTL.Milliseconds(), p.Key, p.Owner, p.Generation}}
+	var after []store.Stmt
+	if p.Capture != nil {
+		after = append(after, store.Stmt{Query: releaseSQL, Args: []any{*p.Capture, *p.Capture, now,
+			p.Key, p.Owner, p.Generation, *p.Capture}})
+	}
 	if p.Usage != nil {
-		return s.completeCounted(ctx, complete, *p.Usage)
+		return s.completeCounted(ctx, complete, *p.Usage, after...)
+	}
+	if len(after) > 0 {
+		if _, ok := store.BatcherOf(s.db); ok {
+			out, err := s.batchOrEach(ctx, append([]store.Stmt{{Query: complete.Query + " RETURNING 1", Args: complete.Args}}, after...))
+			if err != nil {
+				return fmt.Errorf("complete: %w", err)
+			}
+			if len(out[0]) != 1 {
+				return store.ErrFencedOut
+			}
+			return nil
+		}
 	}
 	n, err := s.db.Exec(ctx, complete.Query, complete.Args...)
 	if err != nil {
@@ -193,6 +214,35 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 	}
 	if n == 0 {
 		return store.ErrFencedOut
+	}
+	return s.execAfter(ctx, after)
+}
+
+// releaseSQL gives back the part of a captured hold above what the call
+// used (bound first, second and last), once: it runs after the Complete
+// that captured the hold (in its batch on a Batcher), fenced by the
+// completed record's owner and generation, and its reference is unique per
+// charge. A Complete retried after a lost reply releases nothing more.
+const releaseSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
+	incarnation, generation, balance_after, created_at, key_id)
+SELECT r.charge_caller, r.charge_currency, r.charge_amount - ?, 'release',
+	'release:' || r.key || ':' || r.incarnation || ':' || r.charge_count, r.key, r.incarnation, r.generation,
+	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount - ?,
+	?, coalesce((SELECT key_id FROM ledger_entries WHERE reference = 'charge:' || r.key || ':' || r.incarnation || ':' || r.charge_count), '')
+FROM idem_records r
+WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'completed' AND r.charge_state = 'charged'
+	AND r.hold_state = 'captured' AND r.charge_amount > ?
+	AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE reference = 'release:' || r.key || ':' || r.incarnation || ':' || r.charge_count)`
+
+// execAfter runs the statements that follow a winning Complete one by one,
+// on a DbClient without batches. Each is fenced by the completed record, so
+// a crash in between leaves the hold captured whole (at most its maximum)
+// and a retried Complete does not run them.
+func (s *Store) execAfter(ctx context.Context, stmts []store.Stmt) error {
+	for _, st := range stmts {
+		if _, err := s.db.Exec(ctx, st.Query, st.Args...); err != nil {
+			return fmt.Errorf("complete: release the unused hold: %w", err)
+		}
 	}
 	return nil
 }
@@ -312,8 +362,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 }
 
 func scanRecord(r []any) (store.Record, error) {
-	if len(r) != 20 {
-		return store.Record{}, fmt.Errorf("scan record: %d columns, want 20", len(r))
+	if len(r) != 22 {
+		return store.Record{}, fmt.Errorf("scan record: %d columns, want 22", len(r))
 	}
 	rec := store.Record{
 		Key:            asString(r[0]),
@@ -330,6 +380,8 @@ func scanRecord(r []any) (store.Record, error) {
 			Caller:   asString(r[13]),
 			Currency: asString(r[14]),
 			Amount:   asInt64(r[15]),
+			Hold:     store.HoldState(asString(r[20])),
+			Max:      asInt64(r[21]),
 		},
 		CreatedAt:  store.FromUnixMilli(asInt64(r[16])),
 		UpdatedAt:  store.FromUnixMilli(asInt64(r[17])),

@@ -56,7 +56,10 @@ func usageJSON(us []store.Usage) (string, error) {
 // statement's count), in one atomic batch. A Complete retried after a lost
 // reply changes nothing, so it counts nothing. Without a Batcher the
 // counters are a second statement after a winning Complete.
-func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u store.Usage) error {
+//
+// after are statements that follow a winning Complete (releaseSQL): in the
+// batch after the counters, or one by one (execAfter).
+func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u store.Usage, after ...store.Stmt) error {
 	if err := store.ValidateUsage([]store.Usage{u}); err != nil {
 		return err
 	}
@@ -65,14 +68,14 @@ func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u stor
 		return fmt.Errorf("complete: encode usage: %w", err)
 	}
 	if b, ok := store.BatcherOf(s.db); ok {
-		out, err := b.Batch(ctx, []store.Stmt{
+		out, err := b.Batch(ctx, append([]store.Stmt{
 			{Query: complete.Query + " RETURNING 1", Args: complete.Args},
 			{Query: strings.Replace(usageUpsertSQL, "{cond}", "changes() = 1", 1), Args: []any{doc}},
-		})
+		}, after...))
 		if err != nil {
 			return fmt.Errorf("complete: %w", err)
 		}
-		if len(out) != 2 || len(out[0]) != 1 {
+		if len(out) != 2+len(after) || len(out[0]) != 1 {
 			return store.ErrFencedOut
 		}
 		return nil
@@ -87,7 +90,7 @@ func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u stor
 	if _, err := s.db.Exec(ctx, strings.Replace(usageUpsertSQL, "{cond}", "1", 1), doc); err != nil {
 		return fmt.Errorf("complete: count usage: %w", err)
 	}
-	return nil
+	return s.execAfter(ctx, after)
 }
 
 // AddUsage implements store.Stats: one statement for every row.
@@ -112,7 +115,7 @@ func (s *Store) AddUsage(ctx context.Context, us []store.Usage) error {
 const usageSums = `sum(calls), sum(free_calls), sum(replays), sum(waits), sum(r402), sum(r409), sum(r422),
 	sum(fail_5xx), sum(fail_timeout), sum(fail_4xx), sum(charges), sum(charged), sum(refunds), sum(refunded),
 	sum(credits), sum(credited), sum(latency_ms), sum(lat_100), sum(lat_300), sum(lat_1000), sum(lat_3000),
-	sum(lat_inf), max(last_at)`
+	sum(lat_inf), max(last_at), sum(released)`
 
 // Usage implements store.Stats. Buckets are computed in SQL from the hour
 // (UTC days are whole multiples of an hour since the epoch).
@@ -154,6 +157,7 @@ func (s *Store) Usage(ctx context.Context, q store.UsageQuery) ([]store.Usage, e
 		if last := n(22); last > 0 {
 			u.LastAt = store.FromUnixMilli(last)
 		}
+		u.Released = n(23)
 		out = append(out, u)
 	}
 	return out, nil
@@ -255,19 +259,20 @@ func (s *Store) SweepUsage(ctx context.Context, before time.Time, limit int) (in
 // usageCheckSQL returns a row per (hour, caller, currency) whose money
 // counters differ from the ledger's entries (see store.Stats.CheckUsage).
 const usageCheckSQL = `WITH u AS (SELECT hour, caller, currency, sum(charges) AS n1, sum(charged) AS a1,
-		sum(refunds) AS n2, sum(refunded) AS a2, sum(credits) AS n3, sum(credited) AS a3
+		sum(refunds) AS n2, sum(refunded) AS a2, sum(credits) AS n3, sum(credited) AS a3, sum(released) AS a4
 		FROM usage_hourly GROUP BY hour, caller, currency),
 	l AS (SELECT (created_at / 3600000) * 3600000 AS hour, caller, currency,
 		sum(kind = 'charge') AS n1, sum(CASE WHEN kind = 'charge' THEN -amount ELSE 0 END) AS a1,
 		sum(kind = 'refund') AS n2, sum(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS a2,
-		sum(kind = 'credit') AS n3, sum(CASE WHEN kind = 'credit' THEN amount ELSE 0 END) AS a3
-		FROM ledger_entries WHERE kind IN ('charge', 'refund', 'credit') GROUP BY 1, caller, currency)
+		sum(kind = 'credit') AS n3, sum(CASE WHEN kind = 'credit' THEN amount ELSE 0 END) AS a3,
+		sum(CASE WHEN kind = 'release' THEN amount ELSE 0 END) AS a4
+		FROM ledger_entries WHERE kind IN ('charge', 'refund', 'release', 'credit') GROUP BY 1, caller, currency)
 SELECT u.caller || '/' || u.currency || ' at ' || u.hour || ': usage ' || u.n1 || ',' || u.a1 || ',' || u.n2 || ',' || u.a2 || ',' || u.n3 || ',' || u.a3
-	|| ' ledger ' || coalesce(l.n1, 0) || ',' || coalesce(l.a1, 0) || ',' || coalesce(l.n2, 0) || ',' || coalesce(l.a2, 0)
-	|| ',' || coalesce(l.n3, 0) || ',' || coalesce(l.a3, 0)
+	|| ',' || u.a4 || ' ledger ' || coalesce(l.n1, 0) || ',' || coalesce(l.a1, 0) || ',' || coalesce(l.n2, 0) || ',' || coalesce(l.a2, 0)
+	|| ',' || coalesce(l.n3, 0) || ',' || coalesce(l.a3, 0) || ',' || coalesce(l.a4, 0)
 FROM u LEFT JOIN l ON l.hour = u.hour AND l.caller = u.caller AND l.currency = u.currency
-WHERE (u.n1, u.a1, u.n2, u.a2, u.n3, u.a3) IS NOT (coalesce(l.n1, 0), coalesce(l.a1, 0), coalesce(l.n2, 0),
-	coalesce(l.a2, 0), coalesce(l.n3, 0), coalesce(l.a3, 0))
+WHERE (u.n1, u.a1, u.n2, u.a2, u.n3, u.a3, u.a4) IS NOT (coalesce(l.n1, 0), coalesce(l.a1, 0), coalesce(l.n2, 0),
+	coalesce(l.a2, 0), coalesce(l.n3, 0), coalesce(l.a3, 0), coalesce(l.a4, 0))
 UNION ALL
 SELECT l.caller || '/' || l.currency || ' at ' || l.hour || ': ledger entries without usage'
 FROM l WHERE l.hour >= (SELECT min(hour) FROM usage_hourly)
