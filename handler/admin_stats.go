@@ -47,7 +47,8 @@ type counters struct {
 	Charged     int64   `json:"charged"`
 	Refunds     int64   `json:"refunds"`
 	Refunded    int64   `json:"refunded"`
-	Net         int64   `json:"net"` // charged - refunded
+	Released    int64   `json:"released"` // what metered calls' holds gave back
+	Net         int64   `json:"net"`      // charged - refunded - released
 	Credits     int64   `json:"credits"`
 	Credited    int64   `json:"credited"`
 	LatencyMs   int64   `json:"latencyMsSum"`
@@ -57,7 +58,8 @@ type counters struct {
 func countersOf(u store.Usage) counters {
 	return counters{Currency: u.Currency, Calls: u.Calls, FreeCalls: u.FreeCalls, Replays: u.Replays, Waits: u.Waits,
 		R402: u.R402, R409: u.R409, R422: u.R422, Fail5xx: u.Fail5xx, FailTimeout: u.FailTimeout, Fail4xx: u.Fail4xx,
-		Charges: u.Charges, Charged: u.Charged, Refunds: u.Refunds, Refunded: u.Refunded, Net: u.Charged - u.Refunded,
+		Charges: u.Charges, Charged: u.Charged, Refunds: u.Refunds, Refunded: u.Refunded, Released: u.Released,
+		Net:     u.Charged - u.Refunded - u.Released,
 		Credits: u.Credits, Credited: u.Credited, LatencyMs: u.LatencyMs, Latency: u.Latency[:]}
 }
 
@@ -212,7 +214,7 @@ func (s *server) handleStats(w http.ResponseWriter, r *http.Request) {
 		out.Tools = append(out.Tools, toolRow{Tool: u.Tool, counters: countersOf(u)})
 	}
 	sort.SliceStable(callers, func(i, j int) bool {
-		ni, nj := callers[i].Charged-callers[i].Refunded, callers[j].Charged-callers[j].Refunded
+		ni, nj := callers[i].Charged-callers[i].Refunded-callers[i].Released, callers[j].Charged-callers[j].Refunded-callers[j].Released
 		if ni != nj {
 			return ni > nj
 		}

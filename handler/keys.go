@@ -181,6 +181,7 @@ type toolUsageJSON struct {
 	Refunds    int64  `json:"refunds"`
 	Charged    string `json:"charged"`
 	Refunded   string `json:"refunded"`
+	Released   string `json:"released"` // what metered calls' holds gave back
 	Spent      string `json:"spent"`
 	SpentMinor int64  `json:"spentMinor"`
 }
@@ -188,7 +189,8 @@ type toolUsageJSON struct {
 func toToolUsage(u store.Usage) toolUsageJSON {
 	f := func(v int64) string { return store.FormatAmount(v, u.Currency) }
 	return toolUsageJSON{Tool: u.Tool, Currency: u.Currency, Calls: u.Calls, Charges: u.Charges, Refunds: u.Refunds,
-		Charged: f(u.Charged), Refunded: f(u.Refunded), Spent: f(u.Charged - u.Refunded), SpentMinor: u.Charged - u.Refunded}
+		Charged: f(u.Charged), Refunded: f(u.Refunded), Released: f(u.Released),
+		Spent: f(u.Charged - u.Refunded - u.Released), SpentMinor: u.Charged - u.Refunded - u.Released}
 }
 
 // writeUsage writes the caller's usage read-out.

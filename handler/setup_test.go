@@ -118,6 +118,13 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write([]byte(strings.Repeat(`{"e":`, 9000) + "1" + strings.Repeat("}", 9000)))
+	case "/metered":
+		// A metered tool: it reports the units of ?units in its usage
+		// header (none without the parameter), then answers as /ok.
+		if units, ok := r.URL.Query()["units"]; ok {
+			w.Header().Set("Toolgate-Usage", units[0])
+		}
+		ok()
 	case "/text":
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("plain <text> & more"))

@@ -60,6 +60,9 @@ type Tool struct {
 	// window free; past them Price applies (a tool of price 0 then answers
 	// 429 quota-exhausted until the window resets).
 	Free *Free
+	// Metered, when set, makes Price the maximum of a metered price: the
+	// call holds it and is charged what the upstream reports it used.
+	Metered *Metered
 	// Fallback names the tool whose answer a caller gets instead of 402
 	// when this one cannot be paid for (an insufficient balance, a debt, a
 	// spending cap): catalog "onPaymentFailed": "fallback" with
@@ -136,7 +139,7 @@ type catalogDoc struct {
 type toolDoc struct {
 	Name            string          `json:"name"`
 	Description     string          `json:"description"`
-	Price           *string         `json:"price"`
+	Price           json.RawMessage `json:"price"`
 	Currency        string          `json:"currency"`
 	Upstream        *upstreamDoc    `json:"upstream"`
 	Timeout         string          `json:"timeout"`
@@ -203,7 +206,8 @@ var unforwardable = map[string]bool{
 //	{"tools": [{
 //	  "name": "search",                      // required, [A-Za-z0-9_.-]{1,64}, unique
 //	  "description": "Web search",           // required
-//	  "price": "0.05", "currency": "USD",    // required; a decimal string, "0" is free
+//	  "price": "0.05", "currency": "USD",    // required; a decimal string, "0" is free, or a metered price:
+//	                                         // {"max": "1.00", "per": "0.001", "usageHeader": "Toolgate-Usage"}
 //	  "upstream": {"url": "https://...", "method": "POST", "headers": {"X-Api-Version": "2"}},
 //	  "timeout": "10s",                      // optional Go duration, default 30s
 //	  "lease": "10s",                        // optional, default 10s
@@ -283,14 +287,27 @@ func parseTool(raw json.RawMessage) (Tool, error) {
 		return t, fmt.Errorf("currency %q is not supported", d.Currency)
 	}
 	t.Currency = d.Currency
-	if d.Price == nil {
-		return t, errors.New("price is required (a decimal string such as \"0.05\"; \"0\" for a free tool)")
+	var err error
+	switch {
+	case len(d.Price) == 0 || string(d.Price) == "null":
+		return t, errors.New("price is required (a decimal string such as \"0.05\"; \"0\" for a free tool; or a metered price {\"max\", \"per\"})")
+	case d.Price[0] == '{':
+		var md meteredDoc
+		if err := safejson.DecodeStrict(d.Price, &md); err != nil {
+			return t, fmt.Errorf("price: %w", err)
+		}
+		if t.Price, t.Metered, err = parseMetered(md, d.Currency); err != nil {
+			return t, err
+		}
+	default:
+		var ps string
+		if err := json.Unmarshal(d.Price, &ps); err != nil {
+			return t, errors.New("price must be a decimal string such as \"0.05\" or a metered price {\"max\", \"per\"}")
+		}
+		if t.Price, err = store.ParseAmount(ps, d.Currency); err != nil {
+			return t, fmt.Errorf("price: %w", err)
+		}
 	}
-	price, err := store.ParseAmount(*d.Price, d.Currency)
-	if err != nil {
-		return t, fmt.Errorf("price: %w", err)
-	}
-	t.Price = price
 	if d.Upstream == nil {
 		return t, errors.New("upstream is required")
 	}
@@ -367,6 +384,10 @@ func parseTool(raw json.RawMessage) (Tool, error) {
 			return t, fmt.Errorf("free.per %q must be \"hour\", \"day\", \"week\" or \"month\"", d.Free.Per)
 		}
 		t.Free = &Free{Calls: n, Per: store.Period(d.Free.Per)}
+	}
+	if d.X402 != nil && t.Metered != nil {
+		// x402's "exact" scheme pays a fixed amount before the call.
+		return t, errors.New("x402 cannot sell a metered price: its exact payment is fixed before the call")
 	}
 	if d.X402 != nil {
 		x, err := parseX402(*d.X402, t)

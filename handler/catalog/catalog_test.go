@@ -71,6 +71,10 @@ func TestParseCatalogRejectsInvalidDocuments(t *testing.T) {
 		return `{"tools": [{"name": "t", "description": "d", "price": "1.00", "currency": "USD",
 			"upstream": {"url": "https://x.test/a"}` + fields + `}]}`
 	}
+	metered := func(price string) string {
+		return `{"tools": [{"name": "t", "description": "d", "price": ` + price + `, "currency": "USD",
+			"upstream": {"url": "https://x.test/a"}}]}`
+	}
 	cases := map[string]struct{ doc, want string }{
 		"not JSON":                     {`{"tools": [`, "parse catalog: unexpected EOF"},
 		"trailing data":                {`{"tools": []} x`, "unexpected data after the JSON value"},
@@ -105,12 +109,25 @@ func TestParseCatalogRejectsInvalidDocuments(t *testing.T) {
 			`tools[0] ("t"): inputSchema: keyword "pattern" at /properties/q: "(?<=a)b" is not a Go (RE2) regular expression`},
 		"schema dangling ref": {tool(`, "inputSchema": {"type": "object", "properties": {"q": {"$ref": "#/$defs/q"}}}`),
 			`tools[0] ("t"): inputSchema: keyword "$ref" at /properties/q: "#/$defs/q" does not point to a schema`},
-		"free calls zero":     {tool(`, "free": {"calls": 0, "per": "day"}`), `tools[0] ("t"): free.calls 0 must be a whole number`},
-		"free calls fraction": {tool(`, "free": {"calls": 1.5, "per": "day"}`), `tools[0] ("t"): free.calls 1.5 must be a whole number`},
-		"free calls missing":  {tool(`, "free": {"per": "day"}`), `tools[0] ("t"): free.calls (missing) must be a whole number`},
-		"free calls string":   {tool(`, "free": {"calls": "ten", "per": "day"}`), `tools[0] ("t"): free.calls "ten" must be a whole number`},
-		"free bad per":        {tool(`, "free": {"calls": 10, "per": "year"}`), `tools[0] ("t"): free.per "year" must be "hour", "day", "week" or "month"`},
-		"free unknown field":  {tool(`, "free": {"calls": 10, "per": "day", "reset": "daily"}`), `tools[0]: json: unknown field "reset"`},
+		"free calls zero":      {tool(`, "free": {"calls": 0, "per": "day"}`), `tools[0] ("t"): free.calls 0 must be a whole number`},
+		"free calls fraction":  {tool(`, "free": {"calls": 1.5, "per": "day"}`), `tools[0] ("t"): free.calls 1.5 must be a whole number`},
+		"free calls missing":   {tool(`, "free": {"per": "day"}`), `tools[0] ("t"): free.calls (missing) must be a whole number`},
+		"free calls string":    {tool(`, "free": {"calls": "ten", "per": "day"}`), `tools[0] ("t"): free.calls "ten" must be a whole number`},
+		"free bad per":         {tool(`, "free": {"calls": 10, "per": "year"}`), `tools[0] ("t"): free.per "year" must be "hour", "day", "week" or "month"`},
+		"free unknown field":   {tool(`, "free": {"calls": 10, "per": "day", "reset": "daily"}`), `tools[0]: json: unknown field "reset"`},
+		"metered no max":       {metered(`{"per": "0.001"}`), `tools[0] ("t"): price.max is required for a metered price`},
+		"metered zero max":     {metered(`{"max": "0", "per": "0.001"}`), `tools[0] ("t"): price.max must be above 0`},
+		"metered max decimals": {metered(`{"max": "1.001", "per": "0.001"}`), `tools[0] ("t"): price.max: store: invalid amount`},
+		"metered no per":       {metered(`{"max": "1.00"}`), `tools[0] ("t"): price.per "" must be a positive plain decimal`},
+		"metered zero per":     {metered(`{"max": "1.00", "per": "0.000"}`), `price.per "0.000" must be a positive plain decimal`},
+		"metered negative per": {metered(`{"max": "1.00", "per": "-1"}`), `price.per "-1" must be a positive plain decimal`},
+		"metered exponent per": {metered(`{"max": "1.00", "per": "1e-3"}`), `price.per "1e-3" must be a positive plain decimal`},
+		"metered per over max": {metered(`{"max": "1.00", "per": "1.5"}`), `price.per 1.5 is above price.max 1.00`},
+		"metered bad header":   {metered(`{"max": "1.00", "per": "0.01", "usageHeader": "a b"}`), `price.usageHeader: "a b" is not a valid header name`},
+		"metered unknown":      {metered(`{"max": "1.00", "per": "0.01", "unit": "token"}`), `tools[0] ("t"): price: json: unknown field "unit"`},
+		"price number":         {`{"tools": [{"name": "t", "description": "d", "price": 1, "currency": "USD"}]}`, `price must be a decimal string such as "0.05" or a metered price`},
+		"metered with x402": {metered(`{"max": "1.00", "per": "0.01"}, "x402": {"network": "eip155:8453", "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "payTo": "0x1111111111111111111111111111111111111111"}`),
+			`x402 cannot sell a metered price`},
 		"duplicate name": {`{"tools": [` +
 			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}},` +
 			`{"name": "t", "description": "d", "price": "1", "currency": "USD", "upstream": {"url": "https://x.test"}}]}`,
@@ -124,4 +141,43 @@ func TestParseCatalogRejectsInvalidDocuments(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestMeteredCost: units times the price per unit, rounded up to the minor
+// unit, at most the maximum; a missing or unusable usage header costs the
+// maximum.
+func TestMeteredCost(t *testing.T) {
+	t.Parallel()
+	c, err := catalog.ParseCatalog([]byte(`{"tools": [
+		{"name": "m", "description": "d", "price": {"max": "1.00", "per": "0.001"}, "currency": "USD",
+			"upstream": {"url": "https://x.test/a"}},
+		{"name": "h", "description": "d", "price": {"max": "5", "per": "2", "usageHeader": "x-units"}, "currency": "JPY",
+			"upstream": {"url": "https://x.test/a"}}]}`))
+	require.NoError(t, err)
+	m, _ := c.Tool("m")
+	require.Equal(t, int64(100), m.Price)
+	require.Equal(t, catalog.DefaultUsageHeader, m.Metered.UsageHeader)
+	require.Equal(t, "0.001", m.Metered.Per)
+	for units, want := range map[string]struct {
+		amount int64
+		ok     bool
+	}{
+		"0": {0, true}, "10": {1, true}, "11": {2, true}, "270": {27, true}, " 270 ": {27, true}, "0.5": {1, true},
+		"999": {100, true}, "1000": {100, true}, "1000000": {100, true},
+		"99999999999999999999999999999999999999": {100, true},
+		"":                                       {100, false}, "-1": {100, false}, "1e3": {100, false}, "abc": {100, false}, "1.": {100, false},
+		".5": {100, false}, "1/2": {100, false}, "0x10": {100, false}, "NaN": {100, false},
+		"1, 2": {100, false},
+		"123456789012345678901234567890123456789012": {100, false}, // too long
+	} {
+		amount, ok := m.Cost(units)
+		require.Equal(t, want.amount, amount, "cost of %q", units)
+		require.Equal(t, want.ok, ok, "usable %q", units)
+	}
+	h, _ := c.Tool("h")
+	require.Equal(t, "X-Units", h.Metered.UsageHeader)
+	amount, ok := h.Cost("2")
+	require.Equal(t, []any{int64(4), true}, []any{amount, ok})
+	amount, _ = h.Cost("3")
+	require.Equal(t, int64(5), amount, "capped at the maximum")
 }

@@ -131,6 +131,20 @@ type Receipt struct {
 	FallbackFor    string     `json:"fallbackFor,omitempty"`
 	QuotaRemaining *int64     `json:"quotaRemaining,omitempty"`
 	QuotaResetsAt  *time.Time `json:"quotaResetsAt,omitempty"`
+	// Metered is a metered price's account of the call (Amount is then
+	// what was captured, and Price the maximum that was held).
+	Metered *MeteredReceipt `json:"metered,omitempty"`
+}
+
+// MeteredReceipt is the metered part of a receipt.
+type MeteredReceipt struct {
+	Max string `json:"max"` // held while the call ran
+	Per string `json:"per"` // the price of one unit
+	// Units is what the upstream reported in its usage header; absent when
+	// it reported nothing usable, and the maximum was charged.
+	Units string `json:"units,omitempty"`
+	// Header names the usage header.
+	Header string `json:"usageHeader"`
 }
 
 // envelope is the stored answer. For an upstream 4xx it is also an RFC 9457
@@ -522,7 +536,7 @@ func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (cr store.Clai
 		return cr, nil, err
 	}
 	cp := store.ClaimChargeParams{ClaimParams: p, Caller: a.caller.ID, Currency: t.Currency, Amount: t.Price,
-		KeyID: a.caller.KeyID}
+		KeyID: a.caller.KeyID, Hold: t.Metered != nil}
 	if t.Free != nil {
 		// The window of the request's first claim: a takeover after a long
 		// wait still counts in it.
@@ -662,7 +676,7 @@ func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOut
 		cr, err = paid.res, paid.err
 	} else {
 		cr, err = e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
-			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now(), KeyID: a.caller.KeyID})
+			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now(), KeyID: a.caller.KeyID, Hold: a.tool.Metered != nil})
 	}
 	if errors.Is(err, store.ErrQuotaExhausted) {
 		err = &QuotaExhaustedError{Tool: a.tool.Name, Calls: a.tool.Free.Calls, Per: a.tool.Free.Per, ResetsAt: a.windowEnd,
@@ -704,6 +718,19 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 			rcpt.QuotaRemaining = &left
 		}
 	}
+	var capture *int64
+	if mt := a.tool.Metered; mt != nil && m.charged {
+		// Capture what the call used (the maximum when the upstream did not
+		// say, or the answer is a 4xx, refunded below) and release the rest.
+		used, ok := a.tool.Cost(up.Usage)
+		capture = &used
+		rcpt.Metered = &MeteredReceipt{Max: a.tool.PriceString(), Per: mt.Per, Header: mt.UsageHeader}
+		if ok {
+			rcpt.Metered.Units = strings.TrimSpace(up.Usage)
+		}
+		rcpt.Amount = store.FormatAmount(used, a.tool.Currency)
+		rcpt.BalanceAfter = store.FormatAmount(m.balance+a.tool.Price-used, a.tool.Currency)
+	}
 	env := envelope{Tool: a.tool.Name, Upstream: upstreamInfo{Status: up.StatusCode, ContentType: up.ContentType}}
 	env.Output, env.Upstream.Encoding = encodeOutput(up)
 	res := CallResult{StatusCode: http.StatusOK, ContentType: "application/json", Outcome: OutcomeExecuted}
@@ -738,7 +765,7 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 			Reason: fmt.Sprintf("the upstream answer is too large to store (limit %d bytes)", e.maxStored)}, m.unlessRefunded(rcpt.Refunded))
 	}
 	err = a.complete(ctx, f, b, store.Response{StatusCode: res.StatusCode, ContentType: res.ContentType, Body: res.Body},
-		a.usageOf(e.now(), ur.took, up.StatusCode))
+		a.usageOf(e.now(), ur.took, up.StatusCode), capture)
 	if errors.Is(err, store.ErrTooLarge) {
 		return CallResult{}, a.refundAndFail(ctx, f, b, &UpstreamError{StatusCode: up.StatusCode,
 			Reason: "the upstream answer is too large to store"}, m.unlessRefunded(rcpt.Refunded))
@@ -801,8 +828,11 @@ func (a *attempt) callUpstream(ctx context.Context, f store.Fence) (r upstreamRe
 		r.lost = isLost.Load()
 	}()
 
-	r.resp, r.err = e.upstream.Do(upCtx, UpstreamRequest{Method: a.tool.Method, URL: a.tool.URL, Header: h,
-		Body: a.input, MaxResponseBytes: int64(e.maxStored)})
+	ureq := UpstreamRequest{Method: a.tool.Method, URL: a.tool.URL, Header: h, Body: a.input, MaxResponseBytes: int64(e.maxStored)}
+	if a.tool.Metered != nil {
+		ureq.UsageHeader = a.tool.Metered.UsageHeader
+	}
+	r.resp, r.err = e.upstream.Do(upCtx, ureq)
 	r.timedOut = r.err != nil && errors.Is(upCtx.Err(), context.DeadlineExceeded)
 	return r
 }

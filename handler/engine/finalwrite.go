@@ -125,10 +125,11 @@ func (a *attempt) retryFinal(ctx context.Context, b *finalBudget, op string,
 }
 
 // complete stores resp for the key (see retryFinal).
-func (a *attempt) complete(ctx context.Context, f store.Fence, b *finalBudget, resp store.Response, usage *store.Usage) error {
+func (a *attempt) complete(ctx context.Context, f store.Fence, b *finalBudget, resp store.Response, usage *store.Usage, capture *int64) error {
 	e := a.e
 	return a.completeWith(ctx, f, b, resp, func() error {
-		return e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp, Usage: usage})
+		return e.store.Complete(ctx, store.CompleteParams{Fence: f, Now: e.now(), TTL: a.tool.TTL, Response: resp, Usage: usage,
+			Capture: capture})
 	})
 }
 

@@ -19,6 +19,9 @@ type UpstreamRequest struct {
 	// MaxResponseBytes bounds the body the implementation reads: it reads
 	// at most MaxResponseBytes+1 bytes, so the engine can tell "too large".
 	MaxResponseBytes int64
+	// UsageHeader names the response header a metered tool reports the
+	// units it used in; "" for other tools.
+	UsageHeader string
 }
 
 // UpstreamResponse is what the upstream answered.
@@ -26,6 +29,8 @@ type UpstreamResponse struct {
 	StatusCode  int
 	ContentType string
 	Body        []byte
+	// Usage is the value of the request's UsageHeader, "" if absent.
+	Usage string
 }
 
 // Upstream performs upstream calls. The native implementation is
@@ -86,7 +91,11 @@ func (f SendFunc) Do(ctx context.Context, req UpstreamRequest) (UpstreamResponse
 			done <- result{err: fmt.Errorf("read upstream response: %w", err)}
 			return
 		}
-		done <- result{res: UpstreamResponse{StatusCode: res.StatusCode, ContentType: res.Header.Get("Content-Type"), Body: body}}
+		up := UpstreamResponse{StatusCode: res.StatusCode, ContentType: res.Header.Get("Content-Type"), Body: body}
+		if req.UsageHeader != "" {
+			up.Usage = res.Header.Get(req.UsageHeader)
+		}
+		done <- result{res: up}
 	}()
 	select {
 	case r := <-done:

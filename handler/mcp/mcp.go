@@ -56,6 +56,11 @@ const (
 	// {"calls": N, "per": "hour"|"day"|"week"|"month"}: each caller's
 	// first N calls per UTC window are free.
 	MetaFree = "io.toolgate/free"
+	// MetaMetered is a tool's _meta key in tools/list holding its metered
+	// price, {"max": "1.00", "per": "0.001", "usageHeader": "Toolgate-Usage"}:
+	// a call holds max and is charged the units its upstream reports times
+	// per (rounded up to the minor unit, at most max); MetaPrice is max.
+	MetaMetered = "io.toolgate/metered"
 	// MetaX402Accepts is the _meta key in tools/list of a tool also sold
 	// per call with x402 (Options.X402): its PaymentRequirements, as the
 	// accepts of the payment-required result.

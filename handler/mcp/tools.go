@@ -52,6 +52,12 @@ func toolsListJSON(c *catalog.Catalog, perCall, anonymous bool) []byte {
 			schema = json.RawMessage(`{"type":"object"}`)
 		}
 		meta := map[string]any{MetaPrice: t.PriceString(), MetaCurrency: t.Currency}
+		if m := t.Metered; m != nil {
+			meta[MetaMetered] = map[string]any{"max": t.PriceString(), "per": m.Per, "usageHeader": m.UsageHeader}
+			price = fmt.Sprintf("Price: metered, %s %s per unit used, at most %s per call: the maximum is held while "+
+				"the tool runs and what it did not use is given back at once; charged once per idempotency key and "+
+				"refunded whole if the tool fails.", m.Per, t.Currency, t.PriceString())
+		}
 		if f := t.Free; f != nil {
 			meta[MetaFree] = map[string]any{"calls": f.Calls, "per": f.Per}
 			then := "then the price applies"

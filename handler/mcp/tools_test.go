@@ -38,3 +38,26 @@ func TestToolsListShowsFreeTier(t *testing.T) {
 	require.Contains(t, list.Tools[1].Description, "refused (429) until the window resets")
 	require.NotContains(t, list.Tools[2].Meta, MetaFree)
 }
+
+// TestToolsListShowsMeteredPrice: a metered tool's price is in its _meta
+// (the maximum as the price, and the metered member) and its description.
+func TestToolsListShowsMeteredPrice(t *testing.T) {
+	t.Parallel()
+	c, err := catalog.ParseCatalog([]byte(`{"tools": [
+	 {"name": "metered", "description": "d", "price": {"max": "1.00", "per": "0.001"}, "currency": "USD",
+	  "free": {"calls": 5, "per": "hour"}, "upstream": {"url": "https://x.test/a"}},
+	 {"name": "fixed", "description": "d", "price": "0.05", "currency": "USD", "upstream": {"url": "https://x.test/a"}}]}`))
+	require.NoError(t, err)
+	var list struct {
+		Tools []struct {
+			Description string         `json:"description"`
+			Meta        map[string]any `json:"_meta"`
+		} `json:"tools"`
+	}
+	require.NoError(t, json.Unmarshal(toolsListJSON(c, false, false), &list))
+	require.Equal(t, map[string]any{"max": "1.00", "per": "0.001", "usageHeader": "Toolgate-Usage"}, list.Tools[0].Meta[MetaMetered])
+	require.Equal(t, "1.00", list.Tools[0].Meta[MetaPrice])
+	require.Contains(t, list.Tools[0].Description, "Price: metered, 0.001 USD per unit used, at most 1.00 per call")
+	require.Contains(t, list.Tools[0].Description, "your first 5 calls per hour (UTC) are free")
+	require.NotContains(t, list.Tools[1].Meta, MetaMetered)
+}

@@ -1,0 +1,115 @@
+package catalog
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+
+	"github.com/toolgate/toolgate-go/store"
+)
+
+// DefaultUsageHeader is the response header a metered tool's upstream
+// reports its units in, unless the catalog names another.
+const DefaultUsageHeader = "Toolgate-Usage"
+
+// Metered is a tool's metered price (catalog "price": {"max", "per",
+// "usageHeader"}): a call holds the maximum (Tool.Price) while it runs and
+// is charged the units the upstream reports in UsageHeader times Per,
+// rounded up to the currency's minor unit, never more than the maximum. A
+// 2xx answer without a usable usage header is charged the maximum.
+type Metered struct {
+	// Per is the price of one unit as written, e.g. "0.001"; it may be
+	// finer than the currency's minor unit.
+	Per string
+	// UsageHeader is the canonical name of the upstream's response header
+	// holding the units used.
+	UsageHeader string
+
+	per *big.Rat // the price of one unit, in minor units
+}
+
+// maxUnitsLen bounds a usage header's value: a plain decimal, at most this
+// many characters, so the arithmetic on it stays small.
+const maxUnitsLen = 40
+
+// Cost returns what a call of t that used units (the usage header's value)
+// costs: the units times the price per unit, rounded up to the minor unit,
+// at most the maximum. ok is false, and the cost the maximum, when units is
+// missing or not a non-negative plain decimal ("12", "0.5").
+func (t Tool) Cost(units string) (amount int64, ok bool) {
+	m := t.Metered
+	if m == nil {
+		return t.Price, false
+	}
+	u, ok := parseUnits(strings.TrimSpace(units))
+	if !ok {
+		return t.Price, false
+	}
+	c := new(big.Rat).Mul(u, m.per)
+	n := new(big.Int).Quo(c.Num(), c.Denom()) // rounded down; both are non-negative
+	if new(big.Int).Mul(n, c.Denom()).Cmp(c.Num()) != 0 {
+		n.Add(n, big.NewInt(1))
+	}
+	if !n.IsInt64() || n.Int64() > t.Price {
+		return t.Price, true
+	}
+	return n.Int64(), true
+}
+
+// parseUnits reads a non-negative plain decimal of at most maxUnitsLen
+// characters.
+func parseUnits(s string) (*big.Rat, bool) {
+	if s == "" || len(s) > maxUnitsLen {
+		return nil, false
+	}
+	whole, frac, dot := strings.Cut(s, ".")
+	if whole == "" || (dot && frac == "") || strings.Trim(whole+frac, "0123456789") != "" {
+		return nil, false
+	}
+	r, ok := new(big.Rat).SetString(s)
+	return r, ok
+}
+
+// meteredDoc is the object form of a tool's "price".
+type meteredDoc struct {
+	Max         string `json:"max"`
+	Per         string `json:"per"`
+	UsageHeader string `json:"usageHeader"`
+}
+
+// parseMetered validates a metered price in currency; errors name the
+// field. It returns the maximum in minor units.
+func parseMetered(d meteredDoc, currency string) (int64, *Metered, error) {
+	if d.Max == "" {
+		return 0, nil, errors.New(`price.max is required for a metered price (a decimal string such as "1.00")`)
+	}
+	max, err := store.ParseAmount(d.Max, currency)
+	if err != nil {
+		return 0, nil, fmt.Errorf("price.max: %w", err)
+	}
+	if max <= 0 {
+		return 0, nil, errors.New("price.max must be above 0")
+	}
+	per, ok := parseUnits(d.Per)
+	if !ok || per.Sign() <= 0 || len(d.Per) > 30 {
+		return 0, nil, fmt.Errorf("price.per %q must be a positive plain decimal, such as \"0.001\"", d.Per)
+	}
+	dec, err := store.Decimals(currency)
+	if err != nil {
+		return 0, nil, err
+	}
+	per.Mul(per, new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(dec)), nil)))
+	if per.Cmp(new(big.Rat).SetInt64(max)) > 0 {
+		return 0, nil, fmt.Errorf("price.per %s is above price.max %s", d.Per, d.Max)
+	}
+	m := &Metered{Per: d.Per, UsageHeader: DefaultUsageHeader, per: per}
+	if d.UsageHeader != "" {
+		if err := checkHeaderName(d.UsageHeader); err != nil {
+			return 0, nil, fmt.Errorf("price.usageHeader: %w", err)
+		}
+		m.UsageHeader = http.CanonicalHeaderKey(d.UsageHeader)
+	}
+	return max, m, nil
+}
