@@ -21,7 +21,8 @@ import (
 // are exactly 10 free and 40 charged once each, and against a cap of 10
 // prices exactly 10 charged and 40 refused; a free or capped call costs as
 // many D1 round trips as a fixed-price one; a tool of price 0 answers 429
-// past its quota.
+// past its quota; a metered price holds its maximum, captures what the
+// upstream reported and releases the rest, under a cap, in 2 round trips.
 func TestE2EPricing(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
@@ -30,7 +31,9 @@ func TestE2EPricing(t *testing.T) {
 	  "upstream":{"url":"%[1]s/echo"}},
 	 {"name":"freeonly","description":"1 free an hour","price":"0","currency":"USD","free":{"calls":1,"per":"hour"},
 	  "upstream":{"url":"%[1]s/echo"}},
-	 {"name":"echo","description":"fixed","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"}}]}`, up.URL)
+	 {"name":"echo","description":"fixed","price":"0.05","currency":"USD","upstream":{"url":"%[1]s/echo"}},
+	 {"name":"metered","description":"metered","price":{"max":"0.10","per":"0.001"},"currency":"USD",
+	  "upstream":{"url":"%[1]s/metered?units=37"}}]}`, up.URL)
 	edge := edgetest.Start(t, edgetest.Options{
 		Workers:       []string{"w0", "w1"},
 		MigrationsDir: "store/sqlstore/migrations",
@@ -127,6 +130,58 @@ func TestE2EPricing(t *testing.T) {
 	require.Equal(t, http.StatusPaymentRequired, res.StatusCode)
 	require.Contains(t, string(body), `"limit":{`)
 
+	// A metered price, 50 calls at once on 50 keys across both isolates
+	// against a cap of 1.00 (10 maximums): the holds count at the maximum
+	// until captured, so at least 10 calls pass and never more than the
+	// cap; each captured 0.04 (37 units of 0.001, rounded up) and released
+	// 0.06 in the same step.
+	erin := newCaller(t, w0, "erin", "100.00")
+	res, body = admin.do(http.MethodPut, "/v1/admin/callers/erin/caps", []byte(`{"currency":"USD","limit":"1.00","reset":"daily"}`), nil)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	statuses = map[int]int{}
+	amounts := map[string]int{}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c := client{base: []string{w0, w1}[i%2], key: erin.key}
+			res, b, err := c.try(http.MethodPost, "/v1/tools/metered/call", []byte(`{}`),
+				map[string]string{"Idempotency-Key": fmt.Sprint("metered-", i)})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			statuses[res.StatusCode]++
+			if res.StatusCode == http.StatusOK {
+				var env struct{ Receipt struct{ Amount string } }
+				if err := json.Unmarshal(b, &env); err != nil {
+					errs = append(errs, err)
+					return
+				}
+				amounts[env.Receipt.Amount]++
+			}
+		}(i)
+	}
+	wg.Wait()
+	require.Empty(t, errs)
+	passed := statuses[http.StatusOK]
+	require.Equal(t, n, passed+statuses[http.StatusPaymentRequired], "%v", statuses)
+	require.GreaterOrEqual(t, passed, 10)
+	require.Equal(t, map[string]int{"0.04": passed}, amounts)
+	charges, refunds = countCharges(t, db, "erin")
+	require.Equal(t, passed, charges)
+	require.Zero(t, refunds)
+	var releases, released int
+	require.NoError(t, db.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM ledger_entries WHERE caller = 'erin' AND kind = 'release'`).Scan(&releases, &released))
+	require.Equal(t, []int{passed, 6 * passed}, []int{releases, released})
+	require.Equal(t, int64(10000-4*passed), checkLedger(t, db, "erin"))
+	var spent int64
+	require.NoError(t, db.QueryRow(`SELECT spent FROM cap_spend WHERE caller = 'erin'`).Scan(&spent))
+	require.Equal(t, int64(4*passed), spent)
+	require.LessOrEqual(t, spent, int64(100))
+
 	// D1 round trips per call, as the worker logs them (caller cached by now).
 	carol := newCaller(t, w0, "carol", "1.00")
 	res, body = admin.do(http.MethodPut, "/v1/admin/callers/carol/caps", []byte(`{"currency":"USD","limit":"1.00","reset":"monthly"}`), nil)
@@ -144,6 +199,7 @@ func TestE2EPricing(t *testing.T) {
 		{alice, "echo", "rt-paid", "fixed price: claim+charge batch, complete"},
 		{carol, "tiered", "rt-free", "free call: claim+take batch, complete"},
 		{carol, "echo", "rt-capped", "capped call: claim+charge batch (the cap inside the charge), complete"},
+		{alice, "metered", "rt-metered", "metered call: claim+hold batch, complete+capture batch"},
 	} {
 		mark := edge.LogMark()
 		res, body = c.who.call(c.tool, c.key, `{}`)

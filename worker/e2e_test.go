@@ -54,6 +54,11 @@ func newUpstream(t *testing.T) *upstream {
 				http.Error(w, "first call fails", http.StatusInternalServerError)
 				return
 			}
+		case "/metered":
+			// A metered tool reports the units of ?units in its usage header.
+			if units := r.URL.Query().Get("units"); units != "" {
+				w.Header().Set("Toolgate-Usage", units)
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"path":%q,"input":%s}`, r.URL.Path, body)
