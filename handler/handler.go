@@ -433,6 +433,21 @@ type toolJSON struct {
 	Price       string          `json:"price"`
 	Currency    string          `json:"currency"`
 	InputSchema json.RawMessage `json:"inputSchema"`
+	// Metered is a metered price's terms; Price is then its maximum.
+	Metered *meteredJSON `json:"metered,omitempty"`
+	// Free is the tool's free tier.
+	Free *freeJSON `json:"free,omitempty"`
+}
+
+type meteredJSON struct {
+	Max         string `json:"max"`
+	Per         string `json:"per"`
+	UsageHeader string `json:"usageHeader"`
+}
+
+type freeJSON struct {
+	Calls int64        `json:"calls"`
+	Per   store.Period `json:"per"`
 }
 
 func toolsDocument(c *catalog.Catalog) ([]byte, error) {
@@ -441,8 +456,15 @@ func toolsDocument(c *catalog.Catalog) ([]byte, error) {
 	}
 	doc.Tools = []toolJSON{}
 	for _, t := range c.Tools() {
-		doc.Tools = append(doc.Tools, toolJSON{Name: t.Name, Description: t.Description,
-			Price: t.PriceString(), Currency: t.Currency, InputSchema: t.InputSchema})
+		tj := toolJSON{Name: t.Name, Description: t.Description, Price: t.PriceString(), Currency: t.Currency,
+			InputSchema: t.InputSchema}
+		if m := t.Metered; m != nil {
+			tj.Metered = &meteredJSON{Max: t.PriceString(), Per: m.Per, UsageHeader: m.UsageHeader}
+		}
+		if f := t.Free; f != nil {
+			tj.Free = &freeJSON{Calls: f.Calls, Per: f.Per}
+		}
+		doc.Tools = append(doc.Tools, tj)
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
@@ -505,7 +527,12 @@ type callJSON struct {
 	ExpiresAt      time.Time    `json:"expiresAt"`
 	ResponseStatus int          `json:"responseStatus,omitempty"`
 	Error          string       `json:"error,omitempty"`
-	Events         []traceEvent `json:"events"`
+	// Hold is a metered call's hold: "held" while it runs, "captured" once
+	// its answer was stored (Amount is then what was captured); Max is
+	// the maximum it held.
+	Hold   string       `json:"hold,omitempty"`
+	Max    string       `json:"max,omitempty"`
+	Events []traceEvent `json:"events"`
 }
 
 type traceEvent struct {
@@ -572,6 +599,9 @@ func describeCall(t catalog.Tool, rec store.Record, entries []store.Entry) callJ
 		ExpiresAt: rec.ExpiresAt, Error: rec.Error}
 	if rec.Response != nil {
 		c.ResponseStatus = rec.Response.StatusCode
+	}
+	if h := rec.Charge.Hold; h == store.HoldHeld || h == store.HoldCaptured {
+		c.Hold, c.Max = string(h), store.FormatAmount(rec.Charge.Max, cur)
 	}
 	c.Events = []traceEvent{{Type: "created", At: rec.CreatedAt}}
 	for _, en := range entries {

@@ -62,6 +62,20 @@ func TestMeteredCapturesWhatWasUsed(t *testing.T) {
 	require.EqualValues(t, 473, e.balance(alice))
 	require.EqualValues(t, 1, e.up.count("/metered"))
 
+	// The trace shows the hold, its capture and the release.
+	calls := e.do(http.MethodGet, "/v1/calls/k1?tool=used", alice.key, nil, "").json(t)["calls"].([]any)
+	require.Len(t, calls, 1)
+	c := calls[0].(map[string]any)
+	require.Equal(t, []any{"captured", "0.27", "1.00"}, []any{c["hold"], c["amount"], c["max"]})
+	var events []string
+	for _, ev := range c["events"].([]any) {
+		events = append(events, ev.(map[string]any)["type"].(string)+" "+fmt.Sprint(ev.(map[string]any)["amount"]))
+	}
+	require.Equal(t, []string{"created <nil>", "charge -1.00", "release 0.73", "completed <nil>"}, events)
+	// The catalog says how the tool is priced.
+	tools := e.do(http.MethodGet, "/v1/tools", "", nil, "").json(t)["tools"].([]any)
+	require.Equal(t, map[string]any{"max": "1.00", "per": "0.001", "usageHeader": "Toolgate-Usage"}, tools[0].(map[string]any)["metered"])
+
 	rec, err := e.record(alice, "used", "k1")
 	require.NoError(t, err)
 	require.Equal(t, []any{store.ChargeCharged, store.HoldCaptured, int64(27), int64(100)},
