@@ -122,6 +122,45 @@ var FaultCases = []FaultCase{
 		require.Positive(t, fc.Counts().After)
 	}},
 
+	{"StormHoldCaptureFinish", stormConfig, func(t TB, s store.Store, fc *FaultClient) {
+		// Metered: every claim holds 100, every Complete captures 37.
+		st := newStorm(s, fc, 5, 100)
+		used := int64(37)
+		st.capture = &used
+		st.credit(t, 3, 2000)
+		require.NoError(t, st.run(8, 12, t0))
+		fc.SetEnabled(false)
+		for _, k := range st.keys {
+			p := st.claimCharge(k, "finisher-"+k, at(3*lease))
+			res, err := s.ClaimCharge(ctx, p)
+			require.NoError(t, err)
+			if res.Outcome == store.OutcomeCompleted {
+				continue
+			}
+			require.Equal(t, store.OutcomeClaimed.String(), res.Outcome.String(), "key %s", k)
+			require.NoError(t, res.ChargeErr)
+			f := store.Fence{Key: k, Owner: p.Owner, Generation: res.Record.Generation}
+			require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: f, Now: at(3 * lease), Capture: &used,
+				Response: store.Response{StatusCode: 200, Body: []byte(k)}}))
+		}
+		// Per key: never more than one maximum at any entry, and in the end
+		// the capture, or the whole maximum where a Complete's release was
+		// cut off from it (only without batches); never a second release.
+		var spent int64
+		for _, k := range st.keys {
+			rec, err := s.Peek(ctx, k)
+			require.NoError(t, err)
+			require.Equal(t, []any{store.StatusCompleted, store.ChargeCharged, store.HoldCaptured},
+				[]any{rec.Status, rec.Charge.State, rec.Charge.Hold}, "key %s", k)
+			requireNet(t, s, k, st.price, rec.Charge.Amount)
+			require.Contains(t, []int64{used, st.price}, rec.Charge.Amount, "key %s", k)
+			spent += rec.Charge.Amount
+		}
+		requireBalance(t, s, "alice", st.credited-spent)
+		require.Positive(t, fc.Counts().Before)
+		require.Positive(t, fc.Counts().After)
+	}},
+
 	{"StormAbandonedChargesSwept", stormConfig, func(t TB, s store.Store, fc *FaultClient) {
 		st := newStorm(s, fc, 6, 100)
 		st.credit(t, 2, 1000)
@@ -203,6 +242,16 @@ type storm struct {
 	price    int64
 	abandon  bool // claim and charge only, never finish
 	credited int64
+	// capture, if set, makes price a metered maximum: every claim holds
+	// it and every Complete captures *capture.
+	capture *int64
+}
+
+// claimCharge is the storm's claim and charge (or hold) of key by owner.
+func (st *storm) claimCharge(key, owner string, now time.Time) store.ClaimChargeParams {
+	p := claimCharge(key, owner, "alice", st.price, now)
+	p.Hold = st.capture != nil
+	return p
 }
 
 func newStorm(s store.Store, fc *FaultClient, keys int, price int64) *storm {
@@ -293,7 +342,7 @@ func (st *storm) call(key, owner string, rng *rand.Rand, now time.Time) error {
 	var res store.ClaimChargeResult
 	var err error
 	for i := 0; i < tries; i++ {
-		res, err = st.s.ClaimCharge(ctx, claimCharge(key, owner, "alice", st.price, now))
+		res, err = st.s.ClaimCharge(ctx, st.claimCharge(key, owner, now))
 		if cerr := check(err, "claim and charge"); cerr != nil {
 			return cerr
 		}
@@ -328,7 +377,7 @@ func (st *storm) call(key, owner string, rng *rand.Rand, now time.Time) error {
 	}
 	if rng.IntN(2) == 0 {
 		_, err := retry("complete", func() error {
-			return st.s.Complete(ctx, store.CompleteParams{Fence: f, Now: now,
+			return st.s.Complete(ctx, store.CompleteParams{Fence: f, Now: now, Capture: st.capture,
 				Response: store.Response{StatusCode: 200, Body: []byte(owner)}})
 		})
 		return err
