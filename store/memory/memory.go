@@ -68,6 +68,7 @@ type record struct {
 	tool, caller string   // ClaimParams.Tool and CallerID
 	quotaAt      quotaKey // the window of the unit taken last
 	quotaCount   int64
+	capture      *int64 // what the Complete that captured the hold asked for (nil: all)
 }
 
 type entry struct {
@@ -143,7 +144,7 @@ func (s *Store) claim(p store.ClaimParams, paymentRef string) (store.ClaimResult
 		r = &record{Record: store.Record{
 			Key: p.Key, Status: store.StatusInProgress, Owner: p.Owner, Generation: gen,
 			LeaseExpiresAt: now.Add(p.Lease), ExpiresAt: now.Add(p.TTL), Fingerprint: p.Fingerprint,
-			Charge: store.Charge{State: store.ChargeNone, Count: count}, CreatedAt: now, UpdatedAt: now,
+			Charge: store.Charge{State: store.ChargeNone, Count: count, Hold: store.HoldNone}, CreatedAt: now, UpdatedAt: now,
 			PaymentRef: paymentRef, Quota: store.QuotaNone,
 		}, incarnation: p.Owner + ":" + strconv.FormatInt(store.UnixMilli(now), 10), tool: p.Tool, caller: p.CallerID,
 			quotaCount: quotas}
@@ -257,7 +258,11 @@ func (s *Store) complete(r *record, p store.CompleteParams) {
 		s.addUsage(*p.Usage)
 	}
 	if c := r.Charge; c.State == store.ChargeCharged && c.Hold == store.HoldHeld {
-		r.Charge.Hold = store.HoldCaptured
+		r.Charge.Hold, r.capture = store.HoldCaptured, nil
+		if p.Capture != nil {
+			v := *p.Capture
+			r.capture = &v
+		}
 		if p.Capture != nil && *p.Capture < c.Amount {
 			s.release(r, c.Amount-*p.Capture, norm(p.Now))
 		}

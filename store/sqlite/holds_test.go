@@ -116,6 +116,19 @@ func TestDatabaseEnforcesHolds(t *testing.T) {
 	require.ErrorContains(t, err, "CHECK constraint failed")
 	require.NoError(t, s.CheckInvariants(ctx))
 
+	// A capture that kept more than the Complete asked for.
+	capture := int64(30)
+	plain, err := s.Peek(ctx, "plain")
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: store.Fence{Key: "plain", Owner: "A", Generation: plain.Generation},
+		Now: now, Capture: &capture, Response: store.Response{StatusCode: 200}}))
+	_, err = db.Exec(ctx, `UPDATE idem_records SET hold_state = 'captured', hold_max = 100, hold_capture = 30 WHERE key = 'plain'`)
+	require.NoError(t, err)
+	require.ErrorContains(t, s.CheckInvariants(ctx), "a captured hold keeps what its Complete captured")
+	_, err = db.Exec(ctx, `UPDATE idem_records SET hold_state = 'none', hold_max = 0, hold_capture = NULL WHERE key = 'plain'`)
+	require.NoError(t, err)
+	require.NoError(t, s.CheckInvariants(ctx))
+
 	_, err = db.Exec(ctx, `UPDATE idem_records SET charge_amount = 150 WHERE key = 'held'`)
 	require.NoError(t, err)
 	require.ErrorContains(t, s.CheckInvariants(ctx), "a hold captures at most its maximum")

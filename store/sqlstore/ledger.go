@@ -503,6 +503,10 @@ var invariantChecks = []struct{ name, sql string }{
 		WHERE rl.kind = 'release' AND (ch.id IS NULL OR ch.hold <> 1 OR rl.amount > -ch.amount
 			OR ch.idem_key <> rl.idem_key OR ch.caller <> rl.caller OR ch.currency <> rl.currency
 			OR ch.key_id <> rl.key_id)`},
+	{"a captured hold keeps what its Complete captured", `
+		SELECT key || ': amount ' || charge_amount || ' capture ' || coalesce(hold_capture, 'all') || ' max ' || hold_max
+		FROM idem_records WHERE hold_state = 'captured' AND charge_state = 'charged'
+			AND charge_amount <> min(coalesce(hold_capture, hold_max), hold_max)`},
 	{"a completed key holds no open hold", `
 		SELECT key FROM idem_records WHERE status = 'completed' AND charge_state = 'charged' AND hold_state = 'held'`},
 }

@@ -86,6 +86,9 @@ ON CONFLICT (key) DO UPDATE SET
 	charge_amount    = CASE WHEN {fresh} THEN 0 ELSE charge_amount END,
 	quota_state      = CASE WHEN {fresh} THEN 'none' ELSE quota_state END,
 	quota_window     = CASE WHEN {fresh} THEN NULL ELSE quota_window END,
+	hold_state       = CASE WHEN {fresh} THEN 'none' ELSE hold_state END,
+	hold_max         = CASE WHEN {fresh} THEN 0 ELSE hold_max END,
+	hold_capture     = CASE WHEN {fresh} THEN NULL ELSE hold_capture END,
 	created_at       = CASE WHEN {fresh} THEN excluded.created_at ELSE created_at END,
 	updated_at       = CASE WHEN {win} OR {own} THEN excluded.updated_at ELSE updated_at END,
 	tool             = coalesce(tool, excluded.tool),
@@ -179,34 +182,24 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 	if err := s.checkBody(p.Response.Body); err != nil {
 		return err
 	}
-	if p.Capture != nil && (*p.Capture < 0 || *p.Capture > store.MaxAmount) {
-		return fmt.Errorf("%w: capture %d", store.ErrInvalidAmount, *p.Capture)
+	var capture any // NULL: capture the whole hold
+	if p.Capture != nil {
+		if *p.Capture < 0 || *p.Capture > store.MaxAmount {
+			return fmt.Errorf("%w: capture %d", store.ErrInvalidAmount, *p.Capture)
+		}
+		capture = *p.Capture
 	}
 	now := store.UnixMilli(p.Now)
+	// A held key's hold is captured by this same statement: the trigger
+	// idem_records_capture (0007) releases what is above hold_capture.
 	complete := store.Stmt{Query: `UPDATE idem_records SET status = 'completed', resp_status = ?, resp_type = ?,
 		resp_body = ?, error = NULL, lease_expires_at = ?, updated_at = ?, expires_at = max(expires_at, ?),
+		hold_capture = CASE WHEN charge_state = 'charged' AND hold_state = 'held' THEN ? ELSE hold_capture END,
 		hold_state = CASE WHEN charge_state = 'charged' AND hold_state = 'held' THEN 'captured' ELSE hold_state END` + fenceWhere,
 		Args: []any{int64(p.Response.StatusCode), p.Response.ContentType, base64.StdEncoding.EncodeToString(p.Response.Body),
-			now, now, now + p.TTL.Milliseconds(), p.Key, p.Owner, p.Generation}}
-	var after []store.Stmt
-	if p.Capture != nil {
-		after = append(after, store.Stmt{Query: releaseSQL, Args: []any{*p.Capture, *p.Capture, now,
-			p.Key, p.Owner, p.Generation, *p.Capture}})
-	}
+			now, now, now + p.TTL.Milliseconds(), capture, p.Key, p.Owner, p.Generation}}
 	if p.Usage != nil {
-		return s.completeCounted(ctx, complete, *p.Usage, after...)
-	}
-	if len(after) > 0 {
-		if _, ok := store.BatcherOf(s.db); ok {
-			out, err := s.batchOrEach(ctx, append([]store.Stmt{{Query: complete.Query + " RETURNING 1", Args: complete.Args}}, after...))
-			if err != nil {
-				return fmt.Errorf("complete: %w", err)
-			}
-			if len(out[0]) != 1 {
-				return store.ErrFencedOut
-			}
-			return nil
-		}
+		return s.completeCounted(ctx, complete, *p.Usage)
 	}
 	n, err := s.db.Exec(ctx, complete.Query, complete.Args...)
 	if err != nil {
@@ -214,35 +207,6 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 	}
 	if n == 0 {
 		return store.ErrFencedOut
-	}
-	return s.execAfter(ctx, after)
-}
-
-// releaseSQL gives back the part of a captured hold above what the call
-// used (bound first, second and last), once: it runs after the Complete
-// that captured the hold (in its batch on a Batcher), fenced by the
-// completed record's owner and generation, and its reference is unique per
-// charge. A Complete retried after a lost reply releases nothing more.
-const releaseSQL = `INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key,
-	incarnation, generation, balance_after, created_at, key_id)
-SELECT r.charge_caller, r.charge_currency, r.charge_amount - ?, 'release',
-	'release:' || r.key || ':' || r.incarnation || ':' || r.charge_count, r.key, r.incarnation, r.generation,
-	coalesce((SELECT balance FROM balances WHERE caller = r.charge_caller AND currency = r.charge_currency), 0) + r.charge_amount - ?,
-	?, coalesce((SELECT key_id FROM ledger_entries WHERE reference = 'charge:' || r.key || ':' || r.incarnation || ':' || r.charge_count), '')
-FROM idem_records r
-WHERE r.key = ? AND r.owner = ? AND r.generation = ? AND r.status = 'completed' AND r.charge_state = 'charged'
-	AND r.hold_state = 'captured' AND r.charge_amount > ?
-	AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE reference = 'release:' || r.key || ':' || r.incarnation || ':' || r.charge_count)`
-
-// execAfter runs the statements that follow a winning Complete one by one,
-// on a DbClient without batches. Each is fenced by the completed record, so
-// a crash in between leaves the hold captured whole (at most its maximum)
-// and a retried Complete does not run them.
-func (s *Store) execAfter(ctx context.Context, stmts []store.Stmt) error {
-	for _, st := range stmts {
-		if _, err := s.db.Exec(ctx, st.Query, st.Args...); err != nil {
-			return fmt.Errorf("complete: release the unused hold: %w", err)
-		}
 	}
 	return nil
 }

@@ -56,10 +56,7 @@ func usageJSON(us []store.Usage) (string, error) {
 // statement's count), in one atomic batch. A Complete retried after a lost
 // reply changes nothing, so it counts nothing. Without a Batcher the
 // counters are a second statement after a winning Complete.
-//
-// after are statements that follow a winning Complete (releaseSQL): in the
-// batch after the counters, or one by one (execAfter).
-func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u store.Usage, after ...store.Stmt) error {
+func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u store.Usage) error {
 	if err := store.ValidateUsage([]store.Usage{u}); err != nil {
 		return err
 	}
@@ -68,14 +65,14 @@ func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u stor
 		return fmt.Errorf("complete: encode usage: %w", err)
 	}
 	if b, ok := store.BatcherOf(s.db); ok {
-		out, err := b.Batch(ctx, append([]store.Stmt{
+		out, err := b.Batch(ctx, []store.Stmt{
 			{Query: complete.Query + " RETURNING 1", Args: complete.Args},
 			{Query: strings.Replace(usageUpsertSQL, "{cond}", "changes() = 1", 1), Args: []any{doc}},
-		}, after...))
+		})
 		if err != nil {
 			return fmt.Errorf("complete: %w", err)
 		}
-		if len(out) != 2+len(after) || len(out[0]) != 1 {
+		if len(out) != 2 || len(out[0]) != 1 {
 			return store.ErrFencedOut
 		}
 		return nil
@@ -90,7 +87,7 @@ func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u stor
 	if _, err := s.db.Exec(ctx, strings.Replace(usageUpsertSQL, "{cond}", "1", 1), doc); err != nil {
 		return fmt.Errorf("complete: count usage: %w", err)
 	}
-	return s.execAfter(ctx, after)
+	return nil
 }
 
 // AddUsage implements store.Stats: one statement for every row.

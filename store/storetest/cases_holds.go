@@ -51,13 +51,9 @@ var holdCases = []Case{
 		require.NoError(t, r.ChargeErr)
 		require.Equal(t, store.ChargeResult{Charged: true, Balance: 900}, r.Charge)
 		requireHold(t, s, "k", store.ChargeCharged, store.HoldHeld, 100, 100)
-		// The Complete captures 27 and releases 73, in one step on a Batcher.
+		// The Complete captures 27 and releases 73, in its one statement.
 		used := int64(27)
-		trips = 2
-		if rt != nil && rt.CanBatch() {
-			trips = 1
-		}
-		requireTrips(t, rt, trips, func() {
+		requireTrips(t, rt, 1, func() {
 			require.NoError(t, s.Complete(ctx, store.CompleteParams{Fence: fence(r.ClaimResult), Now: at(time.Second),
 				Capture: &used, Response: store.Response{StatusCode: 200, Body: []byte("ok")}}))
 		}, "complete and capture")
@@ -113,6 +109,12 @@ var holdCases = []Case{
 		requireKinds(t, s, "plain", "charge")
 		requireHold(t, s, "plain", store.ChargeCharged, store.HoldNone, 50, 0)
 		requireBalance(t, s, "alice", 550)
+		// Past the TTL the key starts afresh: no hold of the old incarnation
+		// shows, and a new hold is its own.
+		r = mustClaimCharge(t, s, claimCharge("zero", "B", "alice", 30, at(2*ttl)), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		requireHold(t, s, "zero", store.ChargeCharged, store.HoldNone, 30, 0)
+		requireBalance(t, s, "alice", 520)
 	}},
 
 	{"HoldRefundedOnFailureThenRetried", func(t TB, s store.Store, rt *store.CountingClient) {

@@ -3,14 +3,17 @@
 -- `wrangler d1 migrations apply` and by sqlstore.Migrate, like 0001.
 --
 -- A metered call holds its tool's maximum when it is claimed: a charge entry of the maximum marked hold = 1. When
--- its answer is stored it captures what it used and gives the rest back: a 'release' entry, in the same atomic
--- step as the Complete. A failure refunds the whole hold, as for any charge.
+-- its answer is stored it captures what it used and gives the rest back: a 'release' entry, written by a trigger
+-- of the Complete's own UPDATE, so one statement on every engine. A failure refunds the whole hold, as for any
+-- charge.
 
 -- The record's hold: 'held' while the current charge is an open hold, 'captured' once the Complete captured it;
--- hold_max is the maximum held (the charge's amount when it was taken), so charge_amount <= hold_max always.
+-- hold_max is the maximum held (the charge's amount when it was taken), so charge_amount <= hold_max always;
+-- hold_capture is what the Complete asked to capture (NULL: all of it).
 ALTER TABLE idem_records ADD COLUMN hold_state TEXT NOT NULL DEFAULT 'none'
   CHECK (hold_state IN ('none', 'held', 'captured'));
 ALTER TABLE idem_records ADD COLUMN hold_max INTEGER NOT NULL DEFAULT 0 CHECK (hold_max >= 0);
+ALTER TABLE idem_records ADD COLUMN hold_capture INTEGER CHECK (hold_capture IS NULL OR hold_capture >= 0);
 
 -- What the holds gave back, per hour, caller, tool and currency: the spend of an hour is charged - refunded -
 -- released.
@@ -190,4 +193,22 @@ WHEN NEW.state = 'credited_back' AND OLD.state <> 'credited_back' AND NOT EXISTS
     AND currency = NEW.currency AND amount = NEW.amount AND kind = 'credit')
 BEGIN
   SELECT RAISE(ABORT, 'payment invariant: credited back without its credit entry');
+END;
+
+-- The capture: the Complete that stores a held key's answer moves hold_state from held to captured and sets
+-- hold_capture; in the same statement this gives back the part of the hold above it, once (the hold is captured
+-- only once: a Complete is fenced to the key's owner while in progress). The entry's key_id is its charge's.
+CREATE TRIGGER IF NOT EXISTS idem_records_capture AFTER UPDATE OF hold_state ON idem_records
+WHEN OLD.hold_state = 'held' AND NEW.hold_state = 'captured' AND NEW.charge_state = 'charged'
+  AND NEW.hold_capture IS NOT NULL AND NEW.hold_capture < NEW.charge_amount
+BEGIN
+  INSERT INTO ledger_entries (caller, currency, amount, kind, reference, idem_key, incarnation, generation,
+      balance_after, created_at, key_id)
+    SELECT NEW.charge_caller, NEW.charge_currency, NEW.charge_amount - NEW.hold_capture, 'release',
+      'release:' || NEW.key || ':' || NEW.incarnation || ':' || NEW.charge_count, NEW.key, NEW.incarnation, NEW.generation,
+      coalesce((SELECT balance FROM balances WHERE caller = NEW.charge_caller AND currency = NEW.charge_currency), 0)
+        + NEW.charge_amount - NEW.hold_capture,
+      NEW.updated_at,
+      coalesce((SELECT key_id FROM ledger_entries
+        WHERE reference = 'charge:' || NEW.key || ':' || NEW.incarnation || ':' || NEW.charge_count), '');
 END;
