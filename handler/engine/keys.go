@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -215,8 +216,11 @@ func (e *Engine) CallerKeyUsage(ctx context.Context, callerID string) ([]KeyUsag
 				}
 				kw.Tools[j].Add(r)
 			}
-			slices.SortFunc(kw.Tools, func(a, b store.KeyUsage) int {
-				return cmp.Or(strings.Compare(a.Tool, b.Tool), strings.Compare(a.Currency, b.Currency))
+			// sort.Slice, not slices.SortFunc: no sort instantiated for one
+			// more element type in the wasm.
+			sort.Slice(kw.Tools, func(i, j int) bool {
+				a, b := kw.Tools[i], kw.Tools[j]
+				return a.Tool < b.Tool || (a.Tool == b.Tool && a.Currency < b.Currency)
 			})
 			ku.Windows = append(ku.Windows, kw)
 		}
