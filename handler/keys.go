@@ -163,6 +163,74 @@ type usageJSON struct {
 	// Caps are the caller's spending caps (the caller's and its keys'),
 	// with their spend and what remains in the current window.
 	Caps []capJSON `json:"caps"`
+	// Keys are the caller's keys, oldest first, each with its own usage
+	// and caps.
+	Keys []keyUsageJSON `json:"keys"`
+}
+
+// keyUsageJSON is one key's part of the usage read-out.
+type keyUsageJSON struct {
+	ID        string               `json:"id"`
+	Name      string               `json:"name"`
+	Status    string               `json:"status"` // active or revoked
+	RevokedAt *time.Time           `json:"revokedAt"`
+	Periods   []keyUsagePeriodJSON `json:"periods"`
+	// Caps are the key's own caps (the caller's caps with this key).
+	Caps []capJSON `json:"caps"`
+}
+
+type keyUsagePeriodJSON struct {
+	Period string             `json:"period"`
+	From   time.Time          `json:"from"`
+	To     time.Time          `json:"to"`
+	Tools  []keyToolUsageJSON `json:"tools"`
+	Totals []keyToolUsageJSON `json:"totals"`
+}
+
+// keyToolUsageJSON is toolUsageJSON with what metered holds gave back
+// (spent is charged less refunded and released).
+type keyToolUsageJSON struct {
+	toolUsageJSON
+	Released string `json:"released"`
+}
+
+func toKeyToolUsage(u store.KeyUsage) keyToolUsageJSON {
+	f := func(v int64) string { return store.FormatAmount(v, u.Currency) }
+	return keyToolUsageJSON{toolUsageJSON: toolUsageJSON{Tool: u.Tool, Currency: u.Currency, Calls: u.Calls,
+		Charges: u.Charges, Refunds: u.Refunds, Charged: f(u.Charged), Refunded: f(u.Refunded), Spent: f(u.Spent()),
+		SpentMinor: u.Spent()}, Released: f(u.Released)}
+}
+
+func toKeyUsage(ku engine.KeyUsage, caps []store.Cap) keyUsageJSON {
+	k := toKeyJSON(ku.Key, "")
+	out := keyUsageJSON{ID: k.ID, Name: k.Name, Status: k.Status, RevokedAt: k.RevokedAt,
+		Periods: make([]keyUsagePeriodJSON, 0, len(ku.Windows)), Caps: []capJSON{}}
+	for _, c := range caps {
+		if c.Key == ku.Key.ID {
+			out.Caps = append(out.Caps, toCapJSON(c))
+		}
+	}
+	for _, win := range ku.Windows {
+		p := keyUsagePeriodJSON{Period: win.Period, From: win.From, To: win.To, Tools: []keyToolUsageJSON{},
+			Totals: []keyToolUsageJSON{}}
+		var totals []store.KeyUsage
+		for _, u := range win.Tools {
+			p.Tools = append(p.Tools, toKeyToolUsage(u))
+			i := 0
+			for i < len(totals) && totals[i].Currency != u.Currency {
+				i++
+			}
+			if i == len(totals) {
+				totals = append(totals, store.KeyUsage{Currency: u.Currency})
+			}
+			totals[i].Add(u)
+		}
+		for _, t := range totals {
+			p.Totals = append(p.Totals, toKeyToolUsage(t))
+		}
+		out.Periods = append(out.Periods, p)
+	}
+	return out
 }
 
 type usagePeriodJSON struct {
@@ -194,7 +262,13 @@ func toToolUsage(u store.Usage) toolUsageJSON {
 }
 
 // writeUsage writes the caller's usage read-out.
+// It is 404 for an unknown caller.
 func (s *server) writeUsage(w http.ResponseWriter, r *http.Request, caller string) {
+	keys, err := s.engine.CallerKeyUsage(r.Context(), caller) // ErrUnknownCaller
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
 	wins, err := s.engine.CallerUsage(r.Context(), caller)
 	if err != nil {
 		problem.Write(w, err)
@@ -205,9 +279,13 @@ func (s *server) writeUsage(w http.ResponseWriter, r *http.Request, caller strin
 		problem.Write(w, err)
 		return
 	}
-	out := usageJSON{Caller: caller, Scope: "caller", Periods: make([]usagePeriodJSON, 0, len(wins)), Caps: []capJSON{}}
+	out := usageJSON{Caller: caller, Scope: "caller", Periods: make([]usagePeriodJSON, 0, len(wins)), Caps: []capJSON{},
+		Keys: make([]keyUsageJSON, 0, len(keys))}
 	for _, c := range caps {
 		out.Caps = append(out.Caps, toCapJSON(c))
+	}
+	for _, ku := range keys {
+		out.Keys = append(out.Keys, toKeyUsage(ku, caps))
 	}
 	for _, win := range wins {
 		p := usagePeriodJSON{Period: win.Period, From: win.From, To: win.To, Tools: []toolUsageJSON{}, Totals: []toolUsageJSON{}}
@@ -232,7 +310,7 @@ func (s *server) writeUsage(w http.ResponseWriter, r *http.Request, caller strin
 }
 
 // handleUsage serves GET /v1/usage: the caller's spend and calls per tool
-// in the current UTC day, week and month.
+// in the current UTC day, week and month, as a whole and per key.
 func (s *server) handleUsage(w http.ResponseWriter, r *http.Request) {
 	caller, ok := s.authenticate(w, r)
 	if !ok {
@@ -249,10 +327,6 @@ func (s *server) handleCallerUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	caller, _, ok := pathIDs(w, r, false)
 	if !ok {
-		return
-	}
-	if _, err := s.engine.Keys(r.Context(), caller); err != nil { // ErrUnknownCaller
-		problem.Write(w, err)
 		return
 	}
 	s.writeUsage(w, r, caller)

@@ -194,6 +194,9 @@ func TestUsageEqualsLedger(t *testing.T) {
 	r := e.do(http.MethodPut, "/v1/admin/callers/"+alice.id+"/caps", adminToken, nil,
 		`{"currency": "USD", "limit": "1.00", "reset": "daily"}`)
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	r = e.do(http.MethodPut, "/v1/admin/callers/"+alice.id+"/caps", adminToken, nil,
+		`{"currency": "USD", "limit": "0.50", "reset": "monthly", "key": "`+k.keyID+`"}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	require.Equal(t, http.StatusOK, e.call(alice.key, "echo", "1", `{}`).status)
 	require.Equal(t, http.StatusOK, e.call(k.key, "echo", "2", `{}`).status)
 	require.Equal(t, http.StatusOK, e.call(k.key, "echo", "2", `{}`).status) // a replay: no charge, no call
@@ -245,8 +248,47 @@ func TestUsageEqualsLedger(t *testing.T) {
 		require.EqualValues(t, 5, tot["charges"])
 		require.EqualValues(t, 2, tot["refunds"])
 	}
+	// Per key: the same rows split by the key that made them (a refund
+	// under its charge's key), adding up to the caller's.
+	keys := u["keys"].([]any)
+	require.Len(t, keys, 2)
+	perKey := map[string]map[string][2]int64{} // key name -> tool -> (spentMinor, calls)
+	for _, kv := range keys {
+		ku := kv.(map[string]any)
+		require.Equal(t, "active", ku["status"])
+		kp := ku["periods"].([]any)
+		require.Len(t, kp, 3)
+		for i, name := range []string{"day", "week", "month"} {
+			p := kp[i].(map[string]any)
+			require.Equal(t, name, p["period"])
+			rows := map[string][2]int64{}
+			for _, row := range p["tools"].([]any) {
+				r := row.(map[string]any)
+				rows[r["tool"].(string)] = [2]int64{int64(r["spentMinor"].(float64)), int64(r["calls"].(float64))}
+				require.Equal(t, "0.00", r["released"])
+			}
+			if i > 0 {
+				require.Equal(t, perKey[ku["name"].(string)], rows, "%s: as the day", name)
+			}
+			perKey[ku["name"].(string)] = rows
+		}
+	}
+	require.Equal(t, map[string]map[string][2]int64{
+		"original": {"echo": {5, 1}, "echo2": {5, 1}},
+		"second":   {"echo": {5, 1}, "fail": {0, 0}, "bad": {0, 1}},
+	}, perKey)
+	first, second := keys[0].(map[string]any), keys[1].(map[string]any)
+	require.Equal(t, []any{store.OriginalKeyID, k.keyID}, []any{first["id"], second["id"]}, "oldest first")
+	require.Empty(t, first["caps"])
+	keyCaps := second["caps"].([]any)
+	require.Len(t, keyCaps, 1, "the key's own cap, with its spend and what remains")
+	require.Equal(t, []any{k.keyID, "0.50", "0.05", "0.45"}, []any{keyCaps[0].(map[string]any)["key"],
+		keyCaps[0].(map[string]any)["limit"], keyCaps[0].(map[string]any)["spent"], keyCaps[0].(map[string]any)["remaining"]})
+	tot := second["periods"].([]any)[0].(map[string]any)["totals"].([]any)[0].(map[string]any)
+	require.Equal(t, []any{"0.05", 3.0, 2.0, 2.0}, []any{tot["spent"], tot["charges"], tot["refunds"], tot["calls"]})
+
 	caps := u["caps"].([]any)
-	require.Len(t, caps, 1, "the caller's cap, with its spend and what remains")
+	require.Len(t, caps, 2, "the caller's cap and its key's, with their spend and what remains")
 	c := caps[0].(map[string]any)
 	require.Equal(t, "1.00", c["limit"])
 	require.Equal(t, "0.15", c["spent"])
@@ -254,6 +296,7 @@ func TestUsageEqualsLedger(t *testing.T) {
 	require.Equal(t, int64(85), e.balance(alice), "1.00 - the spend")
 	bobs := e.do(http.MethodGet, "/v1/usage", bob.key, nil, "").json(t)
 	require.Len(t, bobs["periods"].([]any)[0].(map[string]any)["tools"], 1, "bob sees only his own")
+	require.Len(t, bobs["keys"], 1, "and only his own keys")
 	e.checkInvariants()
 }
 

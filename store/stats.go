@@ -49,6 +49,10 @@ type UsageKey struct {
 // of Currency.
 type Usage struct {
 	UsageKey
+	// Key is the caller's key of an executed call (Caller.KeyID), for the
+	// counters per key (see KeyStats): only a Complete's Usage writes them,
+	// AddUsage ignores it.
+	Key         string
 	Calls       int64 // upstream executions whose answer was stored (2xx, or 4xx answered 424)
 	FreeCalls   int64 // of Calls, of a free tool
 	Replays     int64 // duplicates answered from the store at once
@@ -185,16 +189,20 @@ type Stats interface {
 	// CallerSummaries returns up to limit callers, by id, with their
 	// balances and debts.
 	CallerSummaries(ctx context.Context, limit int) ([]CallerSummary, error)
-	// SweepUsage deletes at most limit usage rows whose hour is before
-	// before, and returns how many it deleted.
+	// SweepUsage deletes at most limit usage rows (per caller and per
+	// key, those first) whose hour is before before, and returns how many
+	// it deleted.
 	SweepUsage(ctx context.Context, before time.Time, limit int) (int, error)
 	// CheckUsage verifies the usage invariant and returns an error
 	// describing the first violation: for every (hour, caller, currency)
 	// that has usage rows, their money counters summed over tools equal
 	// that hour's ledger entries of the kind; and every such hour of the
 	// ledger from the oldest usage row on has usage rows (the retention
-	// deletes whole hours, oldest first).
+	// deletes whole hours, oldest first); and the same per key (KeyStats)
+	// for every (hour, caller, key, currency), with a refund or release
+	// counted under its charge's key.
 	CheckUsage(ctx context.Context) error
+	KeyStats
 }
 
 // ValidateUsage checks rows for AddUsage.

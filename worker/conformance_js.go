@@ -60,19 +60,21 @@ func serveConformance(ctx context.Context, w http.ResponseWriter, db store.DbCli
 	_ = json.NewEncoder(w).Encode(results)
 }
 
-// resetSchema drops every table the migrations made (their triggers and
-// indexes go with them; read from sqlite_master, so a new migration's
-// tables are dropped too) and migrates. SQLite's and D1's own tables
-// (sqlite_*, _cf_*) stay.
+// resetSchema drops every view and table the migrations made, views first
+// (their triggers and indexes go with them; read from sqlite_master, so a
+// new migration's are dropped too; a view left over a dropped table breaks
+// the next migration's ALTER TABLE) and migrates. SQLite's and D1's own
+// tables (sqlite_*, _cf_*) stay.
 func resetSchema(ctx context.Context, db store.DbClient) error {
-	rows, err := db.Query(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'
-		AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\'`)
+	rows, err := db.Query(ctx, `SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table')
+		AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\' ORDER BY type = 'table'`)
 	if err != nil {
 		return err
 	}
 	for _, r := range rows {
-		name, _ := r[0].(string)
-		if _, err := db.Exec(ctx, `DROP TABLE IF EXISTS "`+strings.ReplaceAll(name, `"`, `""`)+`"`); err != nil {
+		kind, _ := r[0].(string)
+		name, _ := r[1].(string)
+		if _, err := db.Exec(ctx, `DROP `+strings.ToUpper(kind)+` IF EXISTS "`+strings.ReplaceAll(name, `"`, `""`)+`"`); err != nil {
 			return err
 		}
 	}

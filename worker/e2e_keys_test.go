@@ -105,14 +105,19 @@ func TestE2EKeys(t *testing.T) {
 	// Usage equals the ledger of the D1 file.
 	res, body = client{t: t, base: w1, key: rot.Key}.do(http.MethodGet, "/v1/usage", nil, nil)
 	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
+	type periods []struct {
+		Period string
+		Tools  []struct {
+			Tool       string
+			Calls      int64
+			SpentMinor int64
+		}
+	}
 	var u struct {
-		Periods []struct {
-			Period string
-			Tools  []struct {
-				Tool       string
-				Calls      int64
-				SpentMinor int64
-			}
+		Periods periods
+		Keys    []struct {
+			ID, Status string
+			Periods    periods
 		}
 	}
 	require.NoError(t, json.Unmarshal(body, &u))
@@ -127,4 +132,28 @@ func TestE2EKeys(t *testing.T) {
 		require.EqualValues(t, 5, p.Tools[0].Calls, p.Period)
 	}
 	require.Equal(t, int64(75), checkLedger(t, db, "kate"))
+
+	// Per key: each key's spend equals the D1 ledger's entries of the key,
+	// and its calls are its own (agent: k0-k2; k_original: k3, k5).
+	rows, err := db.Query(`SELECT key_id, -sum(amount) FROM ledger_entries WHERE caller = 'kate' AND kind IN ('charge', 'refund') GROUP BY key_id`)
+	require.NoError(t, err)
+	perKey := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var n int64
+		require.NoError(t, rows.Scan(&id, &n))
+		perKey[id] = n
+	}
+	require.NoError(t, rows.Close())
+	require.Equal(t, map[string]int64{store.OriginalKeyID: 10, key.ID: 15}, perKey)
+	require.Len(t, u.Keys, 2)
+	require.Equal(t, []string{store.OriginalKeyID, key.ID}, []string{u.Keys[0].ID, u.Keys[1].ID})
+	require.Equal(t, []string{"active", "revoked"}, []string{u.Keys[0].Status, u.Keys[1].Status})
+	for i, calls := range []int64{2, 3} {
+		for _, p := range u.Keys[i].Periods {
+			require.Len(t, p.Tools, 1, p.Period)
+			require.Equal(t, perKey[u.Keys[i].ID], p.Tools[0].SpentMinor, "%s %s", u.Keys[i].ID, p.Period)
+			require.Equal(t, calls, p.Tools[0].Calls, "%s %s", u.Keys[i].ID, p.Period)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -113,19 +114,7 @@ type UsageWindow struct {
 // of those hours, and Calls counts executed calls. The caller is not
 // checked. It returns a *StoreError when the store fails.
 func (e *Engine) CallerUsage(ctx context.Context, callerID string) ([]UsageWindow, error) {
-	now := e.now().UTC()
-	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	week := day.AddDate(0, 0, -(int(day.Weekday())+6)%7)
-	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	wins := []UsageWindow{
-		{Period: UsagePeriods[0], From: day, To: day.AddDate(0, 0, 1)},
-		{Period: UsagePeriods[1], From: week, To: week.AddDate(0, 0, 7)},
-		{Period: UsagePeriods[2], From: month, To: month.AddDate(0, 1, 0)},
-	}
-	from := week
-	if month.Before(week) {
-		from = month
-	}
+	wins, from := usageWindows(e.now())
 	rows, err := e.store.Usage(ctx, store.UsageQuery{From: from, To: wins[0].To, Bucket: 24 * time.Hour,
 		Caller: callerID, ByTool: true})
 	if err != nil {
@@ -153,4 +142,89 @@ func (e *Engine) CallerUsage(ctx context.Context, callerID string) ([]UsageWindo
 		})
 	}
 	return wins, nil
+}
+
+// usageWindows returns the current UTC day, week and month at now (in
+// UsagePeriods' order, without rows) and the earliest of their starts.
+func usageWindows(now time.Time) ([]UsageWindow, time.Time) {
+	now = now.UTC()
+	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	week := day.AddDate(0, 0, -(int(day.Weekday())+6)%7)
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	wins := []UsageWindow{
+		{Period: UsagePeriods[0], From: day, To: day.AddDate(0, 0, 1)},
+		{Period: UsagePeriods[1], From: week, To: week.AddDate(0, 0, 7)},
+		{Period: UsagePeriods[2], From: month, To: month.AddDate(0, 1, 0)},
+	}
+	if month.Before(week) {
+		return wins, month
+	}
+	return wins, week
+}
+
+// KeyUsage is one of a caller's keys with its usage in the windows of
+// CallerUsage.
+type KeyUsage struct {
+	Key     store.CallerKey
+	Windows []KeyUsageWindow
+}
+
+// KeyUsageWindow is a key's usage in one window (see UsageWindow).
+type KeyUsageWindow struct {
+	Period   string
+	From, To time.Time
+	// Tools has one row per tool and currency with any calls or money of
+	// the key in the window, ordered by tool and currency.
+	Tools []store.KeyUsage
+}
+
+// CallerKeyUsage returns the caller's keys, oldest first, each with its
+// calls and spend per tool in the current UTC day, week and month, read
+// from the counters per key (store.KeyStats) in one query: their money
+// equals the ledger's entries of the key (a refund's or a release's under
+// its charge's key). Entries made before the caller had keys ("" in the
+// ledger) count under its original key, which was then its only one. It
+// returns ErrUnknownCaller, or a *StoreError when the store fails.
+func (e *Engine) CallerKeyUsage(ctx context.Context, callerID string) ([]KeyUsage, error) {
+	keys, err := e.Keys(ctx, callerID)
+	if err != nil {
+		return nil, err
+	}
+	wins, from := usageWindows(e.now())
+	rows, err := e.store.KeyUsage(ctx, store.KeyUsageQuery{Caller: callerID, From: from, To: wins[0].To})
+	if err != nil {
+		return nil, storeError("read key usage", err)
+	}
+	out := make([]KeyUsage, 0, len(keys))
+	for _, k := range keys {
+		ku := KeyUsage{Key: k, Windows: make([]KeyUsageWindow, 0, len(wins))}
+		for _, w := range wins {
+			kw := KeyUsageWindow{Period: w.Period, From: w.From, To: w.To}
+			index := map[[2]string]int{}
+			for _, r := range rows {
+				id := cmp.Or(r.Key, store.OriginalKeyID)
+				if id != k.ID || r.Day.Before(w.From) || !r.Day.Before(w.To) {
+					continue
+				}
+				t := [2]string{r.Tool, r.Currency}
+				j, ok := index[t]
+				if !ok {
+					j = len(kw.Tools)
+					index[t] = j
+					kw.Tools = append(kw.Tools, store.KeyUsage{Day: w.From, Caller: callerID, Key: k.ID,
+						Tool: r.Tool, Currency: r.Currency})
+				}
+				kw.Tools[j].Add(r)
+			}
+			// sort.Slice, not slices.SortFunc: no sort instantiated for one
+			// more element type in the wasm.
+			sort.Slice(kw.Tools, func(i, j int) bool {
+				a, b := kw.Tools[i], kw.Tools[j]
+				return a.Tool < b.Tool || (a.Tool == b.Tool && a.Currency < b.Currency)
+			})
+			ku.Windows = append(ku.Windows, kw)
+		}
+		out = append(out, ku)
+	}
+	return out, nil
 }

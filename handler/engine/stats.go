@@ -75,10 +75,10 @@ func usageKeyOf(tool catalog.Tool, caller string, now time.Time) store.UsageKey 
 }
 
 // usageOf is the counters an executed call stores with its Complete: one
-// call (free or not), its upstream time, and the 4xx class when the answer
-// is a rejection.
+// call (free or not) of the caller and of its key, its upstream time, and
+// the 4xx class when the answer is a rejection.
 func (a *attempt) usageOf(now time.Time, took time.Duration, upstreamStatus int) *store.Usage {
-	u := &store.Usage{UsageKey: usageKeyOf(a.tool, a.caller.ID, now), Calls: 1, LastAt: now}
+	u := &store.Usage{UsageKey: usageKeyOf(a.tool, a.caller.ID, now), Key: a.caller.KeyID, Calls: 1, LastAt: now}
 	if a.tool.Price <= 0 {
 		u.FreeCalls = 1
 	}

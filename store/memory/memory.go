@@ -28,8 +28,9 @@ type Store struct {
 	entries  []entry
 	refs     map[string]int // reference -> index in entries
 	callers  map[string]store.Caller
-	keys     []store.CallerKey         // every caller's keys, oldest first (see keys.go)
-	usage    map[usageKey]*store.Usage // see stats.go
+	keys     []store.CallerKey               // every caller's keys, oldest first (see keys.go)
+	usage    map[usageKey]*store.Usage       // see stats.go
+	keyUsage map[keyUsageKey]*store.KeyUsage // see keyusage.go
 	owed     map[balanceKey]int64
 
 	topups    map[topupKey]*store.Topup
@@ -256,6 +257,7 @@ func (s *Store) complete(r *record, p store.CompleteParams) {
 	}
 	if p.Usage != nil {
 		s.addUsage(*p.Usage)
+		s.addKeyCalls(*p.Usage)
 	}
 	if c := r.Charge; c.State == store.ChargeCharged && c.Hold == store.HoldHeld {
 		r.Charge.Hold, r.capture = store.HoldCaptured, nil

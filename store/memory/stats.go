@@ -49,6 +49,7 @@ func (s *Store) addUsage(u store.Usage) {
 // follow every entry, under its record's tool (credits under ""). Callers
 // hold s.mu.
 func (s *Store) countEntry(e entry) {
+	s.countKeyEntry(e)
 	u := store.Usage{UsageKey: store.UsageKey{Hour: e.CreatedAt, Caller: e.Caller, Currency: e.Currency}, LastAt: e.CreatedAt}
 	switch e.Kind {
 	case store.EntryCharge:
@@ -229,6 +230,15 @@ func (s *Store) SweepUsage(_ context.Context, before time.Time, limit int) (int,
 			n++
 		}
 	}
+	for k := range s.keyUsage {
+		if n == limit {
+			break
+		}
+		if k.hour < b {
+			delete(s.keyUsage, k)
+			n++
+		}
+	}
 	return n, nil
 }
 
@@ -289,5 +299,5 @@ func (s *Store) CheckUsage(_ context.Context) error {
 			return fmt.Errorf("usage invariant broken: %s/%s at %d: ledger entries without usage", h.caller, h.currency, h.hour)
 		}
 	}
-	return nil
+	return s.checkKeyUsage()
 }

@@ -38,13 +38,32 @@ SELECT ` + strings.Join(sel, ", ") + ` FROM json_each(?) WHERE {cond}
 ON CONFLICT (hour, caller, tool, currency) DO UPDATE SET ` + strings.Join(set, ", ")
 }()
 
-// usageJSON encodes rows for usageUpsertSQL.
-func usageJSON(us []store.Usage) (string, error) {
+// callUpsertSQL is usageUpsertSQL for an executed call: through the view
+// usage_calls (migration 0008), whose trigger adds the row to usage_hourly
+// and its calls to usage_keys_hourly under the key (the row's last
+// element), in the one statement.
+var callUpsertSQL = func() string {
+	cols := strings.Fields(strings.ReplaceAll("hour, caller, tool, currency, "+usageCols+", key_id", ",", " "))
+	sel := make([]string, len(cols))
+	for i := range cols {
+		sel[i] = fmt.Sprintf("json_extract(value, '$[%d]')", i)
+	}
+	return `INSERT INTO usage_calls (` + strings.Join(cols, ", ") + `)
+SELECT ` + strings.Join(sel, ", ") + ` FROM json_each(?) WHERE {cond}`
+}()
+
+// usageJSON encodes rows for usageUpsertSQL, or with their key for
+// callUpsertSQL.
+func usageJSON(us []store.Usage, withKey bool) (string, error) {
 	rows := make([][]any, 0, len(us))
 	for _, u := range us {
-		rows = append(rows, []any{store.UnixMilli(store.HourOf(u.Hour)), u.Caller, u.Tool, u.Currency,
+		row := []any{store.UnixMilli(store.HourOf(u.Hour)), u.Caller, u.Tool, u.Currency,
 			u.Calls, u.FreeCalls, u.Replays, u.Waits, u.R402, u.R409, u.R422, u.Fail5xx, u.FailTimeout, u.Fail4xx,
-			u.LatencyMs, u.Latency[0], u.Latency[1], u.Latency[2], u.Latency[3], u.Latency[4], store.UnixMilli(u.LastAt)})
+			u.LatencyMs, u.Latency[0], u.Latency[1], u.Latency[2], u.Latency[3], u.Latency[4], store.UnixMilli(u.LastAt)}
+		if withKey {
+			row = append(row, u.Key)
+		}
+		rows = append(rows, row)
 	}
 	b, err := json.Marshal(rows)
 	return string(b), err
@@ -60,14 +79,14 @@ func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u stor
 	if err := store.ValidateUsage([]store.Usage{u}); err != nil {
 		return err
 	}
-	doc, err := usageJSON([]store.Usage{u})
+	doc, err := usageJSON([]store.Usage{u}, true)
 	if err != nil {
 		return fmt.Errorf("complete: encode usage: %w", err)
 	}
 	if b, ok := store.BatcherOf(s.db); ok {
 		out, err := b.Batch(ctx, []store.Stmt{
 			{Query: complete.Query + " RETURNING 1", Args: complete.Args},
-			{Query: strings.Replace(usageUpsertSQL, "{cond}", "changes() = 1", 1), Args: []any{doc}},
+			{Query: strings.Replace(callUpsertSQL, "{cond}", "changes() = 1", 1), Args: []any{doc}},
 		})
 		if err != nil {
 			return fmt.Errorf("complete: %w", err)
@@ -84,7 +103,7 @@ func (s *Store) completeCounted(ctx context.Context, complete store.Stmt, u stor
 	if n == 0 {
 		return store.ErrFencedOut
 	}
-	if _, err := s.db.Exec(ctx, strings.Replace(usageUpsertSQL, "{cond}", "1", 1), doc); err != nil {
+	if _, err := s.db.Exec(ctx, strings.Replace(callUpsertSQL, "{cond}", "1", 1), doc); err != nil {
 		return fmt.Errorf("complete: count usage: %w", err)
 	}
 	return nil
@@ -98,7 +117,7 @@ func (s *Store) AddUsage(ctx context.Context, us []store.Usage) error {
 	if len(us) == 0 {
 		return nil
 	}
-	doc, err := usageJSON(us)
+	doc, err := usageJSON(us, false)
 	if err != nil {
 		return fmt.Errorf("add usage: %w", err)
 	}
@@ -250,7 +269,15 @@ func (s *Store) SweepUsage(ctx context.Context, before time.Time, limit int) (in
 	if err != nil {
 		return 0, fmt.Errorf("sweep usage: %w", err)
 	}
-	return int(n), nil
+	if int(n) == limit {
+		return limit, nil
+	}
+	m, err := s.db.Exec(ctx, `DELETE FROM usage_keys_hourly WHERE rowid IN (
+		SELECT rowid FROM usage_keys_hourly WHERE hour < ? LIMIT ?)`, store.UnixMilli(before), int64(limit)-n)
+	if err != nil {
+		return int(n), fmt.Errorf("sweep usage per key: %w", err)
+	}
+	return int(n + m), nil
 }
 
 // usageCheckSQL returns a row per (hour, caller, currency) whose money
@@ -284,6 +311,12 @@ func (s *Store) CheckUsage(ctx context.Context) error {
 	}
 	if len(rows) > 0 {
 		return fmt.Errorf("usage invariant broken: %s", asString(rows[0][0]))
+	}
+	if rows, err = s.db.Query(ctx, keyUsageCheckSQL); err != nil {
+		return fmt.Errorf("check usage per key: %w", err)
+	}
+	if len(rows) > 0 {
+		return fmt.Errorf("usage invariant per key broken: %s", asString(rows[0][0]))
 	}
 	return nil
 }

@@ -156,4 +156,4 @@ func binaryBody() []byte {
 }
 
 // Cases is the conformance suite, one slice per area (cases_*.go).
-var Cases = slices.Concat(leaseCases, chargeCases, sweepCases, ledgerCases, topupCases, statsCases, paymentCases, keyCases, pricingCases, capCases, holdCases)
+var Cases = slices.Concat(leaseCases, chargeCases, sweepCases, ledgerCases, topupCases, statsCases, keyUsageCases, paymentCases, keyCases, pricingCases, capCases, holdCases)
