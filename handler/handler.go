@@ -527,9 +527,9 @@ type callJSON struct {
 	ExpiresAt      time.Time    `json:"expiresAt"`
 	ResponseStatus int          `json:"responseStatus,omitempty"`
 	Error          string       `json:"error,omitempty"`
-	// Hold is a metered call's hold: "held" while it runs, "captured" once
-	// its answer was stored (Amount is then what was captured); Max is
-	// the maximum it held.
+	// Hold is a metered call's charged hold: "held" while it runs,
+	// "captured" once its answer was stored (Amount is then what was
+	// captured); Max is the maximum it held. Absent once refunded.
 	Hold   string       `json:"hold,omitempty"`
 	Max    string       `json:"max,omitempty"`
 	Events []traceEvent `json:"events"`
@@ -600,7 +600,7 @@ func describeCall(t catalog.Tool, rec store.Record, entries []store.Entry) callJ
 	if rec.Response != nil {
 		c.ResponseStatus = rec.Response.StatusCode
 	}
-	if h := rec.Charge.Hold; h == store.HoldHeld || h == store.HoldCaptured {
+	if h := rec.Charge.Hold; rec.Charge.State == store.ChargeCharged && (h == store.HoldHeld || h == store.HoldCaptured) {
 		c.Hold, c.Max = string(h), store.FormatAmount(rec.Charge.Max, cur)
 	}
 	c.Events = []traceEvent{{Type: "created", At: rec.CreatedAt}}

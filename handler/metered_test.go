@@ -3,14 +3,17 @@
 package handler_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/toolgate/toolgate-go/handler"
 	"github.com/toolgate/toolgate-go/handler/catalog"
+	"github.com/toolgate/toolgate-go/handler/engine"
 	"github.com/toolgate/toolgate-go/store"
 )
 
@@ -142,5 +145,51 @@ func TestMeteredStormHoldsOnce(t *testing.T) {
 	require.EqualValues(t, 1, e.up.count("/metered"))
 	require.EqualValues(t, 473, e.balance(alice))
 	require.Equal(t, []string{"credit", "charge", "release"}, e.kinds(alice))
+	e.checkInvariants()
+}
+
+// TestMeteredTakeoverAcrossCatalogs: a takeover inherits the abandoned
+// attempt's charge as it was taken, whatever the catalog says now. A hold
+// of 1.00 taken under a metered catalog, taken over by a gateway that
+// sells the tool at a fixed 0.05, captures 0.05 and releases the rest; a
+// fixed charge of 0.05 taken over under a metered catalog stays 0.05.
+// The receipt says what the ledger did.
+func TestMeteredTakeoverAcrossCatalogs(t *testing.T) {
+	t.Parallel()
+	abandon := func(e *env, c caller, tool, key string, amount int64, hold bool) {
+		canonical, err := engine.Canonicalize([]byte(`{}`))
+		require.NoError(t, err)
+		res, err := e.st.ClaimCharge(context.Background(), store.ClaimChargeParams{ClaimParams: store.ClaimParams{
+			Key: engine.ScopedKey(c.id, tool, key), Owner: "crashed", Fingerprint: engine.Fingerprint(tool, canonical),
+			Now: time.Now().Add(-time.Minute), Lease: time.Second, TTL: time.Hour}, Caller: c.id, Currency: "USD",
+			Amount: amount, Hold: hold})
+		require.NoError(t, err)
+		require.NoError(t, res.ChargeErr)
+	}
+
+	// Metered then, fixed now: the test catalog's "echo" costs 0.05.
+	e := setup(t)
+	alice := e.newCaller("alice", "5.00")
+	abandon(e, alice, "echo", "k", 100, true)
+	r := e.call(alice.key, "echo", "k", `{}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	rc := receiptIn(t, r)
+	require.Equal(t, "0.05", rc["amount"])
+	require.Equal(t, map[string]any{"max": "1.00"}, rc["metered"])
+	require.EqualValues(t, 495, e.balance(alice))
+	require.Equal(t, []string{"credit", "charge", "release"}, e.kinds(alice))
+	e.checkInvariants()
+
+	// Fixed then, metered now: the charge stays what it was.
+	e = setup(t, withMetered(t))
+	bob := e.newCaller("bob", "5.00")
+	abandon(e, bob, "used", "k", 5, false)
+	r = e.call(bob.key, "used", "k", `{}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	rc = receiptIn(t, r)
+	require.Equal(t, "0.05", rc["amount"])
+	require.NotContains(t, rc, "metered")
+	require.EqualValues(t, 495, e.balance(bob))
+	require.Equal(t, []string{"credit", "charge"}, e.kinds(bob))
 	e.checkInvariants()
 }

@@ -138,13 +138,13 @@ type Receipt struct {
 
 // MeteredReceipt is the metered part of a receipt.
 type MeteredReceipt struct {
-	Max string `json:"max"` // held while the call ran
-	Per string `json:"per"` // the price of one unit
+	Max string `json:"max"`           // held while the call ran
+	Per string `json:"per,omitempty"` // the price of one unit (absent if the tool is no longer metered)
 	// Units is what the upstream reported in its usage header; absent when
 	// it reported nothing usable, and the maximum was charged.
 	Units string `json:"units,omitempty"`
 	// Header names the usage header.
-	Header string `json:"usageHeader"`
+	Header string `json:"usageHeader,omitempty"`
 }
 
 // envelope is the stored answer. For an upstream 4xx it is also an RFC 9457
@@ -546,7 +546,8 @@ func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (cr store.Clai
 	if err != nil {
 		return store.ClaimResult{}, nil, err
 	}
-	return ccr.ClaimResult, &chargeOutcome{res: ccr.Charge, err: ccr.ChargeErr, quota: ccr.Quota}, nil
+	return ccr.ClaimResult, &chargeOutcome{res: ccr.Charge, err: ccr.ChargeErr, quota: ccr.Quota,
+		inherited: ccr.Record.Charge}, nil
 }
 
 // replay replays a completed key, with its payment's receipt for a call
@@ -604,6 +605,9 @@ type chargeOutcome struct {
 	res   store.ChargeResult
 	err   error
 	quota store.QuotaResult
+	// inherited is the key's charge as the claim found it: what a
+	// takeover inherits when res.Charged is false.
+	inherited store.Charge
 }
 
 // money is what a claimed key holds: a charge (and the balance after it),
@@ -612,6 +616,10 @@ type chargeOutcome struct {
 type money struct {
 	charged, free bool
 	balance, used int64
+	// amount is the key's charge; hold says it is a metered hold of
+	// amount (the maximum), taken under whatever the catalog said then.
+	amount int64
+	hold   bool
 }
 
 // held reports whether the key holds a charge or a unit to give back.
@@ -691,7 +699,14 @@ func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOut
 	if err != nil {
 		return money{}, storeError("charge key", err)
 	}
-	return money{charged: true, balance: cr.Balance}, nil
+	m = money{charged: true, balance: cr.Balance, amount: a.tool.Price, hold: a.tool.Metered != nil}
+	if paid != nil && !cr.Charged {
+		// A takeover: the charge is the abandoned attempt's, perhaps taken
+		// under another catalog. The capture and the receipt follow it.
+		in := paid.inherited
+		m.amount, m.hold = in.Amount, in.Hold == store.HoldHeld
+	}
+	return m, nil
 }
 
 // storeAnswer builds the answer to a final upstream response (the envelope
@@ -719,17 +734,25 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 		}
 	}
 	var capture *int64
-	if mt := a.tool.Metered; mt != nil && m.charged {
-		// Capture what the call used (the maximum when the upstream did not
-		// say, or the answer is a 4xx, refunded below) and release the rest.
+	switch {
+	case m.charged && m.hold:
+		// Capture what the call used, at most the hold (the maximum when
+		// the upstream did not say, or the tool is no longer metered; a
+		// 4xx is refunded below) and release the rest.
 		used, ok := a.tool.Cost(up.Usage)
+		used = min(used, m.amount)
 		capture = &used
-		rcpt.Metered = &MeteredReceipt{Max: a.tool.PriceString(), Per: mt.Per, Header: mt.UsageHeader}
-		if ok {
-			rcpt.Metered.Units = strings.TrimSpace(up.Usage)
+		rcpt.Metered = &MeteredReceipt{Max: store.FormatAmount(m.amount, a.tool.Currency)}
+		if mt := a.tool.Metered; mt != nil {
+			rcpt.Metered.Per, rcpt.Metered.Header = mt.Per, mt.UsageHeader
+			if ok {
+				rcpt.Metered.Units = strings.TrimSpace(up.Usage)
+			}
 		}
 		rcpt.Amount = store.FormatAmount(used, a.tool.Currency)
-		rcpt.BalanceAfter = store.FormatAmount(m.balance+a.tool.Price-used, a.tool.Currency)
+		rcpt.BalanceAfter = store.FormatAmount(m.balance+m.amount-used, a.tool.Currency)
+	case m.charged:
+		rcpt.Amount = store.FormatAmount(m.amount, a.tool.Currency)
 	}
 	env := envelope{Tool: a.tool.Name, Upstream: upstreamInfo{Status: up.StatusCode, ContentType: up.ContentType}}
 	env.Output, env.Upstream.Encoding = encodeOutput(up)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // UpstreamRequest is one call to a tool's upstream.
@@ -93,7 +94,9 @@ func (f SendFunc) Do(ctx context.Context, req UpstreamRequest) (UpstreamResponse
 		}
 		up := UpstreamResponse{StatusCode: res.StatusCode, ContentType: res.Header.Get("Content-Type"), Body: body}
 		if req.UsageHeader != "" {
-			up.Usage = res.Header.Get(req.UsageHeader)
+			// Repeated, the header's values are joined as the Workers
+			// runtime joins them (and so are unusable: the maximum).
+			up.Usage = strings.Join(res.Header.Values(req.UsageHeader), ", ")
 		}
 		done <- result{res: up}
 	}()
