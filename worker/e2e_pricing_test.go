@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -44,38 +45,11 @@ func TestE2EPricing(t *testing.T) {
 	alice := newCaller(t, w0, "alice", "10.00")
 
 	const n, limit = 50, 10
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		tiers = map[string]int{}
-		errs  []error
-	)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			c := client{base: []string{w0, w1}[i%2], key: alice.key}
-			res, b, err := c.try(http.MethodPost, "/v1/tools/tiered/call", []byte(`{}`),
-				map[string]string{"Idempotency-Key": fmt.Sprint("race-", i)})
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil && res.StatusCode != http.StatusOK {
-				err = fmt.Errorf("status %d: %s", res.StatusCode, b)
-			}
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			var env struct{ Receipt struct{ Tier, Amount string } }
-			if err := json.Unmarshal(b, &env); err != nil {
-				errs = append(errs, err)
-				return
-			}
-			tiers[env.Receipt.Tier+"/"+env.Receipt.Amount]++
-		}(i)
+	tiers := map[string]int{}
+	for _, a := range burst(t, []string{w0, w1}, alice.key, "tiered", "race-", n) {
+		require.Equal(t, http.StatusOK, a.status, string(a.body))
+		tiers[a.receipt.Tier+"/"+a.receipt.Amount]++
 	}
-	wg.Wait()
-	require.Empty(t, errs)
 	require.Equal(t, map[string]int{"free/0.00": limit, "/0.05": n - limit}, tiers)
 	charges, refunds := countCharges(t, db, "alice")
 	require.Equal(t, n-limit, charges)
@@ -104,24 +78,9 @@ func TestE2EPricing(t *testing.T) {
 	res, body = admin.do(http.MethodPut, "/v1/admin/callers/dave/caps", []byte(`{"currency":"USD","limit":"0.50","reset":"daily"}`), nil)
 	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
 	statuses := map[int]int{}
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			c := client{base: []string{w0, w1}[i%2], key: dave.key}
-			res, _, err := c.try(http.MethodPost, "/v1/tools/echo/call", []byte(`{}`),
-				map[string]string{"Idempotency-Key": fmt.Sprint("cap-", i)})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			statuses[res.StatusCode]++
-		}(i)
+	for _, a := range burst(t, []string{w0, w1}, dave.key, "echo", "cap-", n) {
+		statuses[a.status]++
 	}
-	wg.Wait()
-	require.Empty(t, errs)
 	require.Equal(t, map[int]int{http.StatusOK: 10, http.StatusPaymentRequired: n - 10}, statuses)
 	charges, _ = countCharges(t, db, "dave")
 	require.Equal(t, 10, charges)
@@ -140,32 +99,12 @@ func TestE2EPricing(t *testing.T) {
 	require.Equal(t, http.StatusOK, res.StatusCode, string(body))
 	statuses = map[int]int{}
 	amounts := map[string]int{}
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			c := client{base: []string{w0, w1}[i%2], key: erin.key}
-			res, b, err := c.try(http.MethodPost, "/v1/tools/metered/call", []byte(`{}`),
-				map[string]string{"Idempotency-Key": fmt.Sprint("metered-", i)})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			statuses[res.StatusCode]++
-			if res.StatusCode == http.StatusOK {
-				var env struct{ Receipt struct{ Amount string } }
-				if err := json.Unmarshal(b, &env); err != nil {
-					errs = append(errs, err)
-					return
-				}
-				amounts[env.Receipt.Amount]++
-			}
-		}(i)
+	for _, a := range burst(t, []string{w0, w1}, erin.key, "metered", "metered-", n) {
+		statuses[a.status]++
+		if a.status == http.StatusOK {
+			amounts[a.receipt.Amount]++
+		}
 	}
-	wg.Wait()
-	require.Empty(t, errs)
 	passed := statuses[http.StatusOK]
 	require.Equal(t, n, passed+statuses[http.StatusPaymentRequired], "%v", statuses)
 	require.GreaterOrEqual(t, passed, 10)
@@ -216,4 +155,43 @@ func TestE2EPricing(t *testing.T) {
 		require.EqualValues(t, 2+lookup, trips, c.what)
 		t.Logf("D1 round trips: %s: %v", c.key, trips)
 	}
+}
+
+// answer is one call's answer in a burst.
+type answer struct {
+	status  int
+	body    []byte
+	receipt struct{ Tier, Amount string }
+}
+
+// burst makes n calls of tool at once with the caller key, on n keys
+// (prefix and the call's number), alternating between the workers at
+// bases, and returns their answers; every call must get one.
+func burst(t *testing.T, bases []string, key, tool, prefix string, n int) []answer {
+	t.Helper()
+	out := make([]answer, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := client{base: bases[i%len(bases)], key: key}
+			res, b, err := c.try(http.MethodPost, "/v1/tools/"+tool+"/call", []byte(`{}`),
+				map[string]string{"Idempotency-Key": fmt.Sprint(prefix, i)})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			out[i] = answer{status: res.StatusCode, body: b}
+			if res.StatusCode == http.StatusOK {
+				var env struct{ Receipt struct{ Tier, Amount string } }
+				errs[i] = json.Unmarshal(b, &env)
+				out[i].receipt = env.Receipt
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	return out
 }
