@@ -152,6 +152,9 @@ func For(err error) Problem {
 		return newProblem(http.StatusNotFound, "unknown-caller", "Unknown caller", err.Error())
 	case errors.Is(err, engine.ErrKeyNotFound):
 		return newProblem(http.StatusNotFound, "key-not-found", "Key not found", "the caller has no key with this id")
+	case errors.Is(err, engine.ErrCapNotFound):
+		return newProblem(http.StatusNotFound, "cap-not-found", "Cap not found",
+			"the caller has no spending cap on this key in this currency; nothing was changed")
 	case errors.Is(err, store.ErrRevoked):
 		return newProblem(http.StatusConflict, "key-revoked", "Key revoked",
 			"this key is revoked and stays revoked; create a new key instead")
