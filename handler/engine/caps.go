@@ -61,7 +61,7 @@ func (e *Engine) Caps(ctx context.Context, caller string) ([]store.Cap, error) {
 }
 
 // DeleteCap removes the caller's spending cap on key (store.AnyKey for the
-// caller as a whole, "" for its original key) in currency, with the spend
+// caller as a whole, "" for its original key) in currency, and the spend
 // kept for its windows; the ledger keeps every charge. It returns
 // ErrUnknownCaller, ErrCapNotFound (wrapped) when there is no such cap,
 // with nothing changed, and a *StoreError when the store fails.
