@@ -2,6 +2,8 @@ package handler
 
 import (
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler/catalog"
@@ -34,6 +36,19 @@ func toCapJSON(c store.Cap) capJSON {
 	return out
 }
 
+// capKey names the key of a cap as the admin API does: absent (nil) is the
+// caller as a whole (store.AnyKey), "" the caller's original key, else a
+// key id.
+func capKey(key *string) (string, error) {
+	if key == nil {
+		return store.AnyKey, nil
+	}
+	if *key != "" && !catalog.ValidName(*key, "_.:-") {
+		return "", &problem.BadRequestError{Reason: "key must be a key id (1-64 characters of A-Z a-z 0-9 _ . : -), \"\" for the caller's original key, or left out for the caller as a whole"}
+	}
+	return *key, nil
+}
+
 // handlePutCap serves PUT /v1/admin/callers/{id}/caps
 // {"currency": "USD", "limit": "5.00", "reset": "daily", "key": optional}:
 // it creates or replaces the cap of the caller (no key) or of one of its
@@ -53,13 +68,10 @@ func (s *server) handlePutCap(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
-	key := store.AnyKey
-	if in.Key != nil {
-		if *in.Key != "" && !catalog.ValidName(*in.Key, "_.:-") {
-			problem.Write(w, &problem.BadRequestError{Reason: "key must be a key id (1-64 characters of A-Z a-z 0-9 _ . : -), \"\" for the caller's original key, or left out for the caller as a whole"})
-			return
-		}
-		key = *in.Key
+	key, err := capKey(in.Key)
+	if err != nil {
+		problem.Write(w, err)
+		return
 	}
 	if !store.CapReset(in.Reset).Valid() {
 		problem.Write(w, &problem.BadRequestError{Reason: "reset must be daily, weekly, monthly or never"})
@@ -102,4 +114,46 @@ func (s *server) handleGetCaps(w http.ResponseWriter, r *http.Request) {
 		Caller string    `json:"caller"`
 		Caps   []capJSON `json:"caps"`
 	}{r.PathValue("id"), out})
+}
+
+// handleDeleteCap serves DELETE /v1/admin/callers/{id}/caps?currency=USD
+// [&key=...]: it removes the cap named as PUT names it (key left out: the
+// caller as a whole; "" or "k_original": the original key; else a key id)
+// and answers 204. Parameters other than currency and key, or either of
+// them twice, are 400: a misspelt key must not delete the caller's cap.
+// No such cap is 404 cap-not-found, nothing changed.
+func (s *server) handleDeleteCap(w http.ResponseWriter, r *http.Request) {
+	if !s.requireAdmin(w, r) {
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		problem.Write(w, &problem.BadRequestError{Reason: "the query string is malformed: " + err.Error()})
+		return
+	}
+	for name, vs := range q {
+		if (name != "currency" && name != "key") || len(vs) != 1 {
+			problem.Write(w, &problem.BadRequestError{Reason: "name the cap with currency and, for a key's cap, key, each once; nothing else"})
+			return
+		}
+	}
+	var named *string
+	if vs, ok := q["key"]; ok {
+		named = &vs[0]
+	}
+	key, err := capKey(named)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	currency := q.Get("currency")
+	if _, err := store.Decimals(currency); err != nil {
+		problem.Write(w, &problem.BadRequestError{Reason: "currency is required and must be supported: got " + strconv.Quote(currency)})
+		return
+	}
+	if err := s.engine.DeleteCap(r.Context(), r.PathValue("id"), key, currency); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -175,6 +175,7 @@ func (s *server) routes() []route {
 		{http.MethodGet, "/v1/admin/callers/{id}/usage", s.handleCallerUsage},
 		{http.MethodPut, "/v1/admin/callers/{id}/caps", s.handlePutCap},
 		{http.MethodGet, "/v1/admin/callers/{id}/caps", s.handleGetCaps},
+		{http.MethodDelete, "/v1/admin/callers/{id}/caps", s.handleDeleteCap},
 		{http.MethodGet, "/v1/admin/stats", s.handleStats},
 		{http.MethodGet, "/v1/admin/calls", s.handleCalls},
 		{http.MethodGet, "/v1/admin/attention", s.handleAttention},

@@ -346,3 +346,51 @@ func TestRevokeRacingLookupIsNotCached(t *testing.T) {
 	require.Equal(t, http.StatusOK, <-done, "it read the key before the revocation")
 	e.do(http.MethodGet, "/v1/balance", alice.key, nil, "").problem(t, http.StatusUnauthorized, "unauthorized")
 }
+
+// TestKeysLimitPerCaller: a caller holds at most store.MaxKeysPerCaller
+// valid keys, its original key included: creates at the limit answer 409
+// too-many-keys with the limit and create nothing, concurrent ones never
+// pass it, and a revocation makes room.
+func TestKeysLimitPerCaller(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	alice := e.newCaller("alice", "")
+	base := "/v1/admin/callers/" + alice.id + "/keys"
+	const free = 3
+	var first caller
+	for i := 1; i <= store.MaxKeysPerCaller-1-free; i++ {
+		k := e.newKey(alice, fmt.Sprint("k", i))
+		if i == 1 {
+			first = k
+		}
+	}
+	// 10 creates at once for the 3 places left.
+	const n = 10
+	answers := make([]response, n)
+	parallel(n, func(i int) {
+		answers[i] = e.do(http.MethodPost, base, adminToken, nil, fmt.Sprintf(`{"name": "race %d"}`, i))
+	})
+	created := 0
+	for _, r := range answers {
+		if r.status == http.StatusCreated {
+			created++
+			continue
+		}
+		r.problem(t, http.StatusConflict, "too-many-keys")
+	}
+	require.Equal(t, free, created)
+	require.Len(t, e.keys(alice), store.MaxKeysPerCaller)
+
+	p := e.do(http.MethodPost, base, adminToken, nil, `{"name": "one more"}`).problem(t, http.StatusConflict, "too-many-keys")
+	require.EqualValues(t, store.MaxKeysPerCaller, p["maxKeys"])
+	require.Contains(t, p["detail"], "revoke one")
+	require.Len(t, e.keys(alice), store.MaxKeysPerCaller, "nothing was created")
+	require.Equal(t, http.StatusCreated, e.do(http.MethodPost, "/v1/admin/callers/"+e.newCaller("bob", "").id+"/keys",
+		adminToken, nil, `{"name": "bob's"}`).status, "the limit is per caller")
+
+	require.Equal(t, http.StatusOK, e.do(http.MethodPost, base+"/"+first.keyID+"/revoke", adminToken, nil, "").status)
+	e.newKey(alice, "after a revocation")
+	e.do(http.MethodPost, base, adminToken, nil, `{"name": "one more"}`).problem(t, http.StatusConflict, "too-many-keys")
+	require.Len(t, e.keys(alice), store.MaxKeysPerCaller+1, "the valid ones and the revoked one")
+	e.checkInvariants()
+}

@@ -43,7 +43,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		"upstream-rejected", "upstream-failed", "upstream-timeout", "store-unavailable", "internal",
 		"topups-disabled", "topup-not-found", "invalid-topup", "invalid-webhook", "payment-provider-unavailable",
 		"payment-provider-rejected", "payment-required", "payment-reused", "per-call-unavailable",
-		"unknown-caller", "key-not-found", "key-revoked", "quota-exhausted"} {
+		"unknown-caller", "key-not-found", "key-revoked", "cap-not-found", "too-many-keys", "quota-exhausted"} {
 		require.Contains(t, string(OpenAPI()), problem.TypeBase+slug)
 	}
 	// Every $ref resolves.

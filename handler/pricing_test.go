@@ -307,3 +307,88 @@ func TestCapOnTheOriginalKeyApplies(t *testing.T) {
 	require.Equal(t, int64(90), e.balance(bob))
 	e.checkInvariants()
 }
+
+// TestDeleteCap: DELETE /v1/admin/callers/{id}/caps names a cap as PUT
+// does (no key: the caller's; key "": the original key's; else a key's),
+// removes only it, and a cap set again counts the window's spend from the
+// ledger.
+func TestDeleteCap(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	alice := e.newCaller("alice", "1.00")
+	ci := e.newKey(alice, "ci")
+	base := "/v1/admin/callers/" + alice.id + "/caps"
+	for _, body := range []string{
+		`{"currency": "USD", "limit": "0.05", "reset": "never"}`,
+		`{"currency": "USD", "limit": "1.00", "reset": "daily", "key": ""}`,
+		`{"currency": "USD", "limit": "0.50", "reset": "weekly", "key": "` + ci.keyID + `"}`,
+	} {
+		r := e.do(http.MethodPut, base, adminToken, nil, body)
+		require.Equal(t, http.StatusOK, r.status, string(r.body))
+	}
+	capKeys := func() []string {
+		t.Helper()
+		r := e.do(http.MethodGet, base, adminToken, nil, "")
+		require.Equal(t, http.StatusOK, r.status, string(r.body))
+		out := []string{}
+		for _, c := range r.json(t)["caps"].([]any) {
+			k, _ := c.(map[string]any)["key"].(string)
+			out = append(out, k)
+		}
+		return out
+	}
+	require.Equal(t, []string{"", ci.keyID, store.OriginalKeyID}, capKeys())
+	require.Equal(t, http.StatusOK, e.call(alice.key, "echo", "e0", `{}`).status)
+	p := e.call(alice.key, "echo", "e1", `{}`).problem(t, http.StatusPaymentRequired, "insufficient-funds")
+	require.Equal(t, "caller", p["limit"].(map[string]any)["scope"])
+
+	for name, tc := range map[string]struct {
+		query, bearer string
+		status        int
+		slug          string
+	}{
+		"no admin token":     {"?currency=USD", "", 401, "unauthorized"},
+		"caller key":         {"?currency=USD", alice.key, 401, "unauthorized"},
+		"no currency":        {"", adminToken, 400, "invalid-request"},
+		"unknown currency":   {"?currency=XYZ", adminToken, 400, "invalid-request"},
+		"currency twice":     {"?currency=USD&currency=EUR", adminToken, 400, "invalid-request"},
+		"misspelt key":       {"?currency=USD&keyId=" + ci.keyID, adminToken, 400, "invalid-request"},
+		"bad key":            {"?currency=USD&key=a%20b", adminToken, 400, "invalid-request"},
+		"malformed query":    {"?currency=USD&key=%zz", adminToken, 400, "invalid-request"},
+		"no cap in currency": {"?currency=EUR", adminToken, 404, "cap-not-found"},
+		"no cap on key":      {"?currency=USD&key=k_nope", adminToken, 404, "cap-not-found"},
+		"unknown caller":     {"?currency=USD", adminToken, 404, "unknown-caller"},
+	} {
+		path := base
+		if name == "unknown caller" {
+			path = "/v1/admin/callers/nobody/caps"
+		}
+		e.do(http.MethodDelete, path+tc.query, tc.bearer, nil, "").problem(t, tc.status, tc.slug)
+	}
+	require.Equal(t, []string{"", ci.keyID, store.OriginalKeyID}, capKeys(), "nothing was deleted")
+
+	// The caller's cap: 204, two round trips (the caller, the delete).
+	before := e.db.Count()
+	r := e.do(http.MethodDelete, base+"?currency=USD", adminToken, nil, "")
+	require.Equal(t, http.StatusNoContent, r.status, string(r.body))
+	require.Empty(t, r.body)
+	require.EqualValues(t, 2, e.db.Count()-before)
+	require.Equal(t, []string{ci.keyID, store.OriginalKeyID}, capKeys())
+	e.do(http.MethodDelete, base+"?currency=USD", adminToken, nil, "").problem(t, http.StatusNotFound, "cap-not-found")
+	require.Equal(t, http.StatusOK, e.call(alice.key, "echo", "e1", `{}`).status, "the refused call passes, retried with its key")
+	require.Equal(t, http.StatusOK, e.call(alice.key, "echo", "e2", `{}`).status)
+
+	// "" is the original key, as in PUT; then a key's cap by its id.
+	require.Equal(t, http.StatusNoContent, e.do(http.MethodDelete, base+"?currency=USD&key=", adminToken, nil, "").status)
+	require.Equal(t, []string{ci.keyID}, capKeys())
+	require.Equal(t, http.StatusNoContent, e.do(http.MethodDelete, base+"?key="+ci.keyID+"&currency=USD", adminToken, nil, "").status)
+	require.Empty(t, capKeys())
+
+	// Set again, the caller's cap counts the three calls already made.
+	r = e.do(http.MethodPut, base, adminToken, nil, `{"currency": "USD", "limit": "0.15", "reset": "never"}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, "0.15", r.json(t)["spent"])
+	e.call(alice.key, "echo", "e3", `{}`).problem(t, http.StatusPaymentRequired, "insufficient-funds")
+	require.EqualValues(t, 85, e.balance(alice))
+	e.checkInvariants()
+}

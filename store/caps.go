@@ -23,7 +23,10 @@ import (
 //      by the same statement that writes the ledger entry, and the
 //      database refuses a spend above the limit in force at the charge.
 //
-// Backends verify 21-22 in CheckInvariants.
+// Backends verify 21-22 in CheckInvariants, and that every window's spend
+// belongs to a cap of its reset: DeleteCap removes a cap with its windows
+// in one statement, so a cap set again later counts its window's spend
+// from the ledger, as any new cap does.
 
 // AnyKey is Cap.Key of a cap on the caller as a whole: every key's charges
 // count against it.
@@ -94,6 +97,11 @@ type Caps interface {
 	// Caps returns the caller's caps with their spend at now, by key and
 	// currency.
 	Caps(ctx context.Context, caller string, now time.Time) ([]Cap, error)
+	// DeleteCap removes the cap of (caller, key, currency) and the spend of
+	// its windows, atomically: charges are no longer limited by it (the
+	// ledger keeps their record). It returns ErrNotFound when there is no
+	// such cap, changing nothing.
+	DeleteCap(ctx context.Context, caller, key, currency string) error
 }
 
 // ValidateCap checks SetCap's arguments.

@@ -42,6 +42,9 @@ var (
 	ErrPaymentReused = errors.New("store: payment already pays for another idempotency key")
 	// ErrRevoked means a caller key is revoked: it cannot be rotated.
 	ErrRevoked = errors.New("store: key revoked")
+	// ErrTooManyKeys means a caller already holds MaxKeysPerCaller valid
+	// keys: revoke one before creating another.
+	ErrTooManyKeys = errors.New("store: too many keys")
 	// ErrQuotaExhausted is ClaimChargeResult.ChargeErr when the claim was
 	// won, the free quota's usage had reached its limit and there is no
 	// price to fall back to (Amount 0): nothing was taken, and the caller
@@ -55,7 +58,7 @@ var (
 // cannot silently be taken for an outage.
 var answers = []error{ErrNotFound, ErrFencedOut, ErrFingerprintMismatch, ErrInvalidKey, ErrInvalidAmount,
 	ErrUnknownCurrency, ErrTooLarge, ErrInsufficientFunds, ErrReferenceConflict, ErrConflict, ErrInvalidArgument,
-	ErrPaymentReused, ErrRevoked, ErrQuotaExhausted}
+	ErrPaymentReused, ErrRevoked, ErrTooManyKeys, ErrQuotaExhausted}
 
 // IsAnswer reports whether err is (or wraps) one of this package's sentinel
 // errors: an answer about the request. Anything else a backend returns is a

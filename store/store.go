@@ -405,9 +405,16 @@ type Caller struct {
 // never changes); CallerByKeyHash never finds it. RotateKey gives a valid
 // key a new hash under the same id, so whatever is kept per key id (caps,
 // counters) continues; the old secret stops at once in the store.
+//
+// A caller holds at most MaxKeysPerCaller valid keys, its original key
+// included: CreateKey counts them in the statement that inserts, so
+// concurrent creates never pass the limit. Revoking a key frees its place.
 
 // OriginalKeyID is the id of the key a caller is created with.
 const OriginalKeyID = "k_original"
+
+// MaxKeysPerCaller is how many valid (not revoked) keys a caller may hold.
+const MaxKeysPerCaller = 100
 
 // CallerKey is one of a caller's keys.
 type CallerKey struct {
@@ -436,9 +443,10 @@ type Callers interface {
 	// CallerByID returns the caller with id (KeyID ""), or ErrNotFound.
 	CallerByID(ctx context.Context, id string) (Caller, error)
 	// CreateKey stores k as a new key of k.Caller. It returns ErrNotFound
-	// for an unknown caller, ErrConflict when the caller has a key k.ID or
-	// the hash is taken, and ErrInvalidArgument for an empty id, name or
-	// hash.
+	// for an unknown caller, ErrTooManyKeys when the caller already holds
+	// MaxKeysPerCaller valid keys, ErrConflict when the caller has a key
+	// k.ID or the hash is taken, and ErrInvalidArgument for an empty id,
+	// name or hash, storing nothing.
 	CreateKey(ctx context.Context, k CallerKey) error
 	// Keys returns the caller's keys, oldest first. It returns ErrNotFound
 	// for an unknown caller.

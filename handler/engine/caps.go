@@ -8,6 +8,10 @@ import (
 	"github.com/toolgate/toolgate-go/store"
 )
 
+// ErrCapNotFound means an admin request named a spending cap the caller
+// does not have.
+var ErrCapNotFound = errors.New("cap not found")
+
 // SetCap sets a spending cap of a caller, or of one of its keys (p.Key;
 // store.AnyKey for the caller as a whole), at the engine's clock. It
 // returns ErrUnknownCaller, store.ErrUnknownCurrency, store.ErrInvalidAmount
@@ -54,6 +58,28 @@ func (e *Engine) Caps(ctx context.Context, caller string) ([]store.Cap, error) {
 		return nil, storeError("read caps", err)
 	}
 	return caps, nil
+}
+
+// DeleteCap removes the caller's spending cap on key (store.AnyKey for the
+// caller as a whole, "" for its original key) in currency, and the spend
+// kept for its windows; the ledger keeps every charge. It returns
+// ErrUnknownCaller, ErrCapNotFound (wrapped) when there is no such cap,
+// with nothing changed, and a *StoreError when the store fails.
+func (e *Engine) DeleteCap(ctx context.Context, caller, key, currency string) error {
+	if err := e.requireCaller(ctx, caller); err != nil {
+		return err
+	}
+	if key == "" {
+		key = store.OriginalKeyID
+	}
+	err := e.store.DeleteCap(ctx, caller, key, currency)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s cap of %q", ErrCapNotFound, currency, key)
+	}
+	if err != nil {
+		return storeError("delete cap", err)
+	}
+	return nil
 }
 
 func (e *Engine) requireCaller(ctx context.Context, id string) error {

@@ -22,8 +22,10 @@ const MaxKeyNameLen = 200
 
 // CreateKey gives the caller a new key named name and returns it with its
 // secret, which exists only in this answer (the store keeps its SHA-256).
-// It returns ErrUnknownCaller for a caller that does not exist and a
-// *StoreError when the store fails.
+// It returns ErrUnknownCaller for a caller that does not exist,
+// store.ErrTooManyKeys (wrapped) for one that holds
+// store.MaxKeysPerCaller valid keys, creating nothing, and a *StoreError
+// when the store fails.
 func (e *Engine) CreateKey(ctx context.Context, callerID, name string) (store.CallerKey, string, error) {
 	id, err := e.newID("k_")
 	if err != nil {

@@ -152,6 +152,14 @@ func For(err error) Problem {
 		return newProblem(http.StatusNotFound, "unknown-caller", "Unknown caller", err.Error())
 	case errors.Is(err, engine.ErrKeyNotFound):
 		return newProblem(http.StatusNotFound, "key-not-found", "Key not found", "the caller has no key with this id")
+	case errors.Is(err, engine.ErrCapNotFound):
+		return newProblem(http.StatusNotFound, "cap-not-found", "Cap not found",
+			"the caller has no spending cap on this key in this currency; nothing was changed")
+	case errors.Is(err, store.ErrTooManyKeys):
+		p := newProblem(http.StatusConflict, "too-many-keys", "Too many keys",
+			fmt.Sprintf("the caller holds %d valid keys, the most a caller may hold; revoke one to make room; nothing was created", store.MaxKeysPerCaller))
+		p.Extensions = map[string]any{"maxKeys": store.MaxKeysPerCaller}
+		return p
 	case errors.Is(err, store.ErrRevoked):
 		return newProblem(http.StatusConflict, "key-revoked", "Key revoked",
 			"this key is revoked and stays revoked; create a new key instead")

@@ -162,11 +162,32 @@ func (s *Store) Caps(_ context.Context, caller string, now time.Time) ([]store.C
 	return out, nil
 }
 
+// DeleteCap implements store.Caps, as the SQL backend: the cap and every
+// window of it.
+func (s *Store) DeleteCap(_ context.Context, caller, key, currency string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := capKey{caller, key, currency}
+	if _, ok := s.caps[k]; !ok {
+		return store.ErrNotFound
+	}
+	delete(s.caps, k)
+	for sk := range s.spend {
+		if sk.capKey == k {
+			delete(s.spend, sk)
+		}
+	}
+	return nil
+}
+
 // checkCaps verifies the cap invariant as capInvariantChecks does.
 // Callers hold s.mu.
 func (s *Store) checkCaps() []error {
 	var errs []error
 	for sk, row := range s.spend {
+		if c := s.caps[sk.capKey]; c == nil || c.Reset != sk.reset {
+			errs = append(errs, fmt.Errorf("invariant broken: cap window %v %s %d has no cap", sk.capKey, sk.reset, sk.window))
+		}
 		to := int64(0)
 		if sk.reset != store.ResetNever {
 			_, end := sk.reset.Window(store.FromUnixMilli(sk.window))

@@ -38,6 +38,29 @@ func (s *Store) hashTaken(hash []byte) bool {
 	return false
 }
 
+// validKeys counts the caller's keys that are not revoked.
+func (s *Store) validKeys(caller string) int {
+	n := 0
+	for _, k := range s.keys {
+		if k.Caller == caller && k.RevokedAt.IsZero() {
+			n++
+		}
+	}
+	return n
+}
+
+// checkKeys verifies, as keyInvariantChecks does, that no caller holds more
+// than store.MaxKeysPerCaller valid keys. Callers hold s.mu.
+func (s *Store) checkKeys() []error {
+	var errs []error
+	for id := range s.callers {
+		if n := s.validKeys(id); n > store.MaxKeysPerCaller {
+			errs = append(errs, fmt.Errorf("invariant broken: caller %q holds %d valid keys", id, n))
+		}
+	}
+	return errs
+}
+
 // key returns the index of the caller's key id in s.keys, or -1.
 func (s *Store) key(caller, id string) int {
 	for i, k := range s.keys {
@@ -77,6 +100,9 @@ func (s *Store) CreateKey(_ context.Context, k store.CallerKey) error {
 	defer s.mu.Unlock()
 	if _, ok := s.callers[k.Caller]; !ok {
 		return store.ErrNotFound
+	}
+	if s.validKeys(k.Caller) >= store.MaxKeysPerCaller {
+		return store.ErrTooManyKeys
 	}
 	if s.key(k.Caller, k.ID) >= 0 || s.hashTaken(k.KeyHash) {
 		return store.ErrConflict

@@ -623,5 +623,6 @@ func (s *Store) CheckInvariants(_ context.Context) error {
 	errs = append(errs, s.checkPayments()...)
 	errs = append(errs, s.checkQuota()...)
 	errs = append(errs, s.checkCaps()...)
+	errs = append(errs, s.checkKeys()...)
 	return errors.Join(errs...)
 }

@@ -122,6 +122,19 @@ func (s *Store) Caps(ctx context.Context, caller string, now time.Time) ([]store
 	return out, nil
 }
 
+// DeleteCap implements store.Caps: one statement; the trigger
+// spend_caps_delete (0009_cap_delete.sql) deletes the cap's windows in it.
+func (s *Store) DeleteCap(ctx context.Context, caller, key, currency string) error {
+	n, err := s.db.Exec(ctx, `DELETE FROM spend_caps WHERE caller = ? AND key_id = ? AND currency = ?`, caller, key, currency)
+	if err != nil {
+		return fmt.Errorf("delete cap: %w", err)
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
 // capInvariantChecks return rows only when the cap invariant (see
 // store/caps.go, 21-22) is broken.
 var capInvariantChecks = []struct{ name, sql string }{
@@ -138,4 +151,8 @@ var capInvariantChecks = []struct{ name, sql string }{
 	{"a cap window's spend is within the cap in force at its charges", `
 		SELECT caller || '/' || key_id || '/' || currency || '/' || window_start || ': spent ' || spent || ' cap ' || limit_at
 		FROM cap_spend WHERE spent > limit_at OR spent < 0`},
+	{"a cap window belongs to a cap of its reset", `
+		SELECT s.caller || '/' || s.key_id || '/' || s.currency || '/' || s.reset || '/' || s.window_start FROM cap_spend s
+		WHERE NOT EXISTS (SELECT 1 FROM spend_caps c WHERE c.caller = s.caller AND c.key_id = s.key_id
+			AND c.currency = s.currency AND c.reset = s.reset)`},
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/toolgate/toolgate-go/store"
@@ -28,6 +29,9 @@ var keyInvariantChecks = []struct{ name, sql string }{
 	{"every caller has its original key", `
 		SELECT c.id FROM callers c LEFT JOIN caller_keys k ON k.caller = c.id AND k.id = '` + store.OriginalKeyID + `'
 		WHERE k.id IS NULL`},
+	{"a caller holds at most MaxKeysPerCaller valid keys", `
+		SELECT caller || ': ' || count(*) FROM caller_keys WHERE revoked_at IS NULL GROUP BY caller
+		HAVING count(*) > ` + strconv.Itoa(store.MaxKeysPerCaller)},
 }
 
 // CallerByKeyHash implements store.Callers.
@@ -49,14 +53,18 @@ func (s *Store) CallerByKeyHash(ctx context.Context, hash []byte, now time.Time)
 }
 
 // CreateKey implements store.Callers: one statement, which inserts nothing
-// for an unknown caller.
+// for an unknown caller or one at store.MaxKeysPerCaller valid keys (it
+// counts them itself, so concurrent creates cannot pass the limit); when it
+// inserts nothing, a read says which.
 func (s *Store) CreateKey(ctx context.Context, k store.CallerKey) error {
 	if k.Caller == "" || k.ID == "" || k.Name == "" || len(k.KeyHash) == 0 {
 		return fmt.Errorf("%w: caller, key id, name and hash are required", store.ErrInvalidArgument)
 	}
 	n, err := s.db.Exec(ctx, `INSERT INTO caller_keys (caller, id, name, key_hash, created_at)
-		SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM callers WHERE id = ?)`,
-		k.Caller, k.ID, k.Name, hex.EncodeToString(k.KeyHash), store.UnixMilli(k.CreatedAt), k.Caller)
+		SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM callers WHERE id = ?)
+			AND (SELECT count(*) FROM caller_keys WHERE caller = ? AND revoked_at IS NULL) < ?`,
+		k.Caller, k.ID, k.Name, hex.EncodeToString(k.KeyHash), store.UnixMilli(k.CreatedAt), k.Caller,
+		k.Caller, int64(store.MaxKeysPerCaller))
 	switch {
 	case isConstraint(err, "UNIQUE") || isConstraint(err, "PRIMARY KEY"):
 		return store.ErrConflict
@@ -64,10 +72,18 @@ func (s *Store) CreateKey(ctx context.Context, k store.CallerKey) error {
 		return fmt.Errorf("%w: key name must be 1-200 bytes", store.ErrInvalidArgument)
 	case err != nil:
 		return fmt.Errorf("create key: %w", err)
-	case n == 0:
+	case n == 1:
+		return nil
+	}
+	// Callers are never deleted: one that exists now existed at the insert.
+	rows, err := s.db.Query(ctx, `SELECT 1 FROM callers WHERE id = ?`, k.Caller)
+	switch {
+	case err != nil:
+		return fmt.Errorf("create key: %w", err)
+	case len(rows) == 0:
 		return store.ErrNotFound
 	}
-	return nil
+	return store.ErrTooManyKeys
 }
 
 // Keys implements store.Callers. Every caller has its original key row,

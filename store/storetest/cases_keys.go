@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -146,5 +148,79 @@ var keyCases = []Case{
 			require.Equal(t, int64(200-100*int64(i)), res.Charge.Balance)
 		}
 		requireBalance(t, s, "alice", 100)
+	}},
+
+	{"KeysLimitPerCaller", func(t TB, s store.Store, rt *store.CountingClient) {
+		require.NoError(t, s.CreateCaller(ctx, store.Caller{ID: "alice", Name: "Alice", KeyHash: []byte("alice"), CreatedAt: t0}))
+		require.NoError(t, s.CreateCaller(ctx, store.Caller{ID: "bob", Name: "Bob", KeyHash: []byte("bob"), CreatedAt: t0}))
+		newKey := func(caller string, i int) store.CallerKey {
+			return store.CallerKey{Caller: caller, ID: fmt.Sprintf("k_%d", i), Name: "n", KeyHash: []byte(fmt.Sprintf("%s-%d", caller, i)), CreatedAt: t0}
+		}
+		valid := func(caller string) (valid, all int) {
+			t.Helper()
+			keys, err := s.Keys(ctx, caller)
+			require.NoError(t, err)
+			for _, k := range keys {
+				if k.RevokedAt.IsZero() {
+					valid++
+				}
+			}
+			return valid, len(keys)
+		}
+		// The original key and Max-5 more; one of them revoked: Max-5 valid.
+		const free = 5
+		for i := 1; i <= store.MaxKeysPerCaller-free; i++ {
+			requireTrips(t, rt, 1, func() { require.NoError(t, s.CreateKey(ctx, newKey("alice", i))) }, "create key")
+		}
+		_, err := s.RevokeKey(ctx, "alice", "k_1", t0)
+		require.NoError(t, err)
+		v, _ := valid("alice")
+		require.Equal(t, store.MaxKeysPerCaller-free, v)
+
+		// 20 creates at once for the 5 places left: exactly 5 pass.
+		const n = 20
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				errs[i] = s.CreateKey(ctx, newKey("alice", 1000+i))
+			}(i)
+		}
+		wg.Wait()
+		created := 0
+		for _, err := range errs {
+			if err == nil {
+				created++
+				continue
+			}
+			require.ErrorIs(t, err, store.ErrTooManyKeys)
+		}
+		require.Equal(t, free, created)
+		v, all := valid("alice")
+		require.Equal(t, store.MaxKeysPerCaller, v)
+		require.Equal(t, store.MaxKeysPerCaller+1, all, "and one revoked")
+
+		// At the limit nothing is stored, not even the hash; a revocation
+		// frees a place.
+		over := newKey("alice", 2000)
+		require.ErrorIs(t, s.CreateKey(ctx, over), store.ErrTooManyKeys)
+		_, err = s.CallerByKeyHash(ctx, over.KeyHash, t0)
+		require.ErrorIs(t, err, store.ErrNotFound)
+		_, all = valid("alice")
+		require.Equal(t, store.MaxKeysPerCaller+1, all)
+		_, err = s.RevokeKey(ctx, "alice", "k_2", t0)
+		require.NoError(t, err)
+		require.NoError(t, s.CreateKey(ctx, over))
+		require.ErrorIs(t, s.CreateKey(ctx, newKey("alice", 2001)), store.ErrTooManyKeys)
+		// Rotation keeps the count; other callers and unknown ones answer as before.
+		_, err = s.RotateKey(ctx, "alice", "k_3", []byte("alice-rotated"))
+		require.NoError(t, err)
+		require.NoError(t, s.CreateKey(ctx, newKey("bob", 1)))
+		require.ErrorIs(t, s.CreateKey(ctx, newKey("nobody", 1)), store.ErrNotFound)
+		require.ErrorIs(t, s.CreateKey(ctx, newKey("alice", 1)), store.ErrTooManyKeys, "the limit answers before the taken id")
+		v, _ = valid("alice")
+		require.Equal(t, store.MaxKeysPerCaller, v)
 	}},
 }

@@ -424,6 +424,74 @@ var capCases = []Case{
 		require.Equal(t, int64(100), caps[0].Spent, "and not to today's")
 	}},
 
+	{"CapDelete", func(t TB, s store.Store, rt *store.CountingClient) {
+		credit(t, s, "alice", 1000)
+		setCap(t, s, "alice", store.AnyKey, 100, store.ResetDaily, t0)
+		setCap(t, s, "alice", "k1", 50, store.ResetNever, t0)
+		withKey := func(key, id string, amount int64, now time.Time) store.ClaimChargeParams {
+			p := claimCharge(key, "A", "alice", amount, now)
+			p.KeyID = id
+			return p
+		}
+		a := mustClaimCharge(t, s, withKey("a", "", 60, t0), store.OutcomeClaimed)
+		require.NoError(t, a.ChargeErr)
+		r := mustClaimCharge(t, s, withKey("b", "k1", 30, at(time.Second)), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		r = mustClaimCharge(t, s, withKey("c", "", 20, at(2*time.Second)), store.OutcomeClaimed)
+		requireCapped(t, r.ChargeErr, store.AnyKey, 100, 90)
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", at(2*time.Second)))
+
+		// Deleting the caller's cap is one round trip; the key's cap stays.
+		requireTrips(t, rt, 1, func() { require.NoError(t, s.DeleteCap(ctx, "alice", store.AnyKey, "USD")) }, "delete cap")
+		require.NoError(t, s.CheckInvariants(ctx), "the deleted cap's windows went with it")
+		caps, err := s.Caps(ctx, "alice", at(3*time.Second))
+		require.NoError(t, err)
+		require.Len(t, caps, 1)
+		require.Equal(t, "k1", caps[0].Key)
+		require.Equal(t, int64(30), caps[0].Spent)
+		// No such cap: not found, nothing changed.
+		for _, k := range []struct{ caller, key, currency string }{
+			{"alice", store.AnyKey, "USD"}, {"alice", "k1", "EUR"}, {"alice", "k2", "USD"}, {"bob", "k1", "USD"},
+		} {
+			require.ErrorIs(t, s.DeleteCap(ctx, k.caller, k.key, k.currency), store.ErrNotFound, "%v", k)
+		}
+		caps, err = s.Caps(ctx, "alice", at(3*time.Second))
+		require.NoError(t, err)
+		require.Len(t, caps, 1)
+
+		// Charges beyond the old limit pass (60 + 30 + 50 = 140 > 100), and
+		// a refund of a charge made under the deleted cap goes through.
+		r = mustClaimCharge(t, s, withKey("d", "", 50, at(4*time.Second)), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr)
+		refunded, _, err := s.Refund(ctx, fence(a.ClaimResult), at(5*time.Second))
+		require.NoError(t, err)
+		require.True(t, refunded)
+		// The key's cap still holds: 30 + 30 > 50.
+		r = mustClaimCharge(t, s, withKey("e", "k1", 30, at(6*time.Second)), store.OutcomeClaimed)
+		requireCapped(t, r.ChargeErr, "k1", 50, 30)
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", at(6*time.Second)))
+		require.NoError(t, s.CheckInvariants(ctx))
+
+		// Set again, the cap counts the window's spend from the ledger:
+		// b 30 + d 50 (a was refunded).
+		c := setCap(t, s, "alice", store.AnyKey, 100, store.ResetDaily, at(7*time.Second))
+		require.Equal(t, int64(80), c.Spent)
+		r = mustClaimCharge(t, s, withKey("f", "", 30, at(8*time.Second)), store.OutcomeClaimed)
+		requireCapped(t, r.ChargeErr, store.AnyKey, 100, 80)
+		require.NoError(t, s.Fail(ctx, fence(r.ClaimResult), "capped", at(8*time.Second)))
+
+		// A key's cap goes the same way.
+		require.NoError(t, s.DeleteCap(ctx, "alice", "k1", "USD"))
+		r = mustClaimCharge(t, s, withKey("g", "k1", 20, at(9*time.Second)), store.OutcomeClaimed)
+		require.NoError(t, r.ChargeErr, "30 + 20 = 50 under the caller's cap of 100 (80 spent), and k1 has no cap")
+		caps, err = s.Caps(ctx, "alice", at(9*time.Second))
+		require.NoError(t, err)
+		require.Len(t, caps, 1)
+		require.Equal(t, store.Cap{Caller: "alice", Key: store.AnyKey, Currency: "USD", Limit: 100, Reset: store.ResetDaily, Spent: 100,
+			ResetsAt: time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC), UpdatedAt: at(7 * time.Second)}, caps[0])
+		requireBalance(t, s, "alice", 1000-30-50-20)
+	}},
+
 	{"CapRace", func(t TB, s store.Store, rt *store.CountingClient) {
 		// 50 keys at once against a cap of 10 prices: exactly 10 charged.
 		credit(t, s, "alice", 100000)
