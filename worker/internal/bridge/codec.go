@@ -167,16 +167,21 @@ func decodeBatch(s string) ([][][]any, error) {
 	return out, nil
 }
 
-// appendBatch appends statements as the shim's d1batch reads them: a JSON array of [sql, [args...]].
+// appendBatch appends statements as the shim's d1batch reads them: a JSON array of [sql, [args...]],
+// where sql is the text, or the number the shim holds it under when texts (may be nil) has one.
 // blobs reports whether any argument is a BLOB.
-func appendBatch(dst []byte, queries []string, args [][]any) (out []byte, blobs bool, err error) {
+func appendBatch(dst []byte, queries []string, args [][]any, texts *sqlTexts) (out []byte, blobs bool, err error) {
 	dst = append(dst, '[')
 	for i, q := range queries {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, '[')
-		dst = appendJSONString(dst, q)
+		if id, ok := texts.id(q); ok {
+			dst = strconv.AppendInt(dst, int64(id), 10)
+		} else {
+			dst = appendJSONString(dst, q)
+		}
 		dst = append(dst, ',')
 		var b bool
 		if dst, b, err = appendArgs(dst, args[i]); err != nil {

@@ -109,19 +109,19 @@ func TestDecodeBatch(t *testing.T) {
 
 func TestAppendBatch(t *testing.T) {
 	t.Parallel()
-	got, blobs, err := appendBatch(nil, []string{"SELECT ?", "INSERT \"x\""}, [][]any{{1}, {[]byte("hi"), "s"}})
+	got, blobs, err := appendBatch(nil, []string{"SELECT ?", "INSERT \"x\""}, [][]any{{1}, {[]byte("hi"), "s"}}, nil)
 	require.NoError(t, err)
 	require.True(t, blobs)
 	require.Equal(t, `[["SELECT ?",[1]],["INSERT \"x\"",[{"$b":"aGk="},"s"]]]`, string(got))
 	var decoded []any
 	require.NoError(t, json.Unmarshal(got, &decoded), "valid JSON")
 
-	got, blobs, err = appendBatch(nil, []string{"SELECT 1"}, [][]any{nil})
+	got, blobs, err = appendBatch(nil, []string{"SELECT 1"}, [][]any{nil}, nil)
 	require.NoError(t, err)
 	require.False(t, blobs)
 	require.Equal(t, `[["SELECT 1",[]]]`, string(got))
 
-	_, _, err = appendBatch(nil, []string{"a", "b"}, [][]any{{1}, {math.NaN()}})
+	_, _, err = appendBatch(nil, []string{"a", "b"}, [][]any{{1}, {math.NaN()}}, nil)
 	require.ErrorContains(t, err, "statement 2")
 }
 

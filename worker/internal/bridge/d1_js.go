@@ -69,7 +69,7 @@ func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
 	for i, st := range stmts {
 		queries[i], args[i] = st.Query, st.Args
 	}
-	batch, blobs, err := appendBatch(make([]byte, 0, 1024), queries, args)
+	batch, blobs, err := appendBatch(make([]byte, 0, 1024), queries, args, &d1Texts)
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
@@ -98,8 +98,21 @@ func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (js.Va
 	if err != nil {
 		return js.Value{}, err
 	}
+	if id, ok := d1Texts.id(query); ok {
+		return call("d1", db, id, string(bound), blobs, raw)
+	}
 	return call("d1", db, query, string(bound), blobs, raw)
 }
+
+// d1Texts are the SQL texts this runtime handed the shim (see sqlTexts): the shim's sql(id, text) keeps
+// them for as long as the runtime lives, and its d1 and d1batch take the id in place of the text.
+var d1Texts = sqlTexts{register: func(id int, text string) bool {
+	if shimJS.Type() != js.TypeObject {
+		return false
+	}
+	shimJS.Call("sql", id, text)
+	return true
+}}
 
 // lookup returns the D1 binding from ctx's env (or, failing that, the current event's).
 func (d *D1) lookup(ctx context.Context) (js.Value, error) {

@@ -216,6 +216,15 @@ export class GoInstance {
     this.aborts = new Map(); // Go call id -> resolver that aborts the call, while it runs (see _abortable)
     this.served = 0;
     this.started = Date.now();
+    this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
+  }
+
+  // _sql returns the statement text for what Go sent: the text itself, or its number (toolgate.sql).
+  _sql(q) {
+    if (typeof q !== "number") return q;
+    const text = this.sqlTexts[q];
+    if (text === undefined) throw new Error(`toolgate: no SQL text #${q}`);
+    return text;
   }
 
   // boot instantiates the module and runs main() until it registers with bridge.Serve (or syumai's
@@ -263,19 +272,24 @@ export class GoInstance {
         await(id, p) {
           rt._await(id, Promise.resolve(p));
         },
+        // sql keeps a statement's text under the number Go sends in its place from now on (d1, d1batch):
+        // a text crosses, is decoded and parsed once per instance instead of on every call.
+        sql(id, text) {
+          rt.sqlTexts[id] = text;
+        },
         d1(id, db, sql, argsJSON, blobs, raw) {
           rt._call(id, () => {
-            const stmt = db.prepare(sql).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
+            const stmt = db.prepare(rt._sql(sql)).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
             return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
           });
         },
-        // d1batch runs [[sql, args], ...] with db.batch (one transaction, one call) and answers each
+        // d1batch runs [[sql, args], ...] (sql: a text or its number, see sql) with db.batch (one transaction, one call) and answers each
         // statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
         // values are in column order (the bridge requires distinct, non-integer column names).
         d1batch(id, db, batchJSON, blobs) {
           rt._call(id, async () => {
             const list = JSON.parse(batchJSON, blobs ? reviveBlob : undefined);
-            const results = await db.batch(list.map(([sql, args]) => db.prepare(sql).bind(...args)));
+            const results = await db.batch(list.map(([sql, args]) => db.prepare(rt._sql(sql)).bind(...args)));
             const value = (v) => (Array.isArray(v) ? blobJSON(Uint8Array.from(v)) : v); // a BLOB as number[]
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           });
