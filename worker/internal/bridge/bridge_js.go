@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall/js"
 	"time"
@@ -141,10 +142,12 @@ func ScheduledEvent(ctx context.Context) (s Schedule, ok bool) {
 	return s, ok
 }
 
-// dispatchFetch is the shim's entry for a request: (ev, method, url, headerLines, body Uint8Array|null).
+// dispatchFetch is the shim's entry for a request: (ev, "method\nurl\nheaderLines", body Uint8Array|null).
 func dispatchFetch(_ js.Value, args []js.Value) any {
 	e := &event{v: args[0], env: args[0].Get("env")}
-	method, url, headers, body := args[1].String(), args[2].String(), args[3].String(), args[4]
+	method, rest, _ := strings.Cut(args[1].String(), "\n")
+	url, headers, _ := strings.Cut(rest, "\n")
+	body := args[2]
 	goReuse(func() { serveFetch(e, method, url, headers, body) })
 	return nil
 }

@@ -3,8 +3,10 @@ package bridge
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -43,6 +45,34 @@ func formatHeaderLines(h http.Header) string {
 		}
 	}
 	return b.String()
+}
+
+// unpackResponse reads a response that the shim packed into one byte array (goruntime.mjs's
+// packResponse): status (uint16 big-endian), the length of meta (uint32 big-endian), meta
+// ("statusText\nheaderLines"), then the body, which the returned response reads without a copy.
+func unpackResponse(b []byte) (*http.Response, error) {
+	if len(b) < 6 {
+		return nil, errors.New("packed response: too short")
+	}
+	status := int(binary.BigEndian.Uint16(b))
+	m := int(binary.BigEndian.Uint32(b[2:]))
+	if m > len(b)-6 {
+		return nil, errors.New("packed response: meta overruns it")
+	}
+	statusText, headers, _ := strings.Cut(string(b[6:6+m]), "\n")
+	body := b[6+m:]
+	res := &http.Response{
+		Status:        strconv.Itoa(status) + " " + statusText,
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+	}
+	parseHeaderLines(headers, res.Header)
+	return res, nil
 }
 
 // responseRecorder buffers a handler's response: the shim answers with the whole body at once.

@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"io"
 	"math"
 	"net/http"
 	"testing"
@@ -169,4 +171,35 @@ func FuzzStringsRoundTrip(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, [][]any{{s}}, rows)
 	})
+}
+
+// packed builds what goruntime.mjs's packResponse sends.
+func packed(status int, meta, body string) []byte {
+	b := []byte{byte(status >> 8), byte(status), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[2:], uint32(len(meta)))
+	return append(append(b, meta...), body...)
+}
+
+func TestUnpackResponse(t *testing.T) {
+	t.Parallel()
+	res, err := unpackResponse(packed(201, "Created\ncontent-type:application/json\nx-a:1\nx-a:2\n", `{"ok":true}`))
+	require.NoError(t, err)
+	require.Equal(t, 201, res.StatusCode)
+	require.Equal(t, "201 Created", res.Status)
+	require.Equal(t, http.Header{"Content-Type": {"application/json"}, "X-A": {"1", "2"}}, res.Header)
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, `{"ok":true}`, string(body))
+	require.EqualValues(t, len(body), res.ContentLength)
+
+	res, err = unpackResponse(packed(204, "\n", ""))
+	require.NoError(t, err)
+	require.Equal(t, 204, res.StatusCode)
+	require.Empty(t, res.Header)
+	require.Zero(t, res.ContentLength)
+
+	for name, bad := range map[string][]byte{"empty": nil, "short": {0, 200, 0}, "meta overruns": packed(200, "OK\n", "")[:7]} {
+		_, err := unpackResponse(bad)
+		require.Error(t, err, name)
+	}
 }

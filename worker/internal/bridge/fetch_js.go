@@ -3,12 +3,10 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"syscall/js"
 	"time"
 )
@@ -43,8 +41,9 @@ func Fetch(req *http.Request) (*http.Response, error) {
 			js.CopyBytesToJS(body, b)
 		}
 	}
-	v, err := callCtx(ctx, "fetch", req.Method, req.URL.String(), formatHeaderLines(req.Header), body, timeoutMs)
-	if err == nil && v.Get("deadline").Truthy() {
+	head := req.Method + "\n" + req.URL.String() + "\n" + formatHeaderLines(req.Header)
+	v, err := callCtx(ctx, "fetch", head, body, timeoutMs)
+	if err == nil && v.IsNull() {
 		// The shim's timer aborted the fetch at ctx's deadline; Go's own timer for it may not have fired
 		// yet. Wait for it, so that the caller sees ctx done when Fetch returns.
 		<-ctx.Done()
@@ -53,20 +52,12 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
-	status := v.Get("status").Int()
-	res := &http.Response{
-		Status:     strconv.Itoa(status) + " " + v.Get("statusText").String(),
-		StatusCode: status,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     http.Header{},
-		Request:    req,
+	packed := make([]byte, v.Get("byteLength").Int())
+	js.CopyBytesToGo(packed, v)
+	res, err := unpackResponse(packed)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
-	parseHeaderLines(v.Get("headers").String(), res.Header)
-	b := make([]byte, v.Get("body").Get("byteLength").Int())
-	js.CopyBytesToGo(b, v.Get("body"))
-	res.Body = io.NopCloser(bytes.NewReader(b))
-	res.ContentLength = int64(len(b))
+	res.Request = req
 	return res, nil
 }

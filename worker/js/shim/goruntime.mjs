@@ -65,6 +65,29 @@ export function decodeHeaders(lines) {
   return headers;
 }
 
+// splitHead splits "method\nurl\nheaderLines" (method and URL never contain a newline).
+function splitHead(head) {
+  const i = head.indexOf("\n");
+  const j = head.indexOf("\n", i + 1);
+  return [head.slice(0, i), head.slice(i + 1, j), head.slice(j + 1)];
+}
+
+const utf8 = new TextEncoder();
+
+// packResponse packs a response for Go into one Uint8Array, one value to cross instead of one per field
+// (Go pays a finalizer and a call back to JS for each): status (uint16 BE), the length of meta's UTF-8
+// (uint32 BE), meta ("statusText\nheaderLines"), then the body. bridge.unpackResponse reads it.
+function packResponse(status, meta, body) {
+  const m = utf8.encode(meta);
+  const out = new Uint8Array(6 + m.length + body.length);
+  const view = new DataView(out.buffer);
+  view.setUint16(0, status);
+  view.setUint32(2, m.length);
+  out.set(m, 6);
+  out.set(body, 6 + m.length);
+  return out;
+}
+
 // reviveBlob turns the bridge's {"$b": base64} arguments back into bytes.
 function reviveBlob(_, v) {
   if (v !== null && typeof v === "object" && typeof v.$b === "string") {
@@ -294,22 +317,19 @@ export class GoInstance {
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           });
         },
-        // fetch aborts at timeoutMs (none if negative) with a timer of the calling host, or earlier when
-        // Go calls abort(id) (its context ended): see _abortable. It answers {deadline: true} when the
-        // timer aborted it, so Go can tell its deadline from a network failure.
-        fetch(id, method, url, headers, body, timeoutMs) {
+        // fetch sends "method\nurl\nheaderLines" with body (a Uint8Array or null). It aborts at timeoutMs
+        // (none if negative) with a timer of the calling host, or earlier when Go calls abort(id) (its
+        // context ended): see _abortable. It answers the response as one Uint8Array (see packResponse), or
+        // null when the timer aborted it, so Go can tell its deadline from a network failure.
+        fetch(id, head, body, timeoutMs) {
           const call = rt._abortable(id, timeoutMs);
           rt._call(id, async () => {
             try {
+              const [method, url, headers] = splitHead(head);
               const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body, signal: call.signal });
-              return {
-                status: res.status,
-                statusText: res.statusText,
-                headers: encodeHeaders(res.headers),
-                body: new Uint8Array(await res.arrayBuffer()),
-              };
+              return packResponse(res.status, `${res.statusText}\n${encodeHeaders(res.headers)}`, new Uint8Array(await res.arrayBuffer()));
             } catch (e) {
-              if (call.deadline) return { deadline: true };
+              if (call.deadline) return null;
               throw e;
             } finally {
               call.end();
@@ -350,7 +370,10 @@ export class GoInstance {
 
   // fetch dispatches a request into Go; the answer arrives through ev.answer or ev.fail.
   fetch(ev, method, url, headers, body) {
-    this._dispatch(ev, () => this.api.fetch(ev, method, url, headers, body));
+    // Called as a plain function (no `this` for Go to wrap), with method, URL and header lines in one
+    // string: every JS value Go receives costs it a finalizer and a call back to JS.
+    const dispatch = this.api.fetch;
+    this._dispatch(ev, () => dispatch(ev, `${method}\n${url}\n${headers}`, body));
   }
 
   // scheduled dispatches a cron event into Go; Go answers with ev.answer or ev.fail.
@@ -392,7 +415,8 @@ export class GoInstance {
     host.hold();
     const settle = (ok, v) => {
       try {
-        if (!this.dead) this.enter(host, () => this.settle(id, ok, v));
+        const settle = this.settle; // called as a plain function: no `this` for Go to wrap
+        if (!this.dead) this.enter(host, () => settle(id, ok, v));
       } finally {
         host.release();
       }
