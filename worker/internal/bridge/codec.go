@@ -47,9 +47,52 @@ func formatHeaderLines(h http.Header) string {
 	return b.String()
 }
 
-// unpackResponse reads a response that the shim packed into one byte array (goruntime.mjs's
-// packResponse): status (uint16 big-endian), the length of meta (uint32 big-endian), meta
-// ("statusText\nheaderLines"), then the body, which the returned response reads without a copy.
+// HTTP messages cross between the shim and Go as one byte array each (one JS value instead of one per
+// field: Go pays a finalizer and calls back into JS for every value it holds). goruntime.mjs has the same
+// four functions. All integers are big-endian.
+//
+//	request:  meta length (uint32), meta "method\nurl\nheaderLines", body
+//	response: status (uint16), meta length (uint32), meta "statusText\nheaderLines", body
+//
+// Methods, URLs and status texts never contain a newline.
+
+// appendRequest appends a packed request to dst.
+func appendRequest(dst []byte, method, url, headerLines string, body []byte) []byte {
+	meta := len(method) + 1 + len(url) + 1 + len(headerLines)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(meta))
+	dst = append(append(append(append(append(dst, method...), '\n'), url...), '\n'), headerLines...)
+	return append(dst, body...)
+}
+
+// unpackRequest reads a packed request; body aliases b (nil if empty).
+func unpackRequest(b []byte) (method, url, headerLines string, body []byte, err error) {
+	if len(b) < 4 {
+		return "", "", "", nil, errors.New("packed request: too short")
+	}
+	m := int(binary.BigEndian.Uint32(b))
+	if m > len(b)-4 {
+		return "", "", "", nil, errors.New("packed request: meta overruns it")
+	}
+	method, rest, ok1 := strings.Cut(string(b[4:4+m]), "\n")
+	url, headerLines, ok2 := strings.Cut(rest, "\n")
+	if !ok1 || !ok2 {
+		return "", "", "", nil, errors.New("packed request: no method and URL")
+	}
+	if body = b[4+m:]; len(body) == 0 {
+		body = nil
+	}
+	return method, url, headerLines, body, nil
+}
+
+// appendResponse appends a packed response to dst.
+func appendResponse(dst []byte, status int, statusText, headerLines string, body []byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(status))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(statusText)+1+len(headerLines)))
+	dst = append(append(append(dst, statusText...), '\n'), headerLines...)
+	return append(dst, body...)
+}
+
+// unpackResponse reads a packed response; its body reads b without a copy.
 func unpackResponse(b []byte) (*http.Response, error) {
 	if len(b) < 6 {
 		return nil, errors.New("packed response: too short")

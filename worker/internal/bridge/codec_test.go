@@ -1,11 +1,11 @@
 package bridge
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"io"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -173,11 +173,9 @@ func FuzzStringsRoundTrip(f *testing.F) {
 	})
 }
 
-// packed builds what goruntime.mjs's packResponse sends.
 func packed(status int, meta, body string) []byte {
-	b := []byte{byte(status >> 8), byte(status), 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(b[2:], uint32(len(meta)))
-	return append(append(b, meta...), body...)
+	statusText, headers, _ := strings.Cut(meta, "\n")
+	return appendResponse(nil, status, statusText, headers, []byte(body))
 }
 
 func TestUnpackResponse(t *testing.T) {
@@ -200,6 +198,26 @@ func TestUnpackResponse(t *testing.T) {
 
 	for name, bad := range map[string][]byte{"empty": nil, "short": {0, 200, 0}, "meta overruns": packed(200, "OK\n", "")[:7]} {
 		_, err := unpackResponse(bad)
+		require.Error(t, err, name)
+	}
+}
+
+func TestPackedRequestRoundTrip(t *testing.T) {
+	t.Parallel()
+	b := appendRequest(nil, "POST", "https://x.test/v1/tools/a%0Ab/call?q=1", "content-type:application/json\nx:ż\n", []byte("{}"))
+	method, url, headers, body, err := unpackRequest(b)
+	require.NoError(t, err)
+	require.Equal(t, []string{"POST", "https://x.test/v1/tools/a%0Ab/call?q=1", "content-type:application/json\nx:ż\n", "{}"},
+		[]string{method, url, headers, string(body)})
+
+	_, _, headers, body, err = unpackRequest(appendRequest(nil, "GET", "https://x.test/", "", nil))
+	require.NoError(t, err)
+	require.Empty(t, headers)
+	require.Nil(t, body, "no body")
+
+	for name, bad := range map[string][]byte{"empty": nil, "short": {0, 0}, "meta overruns": {0, 0, 0, 9, 'G'},
+		"no URL": {0, 0, 0, 3, 'G', 'E', 'T'}} {
+		_, _, _, _, err := unpackRequest(bad)
 		require.Error(t, err, name)
 	}
 }

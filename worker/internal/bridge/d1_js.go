@@ -23,6 +23,9 @@ type D1 struct {
 	binding string
 }
 
+// The shim finds the binding itself, in the env of the object Go passes (ctx's Event, whose env Go never
+// reads on this path), by the binding's name or its number in d1Texts: no JS value for Go to hold.
+
 var _ store.Batcher = (*D1)(nil)
 
 // OpenD1 returns a client for the D1 binding named binding (e.g. "DB"). It does not check that the
@@ -60,10 +63,7 @@ func (d *D1) Query(ctx context.Context, query string, args ...any) ([][]any, err
 // name, so each statement's result columns must have distinct names that are not integers (the shim
 // reads the values back in column order).
 func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
-	db, err := d.lookup(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("d1: batch: %w", err)
-	}
+	holder, name := d.lookup(ctx)
 	queries := make([]string, len(stmts))
 	args := make([][]any, len(stmts))
 	for i, st := range stmts {
@@ -73,7 +73,7 @@ func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
-	v, err := call("d1batch", db, string(batch), blobs)
+	v, err := call("d1batch", holder, name, string(batch), blobs)
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
@@ -90,18 +90,15 @@ func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
 // run finds the binding in ctx's env and runs the statement in the shim: rows as JSON (raw) or the
 // number of changes.
 func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (js.Value, error) {
-	db, err := d.lookup(ctx)
-	if err != nil {
-		return js.Value{}, err
-	}
+	holder, name := d.lookup(ctx)
 	bound, blobs, err := appendArgs(make([]byte, 0, 256), args)
 	if err != nil {
 		return js.Value{}, err
 	}
 	if id, ok := d1Texts.id(query); ok {
-		return call("d1", db, id, string(bound), blobs, raw)
+		return call("d1", holder, name, id, string(bound), blobs, raw)
 	}
-	return call("d1", db, query, string(bound), blobs, raw)
+	return call("d1", holder, name, query, string(bound), blobs, raw)
 }
 
 // d1Texts are the SQL texts this runtime handed the shim (see sqlTexts): the shim's sql(id, text) keeps
@@ -114,18 +111,17 @@ var d1Texts = sqlTexts{register: func(id int, text string) bool {
 	return true
 }}
 
-// lookup returns the D1 binding from ctx's env (or, failing that, the current event's).
-func (d *D1) lookup(ctx context.Context) (js.Value, error) {
-	env := Env(ctx)
-	if env.Type() != js.TypeObject {
-		env = js.Global().Get("context").Get("env") // the env of the event whose context is current
+// lookup returns where the shim finds the binding: the object whose env holds it (ctx's event, or the
+// runtime context, whose env is the current event's) and the binding's name, or its number in d1Texts.
+// The shim fails the call if there is no env or no such binding in it.
+func (d *D1) lookup(ctx context.Context) (holder js.Value, name any) {
+	if e, ok := eventFrom(ctx); ok {
+		holder = e.v
+	} else {
+		holder = js.Global().Get("context")
 	}
-	if env.Type() != js.TypeObject {
-		return js.Value{}, fmt.Errorf("no env: call it while an event is served")
+	if id, ok := d1Texts.id(d.binding); ok {
+		return holder, id
 	}
-	db := env.Get(d.binding)
-	if db.Type() != js.TypeObject {
-		return js.Value{}, fmt.Errorf("no D1 binding %q in env", d.binding)
-	}
-	return db, nil
+	return holder, d.binding
 }

@@ -29,20 +29,19 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	if d, ok := ctx.Deadline(); ok {
 		timeoutMs = int(max(0, (time.Until(d)+time.Millisecond-1)/time.Millisecond))
 	}
-	body := js.Null()
+	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
 		b, err := io.ReadAll(req.Body)
 		_ = req.Body.Close()
 		if err != nil {
 			return nil, fmt.Errorf("fetch: read request body: %w", err)
 		}
-		if len(b) > 0 {
-			body = uint8JS.New(len(b))
-			js.CopyBytesToJS(body, b)
-		}
+		body = b
 	}
-	head := req.Method + "\n" + req.URL.String() + "\n" + formatHeaderLines(req.Header)
-	v, err := callCtx(ctx, "fetch", head, body, timeoutMs)
+	b := appendRequest(make([]byte, 0, 512+len(body)), req.Method, req.URL.String(), formatHeaderLines(req.Header), body)
+	packed := uint8JS.New(len(b))
+	js.CopyBytesToJS(packed, b)
+	v, err := callCtx(ctx, "fetch", packed, timeoutMs)
 	if err == nil && v.IsNull() {
 		// The shim's timer aborted the fetch at ctx's deadline; Go's own timer for it may not have fired
 		// yet. Wait for it, so that the caller sees ctx done when Fetch returns.
@@ -52,9 +51,9 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
-	packed := make([]byte, v.Get("byteLength").Int())
-	js.CopyBytesToGo(packed, v)
-	res, err := unpackResponse(packed)
+	b = make([]byte, v.Get("byteLength").Int())
+	js.CopyBytesToGo(b, v)
+	res, err := unpackResponse(b)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}

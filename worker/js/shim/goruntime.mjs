@@ -65,27 +65,60 @@ export function decodeHeaders(lines) {
   return headers;
 }
 
-// splitHead splits "method\nurl\nheaderLines" (method and URL never contain a newline).
-function splitHead(head) {
-  const i = head.indexOf("\n");
-  const j = head.indexOf("\n", i + 1);
-  return [head.slice(0, i), head.slice(i + 1, j), head.slice(j + 1)];
+// HTTP messages cross between JS and Go as one Uint8Array each (Go pays a finalizer and calls back into
+// JS for every JS value it holds). bridge's codec.go has the same four functions. Big-endian integers:
+//   request:  meta length (uint32), meta "method\nurl\nheaderLines", body
+//   response: status (uint16), meta length (uint32), meta "statusText\nheaderLines", body
+// Methods, URLs and status texts never contain a newline.
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+// pack lays out [prefix bytes left for the caller][meta length][meta][body] and returns the array and
+// a DataView of it.
+function pack(prefix, meta, body) {
+  const m = utf8.encode(meta);
+  const n = body?.byteLength ?? 0;
+  const out = new Uint8Array(prefix + 4 + m.length + n);
+  const view = new DataView(out.buffer);
+  view.setUint32(prefix, m.length);
+  out.set(m, prefix + 4);
+  if (n > 0) out.set(body, prefix + 4 + m.length);
+  return { out, view };
 }
 
-const utf8 = new TextEncoder();
+export function packRequest(method, url, headerLines, body) {
+  return pack(0, `${method}\n${url}\n${headerLines}`, body).out;
+}
 
-// packResponse packs a response for Go into one Uint8Array, one value to cross instead of one per field
-// (Go pays a finalizer and a call back to JS for each): status (uint16 BE), the length of meta's UTF-8
-// (uint32 BE), meta ("statusText\nheaderLines"), then the body. bridge.unpackResponse reads it.
-function packResponse(status, meta, body) {
-  const m = utf8.encode(meta);
-  const out = new Uint8Array(6 + m.length + body.length);
-  const view = new DataView(out.buffer);
+// unpackRequest returns [method, url, headerLines, body (a view, or null if empty)].
+export function unpackRequest(b) {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const m = view.getUint32(0);
+  const meta = utf8Decoder.decode(b.subarray(4, 4 + m));
+  const i = meta.indexOf("\n");
+  const j = meta.indexOf("\n", i + 1);
+  const body = b.byteLength > 4 + m ? b.subarray(4 + m) : null;
+  return [meta.slice(0, i), meta.slice(i + 1, j), meta.slice(j + 1), body];
+}
+
+export function packResponse(status, statusText, headerLines, body) {
+  const { out, view } = pack(2, `${statusText}\n${headerLines}`, body);
   view.setUint16(0, status);
-  view.setUint32(2, m.length);
-  out.set(m, 6);
-  out.set(body, 6 + m.length);
   return out;
+}
+
+// unpackResponse returns {status, statusText, headers (header lines), body (a view, or null if empty)}.
+export function unpackResponse(b) {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const m = view.getUint32(2);
+  const meta = utf8Decoder.decode(b.subarray(6, 6 + m));
+  const i = meta.indexOf("\n");
+  return {
+    status: view.getUint16(0),
+    statusText: meta.slice(0, i),
+    headers: meta.slice(i + 1),
+    body: b.byteLength > 6 + m ? b.subarray(6 + m) : null,
+  };
 }
 
 // reviveBlob turns the bridge's {"$b": base64} arguments back into bytes.
@@ -143,6 +176,12 @@ export class Event {
     if (this._hasAnswer) return;
     this._hasAnswer = true;
     this._resolveAnswer({ status, headers, body });
+  }
+
+  // respond delivers the Go handler's packed response (packResponse).
+  respond(packed) {
+    const { status, headers, body } = unpackResponse(packed);
+    this.answer(status, headers, body);
   }
 
   // fail delivers an error (a message, or an Error) instead of a response.
@@ -242,6 +281,15 @@ export class GoInstance {
     this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
   }
 
+  // _binding returns the binding name (a text or its number, see toolgate.sql) of holder.env.
+  _binding(holder, name) {
+    const env = holder?.env;
+    if (typeof env !== "object" || env === null) throw new Error("no env: call it while an event is served");
+    const binding = env[this._sql(name)];
+    if (typeof binding !== "object" || binding === null) throw new Error(`no D1 binding "${this._sql(name)}" in env`);
+    return binding;
+  }
+
   // _sql returns the statement text for what Go sent: the text itself, or its number (toolgate.sql).
   _sql(q) {
     if (typeof q !== "number") return q;
@@ -300,8 +348,11 @@ export class GoInstance {
         sql(id, text) {
           rt.sqlTexts[id] = text;
         },
-        d1(id, db, sql, argsJSON, blobs, raw) {
+        // d1 and d1batch find the binding name (a text or its number, see sql) in holder.env: holder is
+        // the call's Event, or this context (whose env is the current event's).
+        d1(id, holder, name, sql, argsJSON, blobs, raw) {
           rt._call(id, () => {
+            const db = rt._binding(holder, name);
             const stmt = db.prepare(rt._sql(sql)).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
             return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
           });
@@ -309,25 +360,26 @@ export class GoInstance {
         // d1batch runs [[sql, args], ...] (sql: a text or its number, see sql) with db.batch (one transaction, one call) and answers each
         // statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
         // values are in column order (the bridge requires distinct, non-integer column names).
-        d1batch(id, db, batchJSON, blobs) {
+        d1batch(id, holder, name, batchJSON, blobs) {
           rt._call(id, async () => {
+            const db = rt._binding(holder, name);
             const list = JSON.parse(batchJSON, blobs ? reviveBlob : undefined);
             const results = await db.batch(list.map(([sql, args]) => db.prepare(rt._sql(sql)).bind(...args)));
             const value = (v) => (Array.isArray(v) ? blobJSON(Uint8Array.from(v)) : v); // a BLOB as number[]
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           });
         },
-        // fetch sends "method\nurl\nheaderLines" with body (a Uint8Array or null). It aborts at timeoutMs
-        // (none if negative) with a timer of the calling host, or earlier when Go calls abort(id) (its
-        // context ended): see _abortable. It answers the response as one Uint8Array (see packResponse), or
-        // null when the timer aborted it, so Go can tell its deadline from a network failure.
-        fetch(id, head, body, timeoutMs) {
+        // fetch sends a packed request (packRequest). It aborts at timeoutMs (none if negative) with a
+        // timer of the calling host, or earlier when Go calls abort(id) (its context ended): see
+        // _abortable. It answers the packed response (packResponse), or null when the timer aborted it,
+        // so Go can tell its deadline from a network failure.
+        fetch(id, packed, timeoutMs) {
           const call = rt._abortable(id, timeoutMs);
           rt._call(id, async () => {
             try {
-              const [method, url, headers] = splitHead(head);
+              const [method, url, headers, body] = unpackRequest(packed);
               const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body, signal: call.signal });
-              return packResponse(res.status, `${res.statusText}\n${encodeHeaders(res.headers)}`, new Uint8Array(await res.arrayBuffer()));
+              return packResponse(res.status, res.statusText, encodeHeaders(res.headers), new Uint8Array(await res.arrayBuffer()));
             } catch (e) {
               if (call.deadline) return null;
               throw e;
@@ -370,10 +422,11 @@ export class GoInstance {
 
   // fetch dispatches a request into Go; the answer arrives through ev.answer or ev.fail.
   fetch(ev, method, url, headers, body) {
-    // Called as a plain function (no `this` for Go to wrap), with method, URL and header lines in one
-    // string: every JS value Go receives costs it a finalizer and a call back to JS.
+    // Called as a plain function (no `this` for Go to wrap), with the request packed in one Uint8Array:
+    // every JS value Go receives costs it a finalizer and a call back to JS.
     const dispatch = this.api.fetch;
-    this._dispatch(ev, () => dispatch(ev, `${method}\n${url}\n${headers}`, body));
+    const packed = packRequest(method, url, headers, body);
+    this._dispatch(ev, () => dispatch(ev, packed));
   }
 
   // scheduled dispatches a cron event into Go; Go answers with ev.answer or ev.fail.
