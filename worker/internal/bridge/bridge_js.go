@@ -25,7 +25,7 @@ var (
 
 // event is one fetch or scheduled invocation: the shim's Event object and its env.
 type event struct {
-	v       js.Value // the shim's Event: answer, fail, hold, release
+	v       js.Value // the shim's Event: respond, answer, fail, hold, release
 	envOnce sync.Once
 	env     js.Value // v.env, read when first asked for (a paid call never does: see D1)
 }

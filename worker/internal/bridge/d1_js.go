@@ -19,12 +19,12 @@ import (
 // Bound values may be nil, bool, int, int64, float64, string or []byte; integers travel as JS numbers
 // (exact below 2^53). Query returns integers as int64, other numbers as float64, TEXT as string, BLOB
 // as []byte and NULL as nil.
+//
+// The shim looks the binding up itself in the env of ctx's event, which Go passes, and the binding's
+// name and each statement's SQL cross as numbers once the shim holds their text (see sqlTexts).
 type D1 struct {
 	binding string
 }
-
-// The shim finds the binding itself, in the env of the object Go passes (ctx's Event, whose env Go never
-// reads on this path), by the binding's name or its number in d1Texts: no JS value for Go to hold.
 
 var _ store.Batcher = (*D1)(nil)
 

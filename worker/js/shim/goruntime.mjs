@@ -145,7 +145,7 @@ function blobJSON(bytes) {
 }
 
 // Event is one fetch or scheduled invocation and the I/O context it runs in. Go receives it as a JS
-// object and calls answer/fail/hold/release on it.
+// object and calls respond/answer/fail/hold/release on it.
 export class Event {
   // The caller must construct an Event inside the invocation (so its promises and timers belong to
   // it) and pass ev.done to ctx.waitUntil. The event starts with one hold: the JS handler itself.
@@ -281,7 +281,7 @@ export class GoInstance {
     this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
   }
 
-  // _binding returns the binding name (a text or its number, see toolgate.sql) of holder.env.
+  // _binding returns the binding called name (a text or its number, see toolgate.sql) in holder.env.
   _binding(holder, name) {
     const env = holder?.env;
     if (typeof env !== "object" || env === null) throw new Error("no env: call it while an event is served");
@@ -357,8 +357,8 @@ export class GoInstance {
             return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
           });
         },
-        // d1batch runs [[sql, args], ...] (sql: a text or its number, see sql) with db.batch (one transaction, one call) and answers each
-        // statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
+        // d1batch runs [[sql, args], ...] (sql: a text or its number, see sql) with db.batch (one
+        // transaction, one call) and answers each statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
         // values are in column order (the bridge requires distinct, non-integer column names).
         d1batch(id, holder, name, batchJSON, blobs) {
           rt._call(id, async () => {
@@ -420,7 +420,7 @@ export class GoInstance {
     return this.ready;
   }
 
-  // fetch dispatches a request into Go; the answer arrives through ev.answer or ev.fail.
+  // fetch dispatches a request into Go; the answer arrives through ev.respond or ev.fail.
   fetch(ev, method, url, headers, body) {
     // Called as a plain function (no `this` for Go to wrap), with the request packed in one Uint8Array:
     // every JS value Go receives costs it a finalizer and a call back to JS.
@@ -468,8 +468,8 @@ export class GoInstance {
     host.hold();
     const settle = (ok, v) => {
       try {
-        const settle = this.settle; // called as a plain function: no `this` for Go to wrap
-        if (!this.dead) this.enter(host, () => settle(id, ok, v));
+        const goSettle = this.settle; // called as a plain function: no `this` for Go to wrap
+        if (!this.dead) this.enter(host, () => goSettle(id, ok, v));
       } finally {
         host.release();
       }
