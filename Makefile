@@ -13,7 +13,7 @@ DEV_PORT ?= 8787
 # -s -w -trimpath: about 2% off the gzip size, and no local paths in the binary.
 GOFLAGS_WASM := -trimpath -ldflags='-s -w'
 
-.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile soak deploy clean stripe-mock facilitator
+.PHONY: build build-turso migrate-turso shim run dev migrate-local migrate-remote seed-local test test-short check e2e bench bench-go profile profile-js soak deploy clean stripe-mock facilitator
 
 # build: generated JS shim (once per syumai/workers version) + patched wasm_exec.js + app.wasm.
 # Safe to run concurrently (go test runs packages in parallel): every file lands by an atomic rename.
@@ -149,6 +149,12 @@ profile: node_modules shim
 	cp build/worker.mjs build/goruntime.mjs build/wasm_exec.js "$$dir/"; \
 	GOOS=js GOARCH=wasm go build -trimpath -o "$$dir/app.wasm" ./worker; \
 	PROFILE_OUT=$${PROFILE_OUT:-build/worker.cpuprofile} node worker/bench/profile.mjs "$$dir" $(PROFILE_CALLS)
+
+# profile-js: the same profile of the plain-JS reference worker (worker/js/reference), to read side by side.
+profile-js: node_modules
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	cp worker/js/reference/worker.mjs worker/js/reference/sql.mjs "$$dir/"; \
+	PROFILE_TARGET=js PROFILE_OUT=$${PROFILE_OUT:-build/reference.cpuprofile} node worker/bench/profile.mjs "$$dir" $(PROFILE_CALLS)
 
 # stripe-mock: Stripe's official mock API (v0.203.0, the version the tests pin in handler/pay/stripe/stripemock) for
 # local walk-throughs, HTTP on 127.0.0.1:12111 (STRIPE_API_BASE=http://127.0.0.1:12111, any sk_test_ key). -http-addr

@@ -477,7 +477,7 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		delay, first = backoff, false
 		backoff = min(2*backoff, pollMax)
 		now := e.now()
-		peeked, err := e.store.Peek(ctx, p.Key)
+		peeked, err := e.flights.peek(ctx, p.Key, func(ctx context.Context) (store.Record, error) { return e.store.Peek(ctx, p.Key) })
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			if transient(err) {
 				// A poll is a read: poll again while the wait lasts.

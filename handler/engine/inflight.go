@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/toolgate/toolgate-go/store"
 )
 
 // flights lets duplicates that reach the same engine (the same Workers
@@ -20,8 +22,17 @@ import (
 // before. So a lost or wrong flight costs at most a poll, never a second
 // execution or charge.
 type flights struct {
-	mu sync.Mutex
-	m  map[string]*flight // by scoped key
+	mu    sync.Mutex
+	m     map[string]*flight // by scoped key
+	peeks map[string]*peek   // reads of a key in progress, by scoped key
+}
+
+// peek is one read of a key that every waiter polling it at the same moment
+// shares.
+type peek struct {
+	done chan struct{}
+	rec  store.Record // set before done is closed
+	err  error
 }
 
 // flight is one execution in progress on this engine.
@@ -78,6 +89,40 @@ func (fs *flights) wait(ctx context.Context, key, fingerprint string, d, limit t
 	case <-f.done:
 		return f.res, f.ok, true, nil
 	}
+}
+
+// peek reads key with read, or, when a read of key is already in progress
+// on this engine, waits for that read and returns its outcome: waiters on an
+// isolate that poll a key at the same moment (they all expect the answer
+// then) cost one round trip instead of one each, and do not queue in front
+// of the owner's final write. Sharing a read is safe: a poll decides
+// nothing, and whoever acts on what it read (replay, claim) does so on its
+// own as before. The read runs without the caller's cancellation, so that a
+// caller who gives up does not fail the others' read; a waiter who gives up
+// stops waiting for it.
+func (fs *flights) peek(ctx context.Context, key string, read func(context.Context) (store.Record, error)) (store.Record, error) {
+	fs.mu.Lock()
+	if p := fs.peeks[key]; p != nil {
+		fs.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return store.Record{}, ctx.Err()
+		case <-p.done:
+			return p.rec, p.err
+		}
+	}
+	p := &peek{done: make(chan struct{})}
+	if fs.peeks == nil {
+		fs.peeks = map[string]*peek{}
+	}
+	fs.peeks[key] = p
+	fs.mu.Unlock()
+	p.rec, p.err = read(context.WithoutCancel(ctx))
+	fs.mu.Lock()
+	delete(fs.peeks, key)
+	fs.mu.Unlock()
+	close(p.done)
+	return p.rec, p.err
 }
 
 // latencies remembers how long each tool's executions take (an exponential

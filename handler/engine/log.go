@@ -92,5 +92,14 @@ func (e *Engine) logCall(ctx context.Context, l callLog, rt *store.RoundTrips, r
 			level = slog.LevelError
 		}
 	}
-	e.logger.LogAttrs(ctx, level, "call", attrs...)
+	// Straight to the handler, as Logger.LogAttrs does but without walking
+	// the stack for the caller's PC (only AddSource reads it): a walk costs
+	// more than the rest of the line in wasm.
+	h := e.logger.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, "call", 0)
+	r.AddAttrs(attrs...)
+	_ = h.Handle(ctx, r) // as Logger does: a failed log line fails nothing
 }

@@ -19,6 +19,9 @@
 //	BENCH_GOFLAGS     extra flags for building ./worker (e.g. -overlay=...)
 //	BENCH_OUT         the report (default <repo>/BENCHMARKS.md; "-" writes none)
 //	BENCH_NOTE        a paragraph for the report (e.g. what BENCH_GOFLAGS changes)
+//	BENCH_PHASES      the phases to run, comma-separated, of load, storms, rtt, cold, memory (default all;
+//	                  cold needs load); for a quick comparison while working, with BENCH_OUT=-
+//	BENCH_TARGETS     the targets, comma-separated, of persistent, per-request, js, turso (default all)
 package bench
 
 import (
@@ -124,6 +127,14 @@ func BenchmarkEdge(b *testing.B) {
 	root := edgetest.RepoRoot(b)
 	up := upstream(b)
 
+	phases, only := envSet("BENCH_PHASES")
+	run := func(phase string) bool { return !only || phases[phase] }
+	targeted, onlyTargets := envSet("BENCH_TARGETS")
+	wanted := func(t string) bool { return !onlyTargets || targeted[t] }
+	if run("cold") && !run("load") {
+		b.Fatal("BENCH_PHASES: cold reuses the load phase's database; add load")
+	}
+
 	var goflags []string
 	if f := os.Getenv("BENCH_GOFLAGS"); f != "" {
 		goflags = strings.Fields(f)
@@ -132,12 +143,17 @@ func BenchmarkEdge(b *testing.B) {
 	flags := append([]string{"-trimpath", "-ldflags=-s -w"}, goflags...)
 	goDir, tursoDir, refDir := b.TempDir(), b.TempDir(), b.TempDir()
 	require.NoError(b, benchharness.BuildGo(goDir, "./worker", flags...))
-	require.NoError(b, benchharness.BuildGo(tursoDir, "./worker", append(slices.Clone(flags), "-tags=turso")...))
+	if wanted("turso") {
+		require.NoError(b, benchharness.BuildGo(tursoDir, "./worker", append(slices.Clone(flags), "-tags=turso")...))
+	}
 	require.NoError(b, benchharness.BuildReference(refDir))
 	goMeter, refMeter := b.TempDir(), b.TempDir()
 	require.NoError(b, benchharness.MeterD1(goDir, goMeter))
 	require.NoError(b, benchharness.MeterD1(refDir, refMeter))
-	sizes := wasmSizes{d1: gzipSize(b, filepath.Join(goDir, "app.wasm")), turso: gzipSize(b, filepath.Join(tursoDir, "app.wasm"))}
+	sizes := wasmSizes{d1: gzipSize(b, filepath.Join(goDir, "app.wasm"))}
+	if wanted("turso") {
+		sizes.turso = gzipSize(b, filepath.Join(tursoDir, "app.wasm"))
+	}
 
 	// The Turso build's database: the Hrana test server on loopback, in this process, with the schema
 	// applied natively through libsql-client-go (as `make migrate-turso` does).
@@ -158,24 +174,32 @@ func BenchmarkEdge(b *testing.B) {
 	}
 	start := time.Now()
 	var reports []*report
-	for _, t := range targets {
-		reports = append(reports, &report{t: t})
+	for i, t := range targets {
+		if wanted([]string{"persistent", "per-request", "js", "turso"}[i]) {
+			reports = append(reports, &report{t: t})
+		}
 	}
 	phaseStart := time.Now()
 	took := map[string]time.Duration{}
 	lap := func(name string) { took[name] = time.Since(phaseStart).Round(time.Second); phaseStart = time.Now() }
-	runPerf(b, reports, up.tools, rounds)
-	lap("load")
-	runSlowStorms(b, reports, up, storms)
-	lap("slow storms")
-	if rttMs > 0 {
+	if run("load") {
+		runPerf(b, reports, up.tools, rounds)
+		lap("load")
+	}
+	if run("storms") {
+		runSlowStorms(b, reports, up, storms)
+		lap("slow storms")
+	}
+	if rttMs > 0 && run("rtt") {
 		runRTT(b, reports, up.tools, rttMs)
 		lap("round trip")
 	}
-	runColdStarts(b, reports, up.tools, colds)
-	lap("cold starts")
+	if run("cold") {
+		runColdStarts(b, reports, up.tools, colds)
+		lap("cold starts")
+	}
 	for _, r := range reports {
-		if r.t.hrana != nil {
+		if r.t.hrana != nil || !run("memory") {
 			continue // the memory run is about workerd with D1
 		}
 		calls := rssCalls
@@ -185,7 +209,9 @@ func BenchmarkEdge(b *testing.B) {
 		runMemory(b, r, up.tools, calls)
 		b.Logf("%s: c=8 %.1f req/s, %d failures", r.t.name, r.c8.res.RPS(), r.c8.res.Failures)
 	}
-	lap("memory")
+	if run("memory") {
+		lap("memory")
+	}
 	out := os.Getenv("BENCH_OUT")
 	if out == "" {
 		out = filepath.Join(root, "BENCHMARKS.md")
@@ -524,6 +550,17 @@ func (u *loopback) slowAnswer(storm string) (time.Time, int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.answered[storm], u.runs[storm]
+}
+
+// envSet reads a comma-separated list; only is false when the variable is unset or empty.
+func envSet(name string) (set map[string]bool, only bool) {
+	set = map[string]bool{}
+	for _, f := range strings.Split(os.Getenv(name), ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			set[f] = true
+		}
+	}
+	return set, len(set) > 0
 }
 
 func envInt(name string, def int) int {

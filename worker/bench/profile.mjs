@@ -8,6 +8,8 @@
 // The profile covers the worker's isolate only: D1's own work runs in another isolate (its Durable Object) and
 // is not in it. Sampling adds overhead, so read shares, not absolute times. The raw profile is written to
 // $PROFILE_OUT (default <buildDir>/worker.cpuprofile; open it in Chrome DevTools).
+// PROFILE_TARGET=js profiles the plain-JS reference (worker/js/reference, copied into buildDir) under the
+// same load instead, for a side-by-side reading (`make profile-js`).
 import { spawn } from "node:child_process";
 import { writeFileSync, mkdtempSync } from "node:fs";
 import { createServer } from "node:http";
@@ -26,6 +28,7 @@ if (!buildDir) {
 const calls = Number(callsArg ?? 1500);
 const port = Number(process.env.PROFILE_PORT ?? 9229);
 const out = process.env.PROFILE_OUT ?? join(buildDir, "worker.cpuprofile");
+const reference = process.env.PROFILE_TARGET === "js";
 
 const upstream = createServer((req, res) => {
   const chunks = [];
@@ -57,13 +60,19 @@ try {
   const base = ready.urls.w0;
   const post = (path, body, headers) =>
     fetch(base + path, { method: "POST", body, headers: { "content-type": "application/json", ...headers } });
-  const admin = { authorization: "Bearer profile-admin" };
-  const created = await post("/v1/admin/callers", JSON.stringify({ id: "profile", name: "profile" }), admin);
-  if (created.status !== 201) throw new Error(`create caller: ${created.status} ${await created.text()}`);
-  const key = (await created.json()).key;
-  const credited = await post("/v1/admin/credits",
-    JSON.stringify({ caller: "profile", amount: "1000000.00", currency: "USD", reference: "profile-seed" }), admin);
-  if (credited.status !== 201) throw new Error(`credit: ${credited.status} ${await credited.text()}`);
+  let key = "tg_profile_reference_key";
+  if (reference) {
+    const seeded = await post(`/_seed?caller=profile&key=${key}&amount=100000000`, "");
+    if (seeded.status !== 201) throw new Error(`seed: ${seeded.status} ${await seeded.text()}`);
+  } else {
+    const admin = { authorization: "Bearer profile-admin" };
+    const created = await post("/v1/admin/callers", JSON.stringify({ id: "profile", name: "profile" }), admin);
+    if (created.status !== 201) throw new Error(`create caller: ${created.status} ${await created.text()}`);
+    key = (await created.json()).key;
+    const credited = await post("/v1/admin/credits",
+      JSON.stringify({ caller: "profile", amount: "1000000.00", currency: "USD", reference: "profile-seed" }), admin);
+    if (credited.status !== 201) throw new Error(`credit: ${credited.status} ${await credited.text()}`);
+  }
 
   // load sends n paid calls at c=8 and returns how many did not answer 200.
   const load = async (n, tag) => {
@@ -134,6 +143,7 @@ function report(profile, calls, failed, wall) {
       add(area, "Go (wasm)", us);
       add(pkg, name.replace(/^github\.com_toolgate_toolgate_go_/, "toolgate/").split(/\.(?=[A-Za-z_(])/)[0].replace(/__.*$/, ""), us);
     } else if (url.endsWith("wasm_exec.js")) add(area, "wasm_exec.js (Go's JS glue)", us);
+    else if (reference && (url.endsWith("worker.mjs") || url.endsWith("sql.mjs"))) add(area, "reference worker (JS)", us);
     else if (url.endsWith("goruntime.mjs") || url.endsWith("worker.mjs")) add(area, "toolgate shim", us);
     else if (url.startsWith("cloudflare-internal:")) add(area, `${url} (JS)`, us);
     else if (["(idle)", "(program)", "(garbage collector)"].includes(name)) add(area, name, us);

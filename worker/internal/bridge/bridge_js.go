@@ -25,8 +25,15 @@ var (
 
 // event is one fetch or scheduled invocation: the shim's Event object and its env.
 type event struct {
-	v   js.Value // the shim's Event: answer, fail, hold, release
-	env js.Value
+	v       js.Value // the shim's Event: respond, answer, fail, hold, release
+	envOnce sync.Once
+	env     js.Value // v.env, read when first asked for (a paid call never does: see D1)
+}
+
+// envValue returns the event's env.
+func (e *event) envValue() js.Value {
+	e.envOnce.Do(func() { e.env = e.v.Get("env") })
+	return e.env
 }
 
 type eventKey struct{}
@@ -87,7 +94,7 @@ func OnScheduled(fn func(ctx context.Context) error) {
 // if ctx does not come from an event served by Serve.
 func Env(ctx context.Context) js.Value {
 	if e, ok := eventFrom(ctx); ok {
-		return e.env
+		return e.envValue()
 	}
 	return js.Undefined()
 }
@@ -141,11 +148,13 @@ func ScheduledEvent(ctx context.Context) (s Schedule, ok bool) {
 	return s, ok
 }
 
-// dispatchFetch is the shim's entry for a request: (ev, method, url, headerLines, body Uint8Array|null).
+// dispatchFetch is the shim's entry for a request: (ev, the request packed in a Uint8Array, see
+// appendRequest).
 func dispatchFetch(_ js.Value, args []js.Value) any {
-	e := &event{v: args[0], env: args[0].Get("env")}
-	method, url, headers, body := args[1].String(), args[2].String(), args[3].String(), args[4]
-	goReuse(func() { serveFetch(e, method, url, headers, body) })
+	e := &event{v: args[0]}
+	packed := make([]byte, args[1].Get("byteLength").Int())
+	js.CopyBytesToGo(packed, args[1])
+	goReuse(func() { serveFetch(e, packed) })
 	return nil
 }
 
@@ -185,13 +194,13 @@ func worker(job func()) {
 	}
 }
 
-func serveFetch(e *event, method, url, headerLines string, bodyJS js.Value) {
+func serveFetch(e *event, packed []byte) {
 	ctx, cancel := context.WithCancel(withEvent(context.Background(), e))
 	defer cancel() // as net/http does once ServeHTTP returns
-	var body []byte
-	if bodyJS.Truthy() {
-		body = make([]byte, bodyJS.Get("byteLength").Int())
-		js.CopyBytesToGo(body, bodyJS)
+	method, url, headerLines, body, err := unpackRequest(packed)
+	if err != nil {
+		e.v.Call("fail", fmt.Sprintf("bridge: bad request: %v", err))
+		return
 	}
 	r, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
@@ -212,12 +221,10 @@ func serveFetch(e *event, method, url, headerLines string, bodyJS js.Value) {
 		w.WriteHeader(http.StatusInternalServerError)
 		_, _ = w.Write([]byte(panicProblem))
 	}
-	out := js.Null()
-	if n := w.body.Len(); n > 0 {
-		out = uint8JS.New(n)
-		js.CopyBytesToJS(out, w.body.Bytes())
-	}
-	e.v.Call("answer", w.statusCode(), formatHeaderLines(w.header), out)
+	b := appendResponse(make([]byte, 0, 512+w.body.Len()), w.statusCode(), "", formatHeaderLines(w.header), w.body.Bytes())
+	out := uint8JS.New(len(b))
+	js.CopyBytesToJS(out, b)
+	e.v.Call("respond", out)
 }
 
 // panicProblem answers a request whose handler panicked (RFC 9457; the type is handler's "internal").
@@ -240,7 +247,7 @@ func serveRecovered(w http.ResponseWriter, r *http.Request) (ok bool) {
 
 // dispatchScheduled is the shim's entry for a cron event: (ev, cron, scheduledTime in Unix ms).
 func dispatchScheduled(_ js.Value, args []js.Value) any {
-	e := &event{v: args[0], env: args[0].Get("env")}
+	e := &event{v: args[0]}
 	s := Schedule{Cron: args[1].String(), ScheduledTime: time.UnixMilli(int64(args[2].Float())).UTC()}
 	goReuse(func() {
 		ctx, cancel := context.WithCancel(context.WithValue(withEvent(context.Background(), e), scheduleKey{}, s))

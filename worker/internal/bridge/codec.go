@@ -3,8 +3,10 @@ package bridge
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -43,6 +45,77 @@ func formatHeaderLines(h http.Header) string {
 		}
 	}
 	return b.String()
+}
+
+// HTTP messages cross between the shim and Go as one byte array each (one JS value instead of one per
+// field: Go pays a finalizer and calls back into JS for every value it holds). goruntime.mjs has the same
+// four functions. All integers are big-endian.
+//
+//	request:  meta length (uint32), meta "method\nurl\nheaderLines", body
+//	response: status (uint16), meta length (uint32), meta "statusText\nheaderLines", body
+//
+// Methods, URLs and status texts never contain a newline.
+
+// appendRequest appends a packed request to dst.
+func appendRequest(dst []byte, method, url, headerLines string, body []byte) []byte {
+	meta := len(method) + 1 + len(url) + 1 + len(headerLines)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(meta))
+	dst = append(append(append(append(append(dst, method...), '\n'), url...), '\n'), headerLines...)
+	return append(dst, body...)
+}
+
+// unpackRequest reads a packed request; body aliases b (nil if empty).
+func unpackRequest(b []byte) (method, url, headerLines string, body []byte, err error) {
+	if len(b) < 4 {
+		return "", "", "", nil, errors.New("packed request: too short")
+	}
+	m := int(binary.BigEndian.Uint32(b))
+	if m > len(b)-4 {
+		return "", "", "", nil, errors.New("packed request: meta overruns it")
+	}
+	method, rest, ok1 := strings.Cut(string(b[4:4+m]), "\n")
+	url, headerLines, ok2 := strings.Cut(rest, "\n")
+	if !ok1 || !ok2 {
+		return "", "", "", nil, errors.New("packed request: no method and URL")
+	}
+	if body = b[4+m:]; len(body) == 0 {
+		body = nil
+	}
+	return method, url, headerLines, body, nil
+}
+
+// appendResponse appends a packed response to dst.
+func appendResponse(dst []byte, status int, statusText, headerLines string, body []byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(status))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(statusText)+1+len(headerLines)))
+	dst = append(append(append(dst, statusText...), '\n'), headerLines...)
+	return append(dst, body...)
+}
+
+// unpackResponse reads a packed response; its body reads b without a copy.
+func unpackResponse(b []byte) (*http.Response, error) {
+	if len(b) < 6 {
+		return nil, errors.New("packed response: too short")
+	}
+	status := int(binary.BigEndian.Uint16(b))
+	m := int(binary.BigEndian.Uint32(b[2:]))
+	if m > len(b)-6 {
+		return nil, errors.New("packed response: meta overruns it")
+	}
+	statusText, headers, _ := strings.Cut(string(b[6:6+m]), "\n")
+	body := b[6+m:]
+	res := &http.Response{
+		Status:        strconv.Itoa(status) + " " + statusText,
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+	}
+	parseHeaderLines(headers, res.Header)
+	return res, nil
 }
 
 // responseRecorder buffers a handler's response: the shim answers with the whole body at once.
@@ -167,16 +240,21 @@ func decodeBatch(s string) ([][][]any, error) {
 	return out, nil
 }
 
-// appendBatch appends statements as the shim's d1batch reads them: a JSON array of [sql, [args...]].
+// appendBatch appends statements as the shim's d1batch reads them: a JSON array of [sql, [args...]],
+// where sql is the text, or the number the shim holds it under when texts (may be nil) has one.
 // blobs reports whether any argument is a BLOB.
-func appendBatch(dst []byte, queries []string, args [][]any) (out []byte, blobs bool, err error) {
+func appendBatch(dst []byte, queries []string, args [][]any, texts *sqlTexts) (out []byte, blobs bool, err error) {
 	dst = append(dst, '[')
 	for i, q := range queries {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, '[')
-		dst = appendJSONString(dst, q)
+		if id, ok := texts.id(q); ok {
+			dst = strconv.AppendInt(dst, int64(id), 10)
+		} else {
+			dst = appendJSONString(dst, q)
+		}
 		dst = append(dst, ',')
 		var b bool
 		if dst, b, err = appendArgs(dst, args[i]); err != nil {

@@ -2,8 +2,10 @@ package bridge
 
 import (
 	"encoding/json"
+	"io"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -109,19 +111,19 @@ func TestDecodeBatch(t *testing.T) {
 
 func TestAppendBatch(t *testing.T) {
 	t.Parallel()
-	got, blobs, err := appendBatch(nil, []string{"SELECT ?", "INSERT \"x\""}, [][]any{{1}, {[]byte("hi"), "s"}})
+	got, blobs, err := appendBatch(nil, []string{"SELECT ?", "INSERT \"x\""}, [][]any{{1}, {[]byte("hi"), "s"}}, nil)
 	require.NoError(t, err)
 	require.True(t, blobs)
 	require.Equal(t, `[["SELECT ?",[1]],["INSERT \"x\"",[{"$b":"aGk="},"s"]]]`, string(got))
 	var decoded []any
 	require.NoError(t, json.Unmarshal(got, &decoded), "valid JSON")
 
-	got, blobs, err = appendBatch(nil, []string{"SELECT 1"}, [][]any{nil})
+	got, blobs, err = appendBatch(nil, []string{"SELECT 1"}, [][]any{nil}, nil)
 	require.NoError(t, err)
 	require.False(t, blobs)
 	require.Equal(t, `[["SELECT 1",[]]]`, string(got))
 
-	_, _, err = appendBatch(nil, []string{"a", "b"}, [][]any{{1}, {math.NaN()}})
+	_, _, err = appendBatch(nil, []string{"a", "b"}, [][]any{{1}, {math.NaN()}}, nil)
 	require.ErrorContains(t, err, "statement 2")
 }
 
@@ -169,4 +171,53 @@ func FuzzStringsRoundTrip(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, [][]any{{s}}, rows)
 	})
+}
+
+func packed(status int, meta, body string) []byte {
+	statusText, headers, _ := strings.Cut(meta, "\n")
+	return appendResponse(nil, status, statusText, headers, []byte(body))
+}
+
+func TestUnpackResponse(t *testing.T) {
+	t.Parallel()
+	res, err := unpackResponse(packed(201, "Created\ncontent-type:application/json\nx-a:1\nx-a:2\n", `{"ok":true}`))
+	require.NoError(t, err)
+	require.Equal(t, 201, res.StatusCode)
+	require.Equal(t, "201 Created", res.Status)
+	require.Equal(t, http.Header{"Content-Type": {"application/json"}, "X-A": {"1", "2"}}, res.Header)
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, `{"ok":true}`, string(body))
+	require.EqualValues(t, len(body), res.ContentLength)
+
+	res, err = unpackResponse(packed(204, "\n", ""))
+	require.NoError(t, err)
+	require.Equal(t, 204, res.StatusCode)
+	require.Empty(t, res.Header)
+	require.Zero(t, res.ContentLength)
+
+	for name, bad := range map[string][]byte{"empty": nil, "short": {0, 200, 0}, "meta overruns": packed(200, "OK\n", "")[:7]} {
+		_, err := unpackResponse(bad)
+		require.Error(t, err, name)
+	}
+}
+
+func TestPackedRequestRoundTrip(t *testing.T) {
+	t.Parallel()
+	b := appendRequest(nil, "POST", "https://x.test/v1/tools/a%0Ab/call?q=1", "content-type:application/json\nx:ż\n", []byte("{}"))
+	method, url, headers, body, err := unpackRequest(b)
+	require.NoError(t, err)
+	require.Equal(t, []string{"POST", "https://x.test/v1/tools/a%0Ab/call?q=1", "content-type:application/json\nx:ż\n", "{}"},
+		[]string{method, url, headers, string(body)})
+
+	_, _, headers, body, err = unpackRequest(appendRequest(nil, "GET", "https://x.test/", "", nil))
+	require.NoError(t, err)
+	require.Empty(t, headers)
+	require.Nil(t, body, "no body")
+
+	for name, bad := range map[string][]byte{"empty": nil, "short": {0, 0}, "meta overruns": {0, 0, 0, 9, 'G'},
+		"no URL": {0, 0, 0, 3, 'G', 'E', 'T'}} {
+		_, _, _, _, err := unpackRequest(bad)
+		require.Error(t, err, name)
+	}
 }

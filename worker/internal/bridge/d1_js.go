@@ -19,6 +19,9 @@ import (
 // Bound values may be nil, bool, int, int64, float64, string or []byte; integers travel as JS numbers
 // (exact below 2^53). Query returns integers as int64, other numbers as float64, TEXT as string, BLOB
 // as []byte and NULL as nil.
+//
+// The shim looks the binding up itself in the env of ctx's event, which Go passes, and the binding's
+// name and each statement's SQL cross as numbers once the shim holds their text (see sqlTexts).
 type D1 struct {
 	binding string
 }
@@ -60,20 +63,17 @@ func (d *D1) Query(ctx context.Context, query string, args ...any) ([][]any, err
 // name, so each statement's result columns must have distinct names that are not integers (the shim
 // reads the values back in column order).
 func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
-	db, err := d.lookup(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("d1: batch: %w", err)
-	}
+	holder, name := d.lookup(ctx)
 	queries := make([]string, len(stmts))
 	args := make([][]any, len(stmts))
 	for i, st := range stmts {
 		queries[i], args[i] = st.Query, st.Args
 	}
-	batch, blobs, err := appendBatch(make([]byte, 0, 1024), queries, args)
+	batch, blobs, err := appendBatch(make([]byte, 0, 1024), queries, args, &d1Texts)
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
-	v, err := call("d1batch", db, string(batch), blobs)
+	v, err := call("d1batch", holder, name, string(batch), blobs)
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
@@ -90,29 +90,38 @@ func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
 // run finds the binding in ctx's env and runs the statement in the shim: rows as JSON (raw) or the
 // number of changes.
 func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (js.Value, error) {
-	db, err := d.lookup(ctx)
-	if err != nil {
-		return js.Value{}, err
-	}
+	holder, name := d.lookup(ctx)
 	bound, blobs, err := appendArgs(make([]byte, 0, 256), args)
 	if err != nil {
 		return js.Value{}, err
 	}
-	return call("d1", db, query, string(bound), blobs, raw)
+	if id, ok := d1Texts.id(query); ok {
+		return call("d1", holder, name, id, string(bound), blobs, raw)
+	}
+	return call("d1", holder, name, query, string(bound), blobs, raw)
 }
 
-// lookup returns the D1 binding from ctx's env (or, failing that, the current event's).
-func (d *D1) lookup(ctx context.Context) (js.Value, error) {
-	env := Env(ctx)
-	if env.Type() != js.TypeObject {
-		env = js.Global().Get("context").Get("env") // the env of the event whose context is current
+// d1Texts are the SQL texts this runtime handed the shim (see sqlTexts): the shim's sql(id, text) keeps
+// them for as long as the runtime lives, and its d1 and d1batch take the id in place of the text.
+var d1Texts = sqlTexts{register: func(id int, text string) bool {
+	if shimJS.Type() != js.TypeObject {
+		return false
 	}
-	if env.Type() != js.TypeObject {
-		return js.Value{}, fmt.Errorf("no env: call it while an event is served")
+	shimJS.Call("sql", id, text)
+	return true
+}}
+
+// lookup returns where the shim finds the binding: the object whose env holds it (ctx's event, or the
+// runtime context, whose env is the current event's) and the binding's name, or its number in d1Texts.
+// The shim fails the call if there is no env or no such binding in it.
+func (d *D1) lookup(ctx context.Context) (holder js.Value, name any) {
+	if e, ok := eventFrom(ctx); ok {
+		holder = e.v
+	} else {
+		holder = js.Global().Get("context")
 	}
-	db := env.Get(d.binding)
-	if db.Type() != js.TypeObject {
-		return js.Value{}, fmt.Errorf("no D1 binding %q in env", d.binding)
+	if id, ok := d1Texts.id(d.binding); ok {
+		return holder, id
 	}
-	return db, nil
+	return holder, d.binding
 }

@@ -3,12 +3,10 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"syscall/js"
 	"time"
 )
@@ -31,20 +29,20 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	if d, ok := ctx.Deadline(); ok {
 		timeoutMs = int(max(0, (time.Until(d)+time.Millisecond-1)/time.Millisecond))
 	}
-	body := js.Null()
+	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
 		b, err := io.ReadAll(req.Body)
 		_ = req.Body.Close()
 		if err != nil {
 			return nil, fmt.Errorf("fetch: read request body: %w", err)
 		}
-		if len(b) > 0 {
-			body = uint8JS.New(len(b))
-			js.CopyBytesToJS(body, b)
-		}
+		body = b
 	}
-	v, err := callCtx(ctx, "fetch", req.Method, req.URL.String(), formatHeaderLines(req.Header), body, timeoutMs)
-	if err == nil && v.Get("deadline").Truthy() {
+	b := appendRequest(make([]byte, 0, 512+len(body)), req.Method, req.URL.String(), formatHeaderLines(req.Header), body)
+	packed := uint8JS.New(len(b))
+	js.CopyBytesToJS(packed, b)
+	v, err := callCtx(ctx, "fetch", packed, timeoutMs)
+	if err == nil && v.IsNull() {
 		// The shim's timer aborted the fetch at ctx's deadline; Go's own timer for it may not have fired
 		// yet. Wait for it, so that the caller sees ctx done when Fetch returns.
 		<-ctx.Done()
@@ -53,20 +51,12 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
-	status := v.Get("status").Int()
-	res := &http.Response{
-		Status:     strconv.Itoa(status) + " " + v.Get("statusText").String(),
-		StatusCode: status,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     http.Header{},
-		Request:    req,
+	b = make([]byte, v.Get("byteLength").Int())
+	js.CopyBytesToGo(b, v)
+	res, err := unpackResponse(b)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
-	parseHeaderLines(v.Get("headers").String(), res.Header)
-	b := make([]byte, v.Get("body").Get("byteLength").Int())
-	js.CopyBytesToGo(b, v.Get("body"))
-	res.Body = io.NopCloser(bytes.NewReader(b))
-	res.ContentLength = int64(len(b))
+	res.Request = req
 	return res, nil
 }

@@ -65,6 +65,62 @@ export function decodeHeaders(lines) {
   return headers;
 }
 
+// HTTP messages cross between JS and Go as one Uint8Array each (Go pays a finalizer and calls back into
+// JS for every JS value it holds). bridge's codec.go has the same four functions. Big-endian integers:
+//   request:  meta length (uint32), meta "method\nurl\nheaderLines", body
+//   response: status (uint16), meta length (uint32), meta "statusText\nheaderLines", body
+// Methods, URLs and status texts never contain a newline.
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+// pack lays out [prefix bytes left for the caller][meta length][meta][body] and returns the array and
+// a DataView of it.
+function pack(prefix, meta, body) {
+  const m = utf8.encode(meta);
+  const n = body?.byteLength ?? 0;
+  const out = new Uint8Array(prefix + 4 + m.length + n);
+  const view = new DataView(out.buffer);
+  view.setUint32(prefix, m.length);
+  out.set(m, prefix + 4);
+  if (n > 0) out.set(body, prefix + 4 + m.length);
+  return { out, view };
+}
+
+export function packRequest(method, url, headerLines, body) {
+  return pack(0, `${method}\n${url}\n${headerLines}`, body).out;
+}
+
+// unpackRequest returns [method, url, headerLines, body (a view, or null if empty)].
+export function unpackRequest(b) {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const m = view.getUint32(0);
+  const meta = utf8Decoder.decode(b.subarray(4, 4 + m));
+  const i = meta.indexOf("\n");
+  const j = meta.indexOf("\n", i + 1);
+  const body = b.byteLength > 4 + m ? b.subarray(4 + m) : null;
+  return [meta.slice(0, i), meta.slice(i + 1, j), meta.slice(j + 1), body];
+}
+
+export function packResponse(status, statusText, headerLines, body) {
+  const { out, view } = pack(2, `${statusText}\n${headerLines}`, body);
+  view.setUint16(0, status);
+  return out;
+}
+
+// unpackResponse returns {status, statusText, headers (header lines), body (a view, or null if empty)}.
+export function unpackResponse(b) {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const m = view.getUint32(2);
+  const meta = utf8Decoder.decode(b.subarray(6, 6 + m));
+  const i = meta.indexOf("\n");
+  return {
+    status: view.getUint16(0),
+    statusText: meta.slice(0, i),
+    headers: meta.slice(i + 1),
+    body: b.byteLength > 6 + m ? b.subarray(6 + m) : null,
+  };
+}
+
 // reviveBlob turns the bridge's {"$b": base64} arguments back into bytes.
 function reviveBlob(_, v) {
   if (v !== null && typeof v === "object" && typeof v.$b === "string") {
@@ -89,7 +145,7 @@ function blobJSON(bytes) {
 }
 
 // Event is one fetch or scheduled invocation and the I/O context it runs in. Go receives it as a JS
-// object and calls answer/fail/hold/release on it.
+// object and calls respond/answer/fail/hold/release on it.
 export class Event {
   // The caller must construct an Event inside the invocation (so its promises and timers belong to
   // it) and pass ev.done to ctx.waitUntil. The event starts with one hold: the JS handler itself.
@@ -120,6 +176,12 @@ export class Event {
     if (this._hasAnswer) return;
     this._hasAnswer = true;
     this._resolveAnswer({ status, headers, body });
+  }
+
+  // respond delivers the Go handler's packed response (packResponse).
+  respond(packed) {
+    const { status, headers, body } = unpackResponse(packed);
+    this.answer(status, headers, body);
   }
 
   // fail delivers an error (a message, or an Error) instead of a response.
@@ -216,6 +278,24 @@ export class GoInstance {
     this.aborts = new Map(); // Go call id -> resolver that aborts the call, while it runs (see _abortable)
     this.served = 0;
     this.started = Date.now();
+    this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
+  }
+
+  // _binding returns the binding called name (a text or its number, see toolgate.sql) in holder.env.
+  _binding(holder, name) {
+    const env = holder?.env;
+    if (typeof env !== "object" || env === null) throw new Error("no env: call it while an event is served");
+    const binding = env[this._sql(name)];
+    if (typeof binding !== "object" || binding === null) throw new Error(`no D1 binding "${this._sql(name)}" in env`);
+    return binding;
+  }
+
+  // _sql returns the statement text for what Go sent: the text itself, or its number (toolgate.sql).
+  _sql(q) {
+    if (typeof q !== "number") return q;
+    const text = this.sqlTexts[q];
+    if (text === undefined) throw new Error(`toolgate: no SQL text #${q}`);
+    return text;
   }
 
   // boot instantiates the module and runs main() until it registers with bridge.Serve (or syumai's
@@ -263,39 +343,45 @@ export class GoInstance {
         await(id, p) {
           rt._await(id, Promise.resolve(p));
         },
-        d1(id, db, sql, argsJSON, blobs, raw) {
+        // sql keeps a statement's text under the number Go sends in its place from now on (d1, d1batch):
+        // a text crosses, is decoded and parsed once per instance instead of on every call.
+        sql(id, text) {
+          rt.sqlTexts[id] = text;
+        },
+        // d1 and d1batch find the binding name (a text or its number, see sql) in holder.env: holder is
+        // the call's Event, or this context (whose env is the current event's).
+        d1(id, holder, name, sql, argsJSON, blobs, raw) {
           rt._call(id, () => {
-            const stmt = db.prepare(sql).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
+            const db = rt._binding(holder, name);
+            const stmt = db.prepare(rt._sql(sql)).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
             return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
           });
         },
-        // d1batch runs [[sql, args], ...] with db.batch (one transaction, one call) and answers each
-        // statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
+        // d1batch runs [[sql, args], ...] (sql: a text or its number, see sql) with db.batch (one
+        // transaction, one call) and answers each statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
         // values are in column order (the bridge requires distinct, non-integer column names).
-        d1batch(id, db, batchJSON, blobs) {
+        d1batch(id, holder, name, batchJSON, blobs) {
           rt._call(id, async () => {
+            const db = rt._binding(holder, name);
             const list = JSON.parse(batchJSON, blobs ? reviveBlob : undefined);
-            const results = await db.batch(list.map(([sql, args]) => db.prepare(sql).bind(...args)));
+            const results = await db.batch(list.map(([sql, args]) => db.prepare(rt._sql(sql)).bind(...args)));
             const value = (v) => (Array.isArray(v) ? blobJSON(Uint8Array.from(v)) : v); // a BLOB as number[]
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           });
         },
-        // fetch aborts at timeoutMs (none if negative) with a timer of the calling host, or earlier when
-        // Go calls abort(id) (its context ended): see _abortable. It answers {deadline: true} when the
-        // timer aborted it, so Go can tell its deadline from a network failure.
-        fetch(id, method, url, headers, body, timeoutMs) {
+        // fetch sends a packed request (packRequest). It aborts at timeoutMs (none if negative) with a
+        // timer of the calling host, or earlier when Go calls abort(id) (its context ended): see
+        // _abortable. It answers the packed response (packResponse), or null when the timer aborted it,
+        // so Go can tell its deadline from a network failure.
+        fetch(id, packed, timeoutMs) {
           const call = rt._abortable(id, timeoutMs);
           rt._call(id, async () => {
             try {
+              const [method, url, headers, body] = unpackRequest(packed);
               const res = await globalThis.fetch(url, { method, headers: decodeHeaders(headers), body, signal: call.signal });
-              return {
-                status: res.status,
-                statusText: res.statusText,
-                headers: encodeHeaders(res.headers),
-                body: new Uint8Array(await res.arrayBuffer()),
-              };
+              return packResponse(res.status, res.statusText, encodeHeaders(res.headers), new Uint8Array(await res.arrayBuffer()));
             } catch (e) {
-              if (call.deadline) return { deadline: true };
+              if (call.deadline) return null;
               throw e;
             } finally {
               call.end();
@@ -334,9 +420,13 @@ export class GoInstance {
     return this.ready;
   }
 
-  // fetch dispatches a request into Go; the answer arrives through ev.answer or ev.fail.
+  // fetch dispatches a request into Go; the answer arrives through ev.respond or ev.fail.
   fetch(ev, method, url, headers, body) {
-    this._dispatch(ev, () => this.api.fetch(ev, method, url, headers, body));
+    // Called as a plain function (no `this` for Go to wrap), with the request packed in one Uint8Array:
+    // every JS value Go receives costs it a finalizer and a call back to JS.
+    const dispatch = this.api.fetch;
+    const packed = packRequest(method, url, headers, body);
+    this._dispatch(ev, () => dispatch(ev, packed));
   }
 
   // scheduled dispatches a cron event into Go; Go answers with ev.answer or ev.fail.
@@ -378,7 +468,8 @@ export class GoInstance {
     host.hold();
     const settle = (ok, v) => {
       try {
-        if (!this.dead) this.enter(host, () => this.settle(id, ok, v));
+        const goSettle = this.settle; // called as a plain function: no `this` for Go to wrap
+        if (!this.dead) this.enter(host, () => goSettle(id, ok, v));
       } finally {
         host.release();
       }
