@@ -19,9 +19,11 @@
 //	BENCH_GOFLAGS     extra flags for building ./worker (e.g. -overlay=...)
 //	BENCH_OUT         the report (default <repo>/BENCHMARKS.md; "-" writes none)
 //	BENCH_NOTE        a paragraph for the report (e.g. what BENCH_GOFLAGS changes)
+//	BENCH_ONLY        "cold": only the cold-start phase, logged, without writing the report
 package bench
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -161,6 +163,11 @@ func BenchmarkEdge(b *testing.B) {
 	for _, t := range targets {
 		reports = append(reports, &report{t: t})
 	}
+	if only := os.Getenv("BENCH_ONLY"); only != "" {
+		require.Equal(b, "cold", only, "BENCH_ONLY: only the cold-start phase (cold) runs alone")
+		runColdOnly(b, reports, up.tools, colds)
+		return
+	}
 	phaseStart := time.Now()
 	took := map[string]time.Duration{}
 	lap := func(name string) { took[name] = time.Since(phaseStart).Round(time.Second); phaseStart = time.Now() }
@@ -201,6 +208,20 @@ func BenchmarkEdge(b *testing.B) {
 			b.ReportMetric(r.c8.res.RPS(), "persistent-c8-req/s")
 		}
 	}
+}
+
+// runColdOnly is BENCH_ONLY=cold: it seeds every target's database in a process of its own, runs the
+// cold-start phase and logs its section of the report (BENCHMARKS.md is not written).
+func runColdOnly(b *testing.B, reports []*report, tools string, colds int) {
+	for _, r := range reports {
+		edge, _, key := start(b, r.t, tools)
+		r.persist, r.key = edge.PersistDir, key
+		edge.Close()
+	}
+	runColdStarts(b, reports, tools, colds)
+	var w bytes.Buffer
+	coldSection(&w, reports, runInfo{colds: colds})
+	b.Log("\n" + w.String())
 }
 
 // wasmSizes are the gzip -9 sizes of the two builds, bytes.
@@ -422,6 +443,8 @@ type runtimeStats struct {
 	HeapAlloc  int64  `json:"heapAlloc"`
 	JSValues   int    `json:"jsValuesHeldByGo"`
 	WasmMemory int64  `json:"wasmMemoryBytes"`
+	// Startup is the shim's start-up timings (worker/js/shim/worker.mjs).
+	Startup shimStartup `json:"startup"`
 }
 
 func stats(b *testing.B, base string) runtimeStats {
