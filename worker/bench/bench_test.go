@@ -19,7 +19,7 @@
 //	BENCH_GOFLAGS     extra flags for building ./worker (e.g. -overlay=...)
 //	BENCH_OUT         the report (default <repo>/BENCHMARKS.md; "-" writes none)
 //	BENCH_NOTE        a paragraph for the report (e.g. what BENCH_GOFLAGS changes)
-//	BENCH_ONLY        "cold": only the cold-start phase, logged, without writing the report
+//	BENCH_ONLY        "cold": only the cold-start phase, printed, without writing the report
 package bench
 
 import (
@@ -211,7 +211,7 @@ func BenchmarkEdge(b *testing.B) {
 }
 
 // runColdOnly is BENCH_ONLY=cold: it seeds every target's database in a process of its own, runs the
-// cold-start phase and logs its section of the report (BENCHMARKS.md is not written).
+// cold-start phase and prints its section of the report (BENCHMARKS.md is not written).
 func runColdOnly(b *testing.B, reports []*report, tools string, colds int) {
 	for _, r := range reports {
 		edge, _, key := start(b, r.t, tools)
@@ -221,7 +221,7 @@ func runColdOnly(b *testing.B, reports []*report, tools string, colds int) {
 	runColdStarts(b, reports, tools, colds)
 	var w bytes.Buffer
 	coldSection(&w, reports, runInfo{colds: colds})
-	b.Log("\n" + w.String())
+	fmt.Println(w.String()) // not b.Log: the testing package cuts a benchmark's log after 10 lines
 }
 
 // wasmSizes are the gzip -9 sizes of the two builds, bytes.
@@ -453,7 +453,7 @@ func stats(b *testing.B, base string) runtimeStats {
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
 	require.Equal(b, http.StatusOK, res.StatusCode, string(body))
-	var s runtimeStats
+	s := runtimeStats{Startup: shimStartup{RehearsalMs: -1, InstantiateMs: -1}} // a shim without start-up timings
 	require.NoError(b, json.Unmarshal(body, &s))
 	return s
 }
