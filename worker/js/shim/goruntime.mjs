@@ -643,6 +643,12 @@ const silentConsole = new Proxy({}, { get: () => () => {} });
 // serving instance still boots in the first event, because its runtime must read real random data
 // (hash seeds) and workerd allows none at module scope; the rehearsal's runtime reads none (see
 // _isolate) and is dropped. It logs nothing (Go's console is a silent one) and does no I/O.
+//
+// V8 may drop that code again before the first event: it can flush the baseline (Liftoff) code of every
+// wasm module in the process (WasmEngine::FlushLiftoffCode: on critical memory pressure, or when code
+// space runs short); only optimised (TurboFan) code survives. Measured (2026-12-01, workerd
+// 1.20260426.1): in plain workerd the code survives and a first request costs about 150 ms less CPU;
+// behind Miniflare something flushes it (with the V8 flag --no-flush-liftoff-code it survives there too).
 export function rehearse(module, env, method, url, headers, body) {
   const ev = new RehearsalEvent(env);
   const inst = new GoInstance(module, { rehearsal: true });

@@ -19,6 +19,9 @@
 // V8 has compiled that code, and the first event's instance is instantiated. That event still starts
 // its Go runtime, because the runtime reads random data (hash seeds) as it starts.
 //
+// TOOLGATE_STARTUP_REHEARSAL = "off" skips the rehearsal (V8 may drop the code it compiled before the first
+// event: see rehearse).
+//
 // With TOOLGATE_RUNTIME_STATS = "on", GET /_toolgate/runtime[?gc=1] answers the instance's statistics
 // (Go heap from runtime.MemStats, goroutines, events served, the start-up's timings) without reaching
 // the Go handler.
@@ -168,7 +171,9 @@ export default { fetch, scheduled };
 // The start-up's timings (Date.now advances at the top level, unlike inside an event): the rehearsal
 // until its answer (ms), the spare's instantiation (ms), and "ok" or why the rehearsal failed.
 const startup = { rehearsalMs: -1, instantiateMs: -1, rehearsal: "running" };
-{
+if (moduleEnv?.TOOLGATE_STARTUP_REHEARSAL === "off") {
+  startup.rehearsal = "off";
+} else {
   const t0 = Date.now();
   const rehearsed = (outcome) => {
     startup.rehearsalMs = Date.now() - t0;
@@ -185,6 +190,8 @@ const startup = { rehearsalMs: -1, instantiateMs: -1, rehearsal: "running" };
       console.warn(JSON.stringify({ level: "warn", msg: "toolgate: the start-up rehearsal failed; the first request compiles the Go code itself", err: startup.rehearsal }));
     },
   );
+}
+{
   const t1 = Date.now();
   spare = new GoInstance(mod);
   spare.instantiate();
