@@ -207,6 +207,7 @@ export class GoInstance {
     this.id = rehearsal ? 0 : nextInstanceID++;
     this.module = module;
     this.rehearsal = rehearsal; // see rehearse
+    this.rehearsalCalls = 0; // asynchronous calls the rehearsal made
     this.dead = false;
     this.stopped = null; // the RuntimeStopped error once dead
     this.api = null; // {fetch, scheduled, stats} registered by bridge.Serve
@@ -390,6 +391,7 @@ export class GoInstance {
   // _await settles Go's call id with p's outcome, in the host that made the call, which stays alive
   // until then.
   _await(id, p) {
+    if (this.rehearsal && ++this.rehearsalCalls > REHEARSAL_MAX_CALLS) return; // never settles: see rehearse
     const host = this.current;
     host.hold();
     const settle = (ok, v) => {
@@ -589,6 +591,10 @@ export class GoInstance {
 }
 
 const REHEARSAL_NO_IO = "toolgate: no I/O while the module starts (rehearsal)";
+// A rehearsal's asynchronous calls (D1, fetch, awaits) beyond this many are left pending, so Go's goroutines
+// wait for ever instead of looping: at the module's top level Go's clock (performance.now) stands still,
+// and a loop that retries until a deadline would never end.
+const REHEARSAL_MAX_CALLS = 64;
 
 // A stand-in for the D1 binding during a rehearsal: every statement fails, as D1 would at module scope.
 const rehearsalD1 = {
