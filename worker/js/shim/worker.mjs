@@ -14,13 +14,14 @@
 // cannot serve twice.
 //
 // Start-up (the module's top level, which Cloudflare runs before the first event and which may not
-// generate random values, set timers or do I/O) does what it can of the first event's work ahead: a
-// rehearsal (goruntime.mjs, rehearse) runs a throwaway Go instance through its boot and one request, so
-// V8 has compiled that code, and the first event's instance is instantiated. That event still starts
-// its Go runtime, because the runtime reads random data (hash seeds) as it starts.
+// generate random values, set timers or do I/O) instantiates the first event's instance ahead. That
+// event still starts its Go runtime, because the runtime reads random data (hash seeds) as it starts.
 //
-// TOOLGATE_STARTUP_REHEARSAL = "off" skips the rehearsal (V8 may drop the code it compiled before the first
-// event: see rehearse).
+// TOOLGATE_STARTUP_REHEARSAL = "on" also runs a rehearsal at start-up (goruntime.mjs, rehearse): a
+// throwaway Go instance through its boot and one request, so that V8 has compiled that code before the
+// first event. It is off by default: measured, it cut the first request's extra CPU from about 180 ms to
+// 25-35 ms in plain workerd, but behind Miniflare V8 drops the code it compiled before the first event
+// (no gain), and it roughly doubles the start-up's CPU, which Cloudflare bounds.
 //
 // With TOOLGATE_RUNTIME_STATS = "on", GET /_toolgate/runtime[?gc=1] answers the instance's statistics
 // (Go heap from runtime.MemStats, goroutines, events served, the start-up's timings) without reaching
@@ -171,7 +172,7 @@ export default { fetch, scheduled };
 // The start-up's timings (Date.now advances at the top level, unlike inside an event): the rehearsal
 // until its answer (ms), the spare's instantiation (ms), and "ok" or why the rehearsal failed.
 const startup = { rehearsalMs: -1, instantiateMs: -1, rehearsal: "running" };
-if (moduleEnv?.TOOLGATE_STARTUP_REHEARSAL === "off") {
+if (moduleEnv?.TOOLGATE_STARTUP_REHEARSAL !== "on") {
   startup.rehearsal = "off";
 } else {
   const t0 = Date.now();
