@@ -129,7 +129,8 @@ e2e: node_modules
 # a 300 ms upstream over 2 isolates (wall time, waiters' extra latency, D1 statements), a simulated D1 round trip,
 # cold starts, wasm sizes, memory. About 10 minutes. BENCH_RSS_CALLS (default 20000) sizes the memory run,
 # BENCH_ROUNDS (default 3) the paid c=8 rounds, BENCH_STORMS (8) the slow storms, BENCH_COLD (3) the cold starts,
-# BENCH_RTT_MS (20; 0 skips) the simulated round trip; BENCH_GOFLAGS passes build flags.
+# BENCH_RTT_MS (20; 0 skips) the simulated round trip; BENCH_GOFLAGS passes build flags. BENCH_ONLY=cold runs only the
+# cold starts and prints their table (about a minute; BENCHMARKS.md is left alone).
 bench: node_modules
 	go test -run '^$$' -bench Edge -benchtime 1x -timeout 40m ./worker/bench
 

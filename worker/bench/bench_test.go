@@ -22,9 +22,11 @@
 //	BENCH_PHASES      the phases to run, comma-separated, of load, storms, rtt, cold, memory (default all;
 //	                  cold needs load); for a quick comparison while working, with BENCH_OUT=-
 //	BENCH_TARGETS     the targets, comma-separated, of persistent, per-request, js, turso (default all)
+//	BENCH_ONLY        "cold": only the cold-start phase, printed, without writing the report
 package bench
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -179,6 +181,11 @@ func BenchmarkEdge(b *testing.B) {
 			reports = append(reports, &report{t: t})
 		}
 	}
+	if only := os.Getenv("BENCH_ONLY"); only != "" {
+		require.Equal(b, "cold", only, "BENCH_ONLY: only the cold-start phase (cold) runs alone")
+		runColdOnly(b, reports, up.tools, colds)
+		return
+	}
 	phaseStart := time.Now()
 	took := map[string]time.Duration{}
 	lap := func(name string) { took[name] = time.Since(phaseStart).Round(time.Second); phaseStart = time.Now() }
@@ -227,6 +234,20 @@ func BenchmarkEdge(b *testing.B) {
 			b.ReportMetric(r.c8.res.RPS(), "persistent-c8-req/s")
 		}
 	}
+}
+
+// runColdOnly is BENCH_ONLY=cold: it seeds every target's database in a process of its own, runs the
+// cold-start phase and prints its section of the report (BENCHMARKS.md is not written).
+func runColdOnly(b *testing.B, reports []*report, tools string, colds int) {
+	for _, r := range reports {
+		edge, _, key := start(b, r.t, tools)
+		r.persist, r.key = edge.PersistDir, key
+		edge.Close()
+	}
+	runColdStarts(b, reports, tools, colds)
+	var w bytes.Buffer
+	coldSection(&w, reports, runInfo{colds: colds})
+	fmt.Println(w.String()) // not b.Log: the testing package cuts a benchmark's log after 10 lines
 }
 
 // wasmSizes are the gzip -9 sizes of the two builds, bytes.
@@ -448,6 +469,8 @@ type runtimeStats struct {
 	HeapAlloc  int64  `json:"heapAlloc"`
 	JSValues   int    `json:"jsValuesHeldByGo"`
 	WasmMemory int64  `json:"wasmMemoryBytes"`
+	// Startup is the shim's start-up timings (worker/js/shim/worker.mjs).
+	Startup shimStartup `json:"startup"`
 }
 
 func stats(b *testing.B, base string) runtimeStats {
@@ -456,7 +479,7 @@ func stats(b *testing.B, base string) runtimeStats {
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
 	require.Equal(b, http.StatusOK, res.StatusCode, string(body))
-	var s runtimeStats
+	s := runtimeStats{Startup: shimStartup{RehearsalMs: -1, InstantiateMs: -1}} // a shim without start-up timings
 	require.NoError(b, json.Unmarshal(body, &s))
 	return s
 }

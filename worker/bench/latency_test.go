@@ -292,10 +292,21 @@ func runRTT(b *testing.B, reports []*report, tools string, rttMs int) {
 }
 
 // coldStart is one fresh Miniflare process: how long until it served, its first paid call and the
-// median of the warm ones after it.
+// median of the warm ones after it, in wall time and in CPU of workerd's main thread (where the
+// isolates run; -1 if unknown), that thread's CPU before the first call (workerd's and the module's
+// start-up), and the shim's own start-up timings (Go targets).
 type coldStart struct {
-	ready, first, warm time.Duration
-	err                string
+	ready, first, warm          time.Duration
+	firstCPU, warmCPU, readyCPU time.Duration
+	startup                     shimStartup
+	err                         string
+}
+
+// shimStartup is what the shim measured of its start-up (worker/js/shim/worker.mjs), ms; -1 if unknown.
+type shimStartup struct {
+	RehearsalMs   float64 `json:"rehearsalMs"`
+	InstantiateMs float64 `json:"instantiateMs"`
+	Rehearsal     string  `json:"rehearsal"`
 }
 
 // coldWarmCalls is how many paid calls follow the first one on a fresh isolate.
@@ -312,23 +323,43 @@ func runColdStarts(b *testing.B, reports []*report, tools string, reps int) {
 			}
 			t0 := time.Now()
 			edge := launch(b, r.t, tools, edgetest.Options{PersistDir: r.persist})
-			c := coldStart{ready: time.Since(t0)}
+			c := coldStart{ready: time.Since(t0), firstCPU: -1, warmCPU: -1, readyCPU: -1,
+				startup: shimStartup{RehearsalMs: -1, InstantiateMs: -1}}
 			base := edge.URL("w0")
-			var warm []time.Duration
+			mainCPU := func() time.Duration {
+				d, err := benchharness.WorkerdMainCPU(edge.PID())
+				if err != nil {
+					return -1
+				}
+				return d
+			}
+			var warm, warmCPU []time.Duration
 			for i := range 1 + coldWarmCalls {
 				l := callLoad(base, r.key, 1, 1, 30*time.Second, func(int) string { return fmt.Sprintf("r%d-cold-%d-%d", id, rep, i) })
+				cpu0 := mainCPU()
 				res := benchharness.Run(context.Background(), l)
+				cpu := mainCPU() - cpu0
+				if cpu0 < 0 {
+					cpu = -1
+				}
 				if res.Failures > 0 && c.err == "" {
 					c.err = res.FirstErr
 				}
 				if i == 0 {
-					c.first = res.Latencies[0]
+					c.first, c.firstCPU, c.readyCPU = res.Latencies[0], cpu, cpu0
 				} else {
-					warm = append(warm, res.Latencies[0])
+					warm, warmCPU = append(warm, res.Latencies[0]), append(warmCPU, cpu)
 				}
 			}
 			slices.Sort(warm)
-			c.warm = warm[len(warm)/2]
+			slices.Sort(warmCPU)
+			c.warm, c.warmCPU = warm[len(warm)/2], warmCPU[len(warmCPU)/2]
+			if c.firstCPU < 0 || c.warmCPU < 0 {
+				c.firstCPU, c.warmCPU = -1, -1
+			}
+			if !r.t.js {
+				c.startup = stats(b, base).Startup
+			}
 			edge.Close()
 			r.cold = append(r.cold, c)
 		}

@@ -329,23 +329,70 @@ func rttSection(w *bytes.Buffer, reports []*report, info runInfo) {
 	}
 }
 
+// coldCPU returns the medians over the starts of workerd's main-thread CPU: first call − warm median,
+// and before the first call (start-up); each is -1 if unknown.
+func coldCPU(cs []coldStart) (over, ready time.Duration) {
+	var o, rd []time.Duration
+	for _, c := range cs {
+		if c.firstCPU >= 0 {
+			o = append(o, c.firstCPU-c.warmCPU)
+		}
+		if c.readyCPU >= 0 {
+			rd = append(rd, c.readyCPU)
+		}
+	}
+	over, ready = -1, -1
+	if len(o) > 0 {
+		slices.Sort(o)
+		over = pct(o, 50)
+	}
+	if len(rd) > 0 {
+		slices.Sort(rd)
+		ready = pct(rd, 50)
+	}
+	return over, ready
+}
+
 func coldSection(w *bytes.Buffer, reports []*report, info runInfo) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	msOrDash := func(d time.Duration) string {
+		if d < 0 {
+			return "–"
+		}
+		return ms(d)
+	}
 	p("\n## First request on a fresh isolate\n\n")
 	p("Each target started %d times in a fresh Miniflare process (interleaved), on the D1 (or Turso database) its load phases seeded: the first paid call "+
 		"(a new key; the caller is not cached yet, so it also looks the key up), then %d more, one at a time. Ready: from starting the process until "+
-		"Miniflare serves (Node, workerd and the module's evaluation).\n\n", info.colds, coldWarmCalls)
-	p("| target | first call − warm, median ms | first call, median ms | warm call, median ms | each start: first / warm ms | ready, median ms |\n|---|---|---|---|---|---|\n")
+		"Miniflare serves (Node, workerd and the module's evaluation). CPU: workerd's main thread, where the isolates run JavaScript and wasm "+
+		"(V8's background compilers are not in it), from /proc; before the first call it is workerd's and every module's start-up, Miniflare's own "+
+		"workers included, so compare it across targets. Start-up rehearsal / instantiate: what the Go shim measured of its module's top level "+
+		"(Date.now advances there): a throwaway Go instance booted through one request, so V8 compiles that code before the first event, and the "+
+		"instantiation of the first event's instance (worker/js/shim/worker.mjs).\n\n", info.colds, coldWarmCalls)
+	p("| target | first call − warm, median ms | first call − warm, main-thread CPU ms | first call, median ms | warm call, median ms | each start: first / warm ms | ready, median ms | main-thread CPU before the first call, ms | start-up rehearsal / instantiate, ms |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range reports {
 		if len(r.cold) == 0 {
 			continue
 		}
 		over, first, warm, ready := coldOverhead(r.cold)
-		var each []string
+		overCPU, readyCPU := coldCPU(r.cold)
+		var each, shim []string
 		for _, c := range r.cold {
 			each = append(each, ms(c.first)+" / "+ms(c.warm))
+			if c.startup.RehearsalMs >= 0 || c.startup.InstantiateMs >= 0 {
+				s := fmt.Sprintf("%.0f / %.0f", c.startup.RehearsalMs, c.startup.InstantiateMs)
+				if c.startup.Rehearsal != "ok" && c.startup.Rehearsal != "" {
+					s += " (" + c.startup.Rehearsal + ")"
+				}
+				shim = append(shim, s)
+			}
 		}
-		p("| %s | %s | %s | %s | %s | %s |\n", r.t.name, ms(over), ms(first), ms(warm), strings.Join(each, "; "), ms(ready))
+		shimTxt := "–"
+		if len(shim) > 0 {
+			shimTxt = strings.Join(shim, "; ")
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.t.name, ms(over), msOrDash(overCPU), ms(first), ms(warm), strings.Join(each, "; "), ms(ready),
+			msOrDash(readyCPU), shimTxt)
 	}
 }
 

@@ -102,6 +102,30 @@ func Workerd(miniflarePID int) (Proc, error) {
 	return ReadProc(pid)
 }
 
+// WorkerdMainCPU returns the CPU time so far of the main thread of the workerd process that the
+// Miniflare process miniflarePID runs, in nanoseconds (from /proc/<pid>/task/<pid>/schedstat; Linux
+// only). The isolates run their JavaScript and wasm on that thread; V8's background compilers and
+// the I/O threads are not in it.
+func WorkerdMainCPU(miniflarePID int) (time.Duration, error) {
+	pid, err := findChild(miniflarePID, "workerd")
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/schedstat", pid, pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("benchharness: empty /proc/%d/task/%d/schedstat", pid, pid)
+	}
+	ns, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("benchharness: /proc/%d/task/%d/schedstat: %w", pid, pid, err)
+	}
+	return time.Duration(ns), nil
+}
+
 // findChild returns the first descendant of pid whose command name is name.
 func findChild(pid int, name string) (int, error) {
 	queue := []int{pid}

@@ -265,9 +265,11 @@ let nextInstanceID = 1;
 // GoInstance is one instantiation of the wasm module: one Go runtime, started once and entered for
 // every event it serves.
 export class GoInstance {
-  constructor(module) {
-    this.id = nextInstanceID++;
+  constructor(module, { rehearsal = false } = {}) {
+    this.id = rehearsal ? 0 : nextInstanceID++;
     this.module = module;
+    this.rehearsal = rehearsal; // see rehearse
+    this.rehearsalCalls = 0; // asynchronous calls the rehearsal made
     this.dead = false;
     this.stopped = null; // the RuntimeStopped error once dead
     this.api = null; // {fetch, scheduled, stats} registered by bridge.Serve
@@ -279,6 +281,7 @@ export class GoInstance {
     this.served = 0;
     this.started = Date.now();
     this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
+    this.instance = null; // see instantiate
   }
 
   // _binding returns the binding called name (a text or its number, see toolgate.sql) in holder.env.
@@ -298,9 +301,11 @@ export class GoInstance {
     return text;
   }
 
-  // boot instantiates the module and runs main() until it registers with bridge.Serve (or syumai's
-  // workers.Serve). It runs in ev's context, and main()'s own I/O counts against ev.
-  boot(ev) {
+  // instantiate creates the WebAssembly instance (Go's linear memory and data) without running any Go
+  // code: no random values, timers or I/O, so the module's top level may call it ahead of the first
+  // event (see worker.mjs). boot calls it if nobody did.
+  instantiate() {
+    if (this.instance) return;
     const go = new Go();
     this.go = go;
     // Go's exit is noticed synchronously through exit(); the run() promise must not wait for it (that
@@ -309,6 +314,7 @@ export class GoInstance {
     go._resolveExitPromise = () => {};
     go.exit = (code) => this._die(`Go program exited with code ${code}`, code === 0);
     this._instrument(go);
+    if (this.rehearsal) this._isolate(go);
 
     this.ready = new Promise((resolve, reject) => {
       this._bootOK = resolve;
@@ -402,6 +408,11 @@ export class GoInstance {
         },
       },
     };
+    if (this.rehearsal) {
+      // No I/O and no timers at module scope: an outbound fetch fails at once.
+      context.toolgate.fetch = (id) => rt._call(id, () => Promise.reject(new Error(REHEARSAL_NO_IO)));
+      context.toolgate.setCrashRetryAfter = () => {};
+    }
     this.context = context;
     const imports = {
       ...go.importObject,
@@ -413,10 +424,16 @@ export class GoInstance {
         },
       },
     };
-    const instance = new WebAssembly.Instance(this.module, imports);
+    this.instance = new WebAssembly.Instance(this.module, imports);
+  }
+
+  // boot runs main() until it registers with bridge.Serve (or syumai's workers.Serve), instantiating
+  // first if needed. It runs in ev's context, and main()'s own I/O counts against ev.
+  boot(ev) {
+    this.instantiate();
     this.events.add(ev);
     ev.onDone(() => this.events.delete(ev));
-    this.enter(ev, () => go.run(instance, context)).catch((e) => this._die(`Go run failed: ${e?.stack ?? e}`));
+    this.enter(ev, () => this.go.run(this.instance, this.context)).catch((e) => this._die(`Go run failed: ${e?.stack ?? e}`));
     return this.ready;
   }
 
@@ -464,6 +481,7 @@ export class GoInstance {
   // _await settles Go's call id with p's outcome, in the host that made the call, which stays alive
   // until then.
   _await(id, p) {
+    if (this.rehearsal && ++this.rehearsalCalls > REHEARSAL_MAX_CALLS) return; // never settles: see rehearse
     const host = this.current;
     host.hold();
     const settle = (ok, v) => {
@@ -556,7 +574,7 @@ export class GoInstance {
     if (this.dead) return;
     this.dead = true;
     this.stopped = new RuntimeStopped(this.id, reason);
-    if (!clean || this.api !== null) {
+    if (!this.rehearsal && (!clean || this.api !== null)) {
       console.error(JSON.stringify({
         level: "error",
         msg: "toolgate: Go runtime stopped",
@@ -574,6 +592,17 @@ export class GoInstance {
     // keep working for requests that were just abandoned.
     for (const abort of this.aborts.values()) abort();
     this.aborts.clear();
+  }
+
+  // _isolate makes go a rehearsal's (see rehearse): it runs at module scope, where workerd allows no
+  // random values, no timers and no I/O. Go's wake-up timer never fires (a goroutine that sleeps stays
+  // asleep), and the runtime's random data is zeros: this instance's hash seeds are predictable, which
+  // is harmless only because it never sees a real request and is dropped once rehearsed.
+  _isolate(go) {
+    const gojs = go.importObject.gojs;
+    gojs["runtime.getRandomData"] = () => {};
+    gojs["runtime.scheduleTimeoutEvent"] = (sp) => go.mem.setInt32((sp >>> 0) + 16, 0, true);
+    gojs["runtime.clearTimeoutEvent"] = () => {};
   }
 
   // _instrument hooks wasm_exec.js so that we always know the current host and count what Go leaves
@@ -650,4 +679,90 @@ export class GoInstance {
       };
     };
   }
+}
+
+const REHEARSAL_NO_IO = "toolgate: no I/O while the module starts (rehearsal)";
+// A rehearsal's asynchronous calls (D1, fetch, awaits) beyond this many are left pending, so Go's goroutines
+// wait for ever instead of looping: at the module's top level Go's clock (performance.now) stands still,
+// and a loop that retries until a deadline would never end.
+const REHEARSAL_MAX_CALLS = 64;
+
+// A stand-in for the D1 binding during a rehearsal: every statement fails, as D1 would at module scope.
+const rehearsalD1 = {
+  prepare() {
+    throw new Error(REHEARSAL_NO_IO);
+  },
+  batch() {
+    return Promise.reject(new Error(REHEARSAL_NO_IO));
+  },
+};
+
+// RehearsalEvent is the host of a rehearsal: an Event without a context of its own (no timers, nothing
+// to keep alive), whose env has the real vars and a D1 that fails every statement.
+class RehearsalEvent {
+  constructor(env) {
+    this.kind = "rehearsal";
+    this.env = Object.create(env ?? null, { DB: { value: rehearsalD1 } });
+    this.ctx = { waitUntil() {}, passThroughOnException() {} };
+    this.stopped = null;
+    this.answered = new Promise((resolve, reject) => {
+      this._resolve = resolve;
+      this._reject = reject;
+    });
+    this.answered.catch(() => {});
+  }
+  answer(status, headers, body) {
+    this._resolve({ status, headers, body });
+  }
+  respond(packed) {
+    const { status, headers, body } = unpackResponse(packed);
+    this.answer(status, headers, body);
+  }
+  fail(reason) {
+    this._reject(reason instanceof Error ? reason : new Error(reason));
+  }
+  hold() {}
+  release() {}
+  track() {}
+  handlerReturned() {}
+  abandon(err) {
+    this.stopped = err;
+    this.fail(err);
+  }
+  onDone() {}
+}
+
+const silentConsole = new Proxy({}, { get: () => () => {} });
+
+// rehearse runs a throwaway Go instance of module at module scope, through its boot and one request
+// (its answer is dropped), and returns a promise of that answer, for statistics and tests.
+//
+// Why: V8 compiles wasm lazily, each function when it is first called, and compiling the Go runtime,
+// the package initialisers and the code of a first request is most of what a fresh isolate's first
+// request costs. Compiled code belongs to the module, not the instance, so a rehearsal at module scope
+// (which Cloudflare's start-up pays for) leaves the code compiled for the instance that serves. The
+// serving instance still boots in the first event, because its runtime must read real random data
+// (hash seeds) and workerd allows none at module scope; the rehearsal's runtime reads none (see
+// _isolate) and is dropped. It logs nothing (Go's console is a silent one) and does no I/O.
+//
+// V8 may drop that code again before the first event: it can flush the baseline (Liftoff) code of every
+// wasm module in the process (WasmEngine::FlushLiftoffCode: on critical memory pressure, or when code
+// space runs short); only optimised (TurboFan) code survives. Measured (2026-12-01, workerd
+// 1.20260426.1): in plain workerd the code survives and a first request costs about 150 ms less CPU;
+// behind Miniflare something flushes it (with the V8 flag --no-flush-liftoff-code it survives there too).
+export function rehearse(module, env, method, url, headers, body) {
+  const ev = new RehearsalEvent(env);
+  const inst = new GoInstance(module, { rehearsal: true });
+  const console0 = globalThis.console;
+  globalThis.console = silentConsole; // read once, by Go's package initialisers
+  try {
+    inst.boot(ev).catch(() => {});
+  } finally {
+    globalThis.console = console0;
+  }
+  if (inst.dead) return Promise.reject(inst.stopped);
+  if (inst.legacy !== null) return Promise.resolve(null); // syumai's workers.Serve: it serves one request only
+  if (inst.api === null) return Promise.reject(new Error("toolgate: the rehearsal's Go program did not register"));
+  inst.fetch(ev, method, url, headers, body);
+  return ev.answered;
 }
