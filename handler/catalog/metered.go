@@ -27,7 +27,9 @@ type Metered struct {
 	// holding the units used.
 	UsageHeader string
 
-	per *big.Rat // the price of one unit, in minor units
+	// The price of one unit is perNum / 10^perScale minor units.
+	perNum   *big.Int
+	perScale int
 }
 
 // maxUnitsLen bounds a usage header's value: a plain decimal, at most this
@@ -43,34 +45,37 @@ func (t Tool) Cost(units string) (amount int64, ok bool) {
 	if m == nil {
 		return t.Price, false
 	}
-	u, ok := parseUnits(strings.TrimSpace(units))
+	u, scale, ok := parseDecimal(strings.TrimSpace(units))
 	if !ok {
 		return t.Price, false
 	}
-	c := new(big.Rat).Mul(u, m.per)
-	n := new(big.Int).Quo(c.Num(), c.Denom()) // rounded down; both are non-negative
-	if new(big.Int).Mul(n, c.Denom()).Cmp(c.Num()) != 0 {
-		n.Add(n, big.NewInt(1))
+	// units × per = u × perNum / 10^(scale + perScale), rounded up.
+	n := new(big.Int).Mul(u, m.perNum)
+	q, r := n.QuoRem(n, pow10(scale+m.perScale), new(big.Int))
+	if r.Sign() != 0 {
+		q.Add(q, big.NewInt(1))
 	}
-	if !n.IsInt64() || n.Int64() > t.Price {
+	if !q.IsInt64() || q.Int64() > t.Price {
 		return t.Price, true
 	}
-	return n.Int64(), true
+	return q.Int64(), true
 }
 
-// parseUnits reads a non-negative plain decimal of at most maxUnitsLen
-// characters.
-func parseUnits(s string) (*big.Rat, bool) {
+// parseDecimal reads a non-negative plain decimal of at most maxUnitsLen
+// characters as n / 10^scale.
+func parseDecimal(s string) (n *big.Int, scale int, ok bool) {
 	if s == "" || len(s) > maxUnitsLen {
-		return nil, false
+		return nil, 0, false
 	}
 	whole, frac, dot := strings.Cut(s, ".")
 	if whole == "" || (dot && frac == "") || strings.Trim(whole+frac, "0123456789") != "" {
-		return nil, false
+		return nil, 0, false
 	}
-	r, ok := new(big.Rat).SetString(s)
-	return r, ok
+	n, ok = new(big.Int).SetString(whole+frac, 10)
+	return n, len(frac), ok
 }
+
+func pow10(n int) *big.Int { return new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(n)), nil) }
 
 // meteredDoc is the object form of a tool's "price".
 type meteredDoc struct {
@@ -92,19 +97,20 @@ func parseMetered(d meteredDoc, currency string) (int64, *Metered, error) {
 	if max <= 0 {
 		return 0, nil, errors.New("price.max must be above 0")
 	}
-	per, ok := parseUnits(d.Per)
-	if !ok || per.Sign() <= 0 || len(d.Per) > 30 {
+	perNum, perScale, ok := parseDecimal(d.Per)
+	if !ok || perNum.Sign() <= 0 || len(d.Per) > 30 {
 		return 0, nil, fmt.Errorf("price.per %q must be a positive plain decimal, such as \"0.001\"", d.Per)
 	}
 	dec, err := store.Decimals(currency)
 	if err != nil {
 		return 0, nil, err
 	}
-	per.Mul(per, new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(dec)), nil)))
-	if per.Cmp(new(big.Rat).SetInt64(max)) > 0 {
+	// In minor units: perNum × 10^dec / 10^perScale, at most max.
+	perNum.Mul(perNum, pow10(dec))
+	if perNum.Cmp(new(big.Int).Mul(big.NewInt(max), pow10(perScale))) > 0 {
 		return 0, nil, fmt.Errorf("price.per %s is above price.max %s", d.Per, d.Max)
 	}
-	m := &Metered{Per: d.Per, UsageHeader: DefaultUsageHeader, per: per}
+	m := &Metered{Per: d.Per, UsageHeader: DefaultUsageHeader, perNum: perNum, perScale: perScale}
 	if d.UsageHeader != "" {
 		if err := checkHeaderName(d.UsageHeader); err != nil {
 			return 0, nil, fmt.Errorf("price.usageHeader: %w", err)
