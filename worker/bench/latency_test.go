@@ -38,6 +38,9 @@ type slowStorms struct {
 	same     []time.Duration // waiters on the owner's isolate: answer minus the upstream's answer
 	other    []time.Duration // waiters on the other isolate: the same
 	owner    []time.Duration // the owner itself: its answer minus the upstream's answer
+	// sameAfter and otherAfter are the waiters' answers minus the owner's answer: the latency a waiter
+	// adds once the owner has completed (the owner answers right after its Complete returns).
+	sameAfter, otherAfter []time.Duration
 	d1       benchharness.D1Stats
 	logged   int // D1 round trips the Go handler logged for every call of every storm
 	err      string
@@ -109,13 +112,14 @@ func runSlowStorms(b *testing.B, reports []*report, up *loopback, storms int) {
 			s.logged += loggedRoundTrips(ru.edge.LogsSince(mark))
 			last := sent
 			owner := -1
+			var ownerAt time.Time
 			for _, a := range answers {
 				s.statuses[a.status]++
 				if a.at.After(last) {
 					last = a.at
 				}
 				if a.status == http.StatusOK && !a.replayed {
-					owner = a.isolate
+					owner, ownerAt = a.isolate, a.at
 					s.owner = append(s.owner, a.at.Sub(answered))
 				}
 			}
@@ -129,8 +133,10 @@ func runSlowStorms(b *testing.B, reports []*report, up *loopback, storms int) {
 				}
 				if a.isolate == owner {
 					s.same = append(s.same, a.at.Sub(answered))
+					s.sameAfter = append(s.sameAfter, a.at.Sub(ownerAt))
 				} else {
 					s.other = append(s.other, a.at.Sub(answered))
+					s.otherAfter = append(s.otherAfter, a.at.Sub(ownerAt))
 				}
 			}
 		}
@@ -139,7 +145,8 @@ func runSlowStorms(b *testing.B, reports []*report, up *loopback, storms int) {
 		after, err := benchharness.D1(ru.bases...)
 		require.NoError(b, err)
 		ru.r.slow.d1 = after.Sub(before[ru])
-		for _, xs := range [][]time.Duration{ru.r.slow.walls, ru.r.slow.same, ru.r.slow.other, ru.r.slow.owner} {
+		for _, xs := range [][]time.Duration{ru.r.slow.walls, ru.r.slow.same, ru.r.slow.other, ru.r.slow.owner,
+			ru.r.slow.sameAfter, ru.r.slow.otherAfter} {
 			slices.Sort(xs)
 		}
 	}
