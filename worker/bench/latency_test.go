@@ -41,9 +41,9 @@ type slowStorms struct {
 	// sameAfter and otherAfter are the waiters' answers minus the owner's answer: the latency a waiter
 	// adds once the owner has completed (the owner answers right after its Complete returns).
 	sameAfter, otherAfter []time.Duration
-	d1       benchharness.D1Stats
-	logged   int // D1 round trips the Go handler logged for every call of every storm
-	err      string
+	d1                    benchharness.D1Stats
+	logged                int // D1 round trips the Go handler logged for every call of every storm
+	err                   string
 }
 
 // stormAnswer is one call of a storm.
