@@ -152,7 +152,9 @@ func TestMeteredStormHoldsOnce(t *testing.T) {
 // attempt's charge as it was taken, whatever the catalog says now. A hold
 // of 1.00 taken under a metered catalog, taken over by a gateway that
 // sells the tool at a fixed 0.05, captures 0.05 and releases the rest; a
-// fixed charge of 0.05 taken over under a metered catalog stays 0.05.
+// fixed charge of 0.05 taken over under a metered catalog stays 0.05; a
+// tool that became free releases an inherited hold whole and keeps an
+// inherited fixed charge.
 // The receipt says what the ledger did.
 func TestMeteredTakeoverAcrossCatalogs(t *testing.T) {
 	t.Parallel()
@@ -191,5 +193,24 @@ func TestMeteredTakeoverAcrossCatalogs(t *testing.T) {
 	require.NotContains(t, rc, "metered")
 	require.EqualValues(t, 495, e.balance(bob))
 	require.Equal(t, []string{"credit", "charge"}, e.kinds(bob))
+	e.checkInvariants()
+
+	// Metered then, free now (the test catalog's "free" costs 0): the
+	// hold is released whole, and the receipt says 0; a fixed charge
+	// inherited by a free tool stays, and says so.
+	e = setup(t)
+	carol := e.newCaller("carol", "5.00")
+	abandon(e, carol, "free", "held", 100, true)
+	abandon(e, carol, "free", "fixed", 5, false)
+	r = e.call(carol.key, "free", "held", `{}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	rc = receiptIn(t, r)
+	require.Equal(t, []any{"0.00", map[string]any{"max": "1.00"}}, []any{rc["amount"], rc["metered"]})
+	require.NotContains(t, rc, "balanceAfter")
+	r = e.call(carol.key, "free", "fixed", `{}`)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.Equal(t, "0.05", receiptIn(t, r)["amount"])
+	require.EqualValues(t, 495, e.balance(carol))
+	require.Equal(t, []string{"credit", "charge", "charge", "release"}, e.kinds(carol))
 	e.checkInvariants()
 }

@@ -533,7 +533,12 @@ func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (cr store.Clai
 	t := a.tool
 	if t.Price <= 0 && t.Free == nil {
 		cr, err = a.e.store.Claim(ctx, p)
-		return cr, nil, err
+		if err != nil {
+			return cr, nil, err
+		}
+		// A free tool charges nothing, but a takeover may inherit a charge
+		// taken under an earlier catalog: takeCharge keeps it the key's.
+		return cr, &chargeOutcome{inherited: cr.Record.Charge}, nil
 	}
 	cp := store.ClaimChargeParams{ClaimParams: p, Caller: a.caller.ID, Currency: t.Currency, Amount: t.Price,
 		KeyID: a.caller.KeyID, Hold: t.Metered != nil}
@@ -610,6 +615,15 @@ type chargeOutcome struct {
 	inherited store.Charge
 }
 
+// inheritedCharge returns the charge a won claim inherited (a takeover of
+// an attempt that charged), or nil.
+func (c *chargeOutcome) inheritedCharge() *store.Charge {
+	if c == nil || c.err != nil || c.res.Charged || c.inherited.State != store.ChargeCharged {
+		return nil
+	}
+	return &c.inherited
+}
+
 // money is what a claimed key holds: a charge (and the balance after it),
 // or a unit of free quota (and the window's usage after it, 0 if
 // inherited).
@@ -620,6 +634,8 @@ type money struct {
 	// amount (the maximum), taken under whatever the catalog said then.
 	amount int64
 	hold   bool
+	// noBalance: the balance was not read (a free tool's takeover).
+	noBalance bool
 }
 
 // held reports whether the key holds a charge or a unit to give back.
@@ -675,6 +691,12 @@ func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOut
 	e := a.e
 	if paid != nil && paid.quota.Free {
 		return money{free: true, used: paid.quota.Used}, nil
+	}
+	if in := paid.inheritedCharge(); in != nil && a.tool.Price <= 0 {
+		// A takeover of a key charged under an earlier catalog, of a tool
+		// that is free now: the charge is the key's, refunded on failure
+		// and, for a hold, released whole (the tool costs 0) when stored.
+		return money{charged: true, noBalance: true, amount: in.Amount, hold: in.Hold == store.HoldHeld}, nil
 	}
 	if a.tool.Price <= 0 && (paid == nil || paid.err == nil) {
 		return money{}, nil
@@ -753,6 +775,9 @@ func (a *attempt) storeAnswer(ctx context.Context, f store.Fence, b *finalBudget
 		rcpt.BalanceAfter = store.FormatAmount(m.balance+m.amount-used, a.tool.Currency)
 	case m.charged:
 		rcpt.Amount = store.FormatAmount(m.amount, a.tool.Currency)
+	}
+	if m.noBalance {
+		rcpt.BalanceAfter = ""
 	}
 	env := envelope{Tool: a.tool.Name, Upstream: upstreamInfo{Status: up.StatusCode, ContentType: up.ContentType}}
 	env.Output, env.Upstream.Encoding = encodeOutput(up)
