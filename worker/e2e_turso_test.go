@@ -402,7 +402,10 @@ type gatedUpstream struct {
 	closing chan struct{} // closed at cleanup: held calls answer, so Close does not wait for them
 }
 
-const sleepFor = 2500 * time.Millisecond // 2.5 leases of the tools below
+// sleepFor is 2.5 leases of the tools below. The lease is 2 s, not 1 s: a heartbeat (every lease/3) delayed
+// past the lease by a loaded machine lets a duplicate take over and call the upstream once more, which is
+// allowed (never charged twice) but is not what these tests are about.
+const sleepFor = 5000 * time.Millisecond
 
 // answeredSuffix counts, under path+answeredSuffix, the calls of path that
 // got their answer written.
@@ -453,7 +456,7 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 func (u *gatedUpstream) tools() string {
 	tool := func(name, path string) string {
 		return fmt.Sprintf(`{"name":%q,"description":"e2e %s","price":"0.05","currency":"USD",
-			"upstream":{"url":"%s%s"},"timeout":"60s","lease":"1s","ttl":"1h"}`, name, name, u.URL, path)
+			"upstream":{"url":"%s%s"},"timeout":"60s","lease":"2s","ttl":"1h"}`, name, name, u.URL, path)
 	}
 	return `{"tools":[` + strings.Join([]string{tool("hb", "/sleep"), tool("stall", "/gate"), tool("echo", "/echo")}, ",") + `]}`
 }

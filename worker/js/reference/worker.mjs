@@ -90,7 +90,7 @@ async function claimCharge(db, tool, caller, key, owner, fingerprint) {
   const now = Date.now();
   const [claimed, charged] = await db.batch([
     db.prepare(SQL.claim).bind(key, owner, `${owner}:${now}`, now + LEASE_MS, now + TTL_MS, fingerprint, now, now, tool.name, caller.id),
-    db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, caller.keyId ?? "", key, owner, fingerprint, caller.id, tool.currency, tool.price,
+    db.prepare(SQL.chargeClaimed).bind(tool.price, tool.price, now, caller.keyId ?? "", 0, key, owner, fingerprint, caller.id, tool.currency, tool.price,
       now, caller.keyId ?? "", tool.price),
   ]);
   // Batch rows are objects; their values are in column order.
@@ -101,7 +101,7 @@ async function claimCharge(db, tool, caller, key, owner, fingerprint) {
 async function execute(db, tool, caller, rec, body, charged) {
   const now = Date.now();
   charged ??= await db.prepare(SQL.charge)
-    .bind(tool.price, tool.price, now, caller.keyId ?? "", rec.key, rec.owner, rec.generation, caller.id, tool.currency, tool.price,
+    .bind(tool.price, tool.price, now, caller.keyId ?? "", 0, rec.key, rec.owner, rec.generation, caller.id, tool.currency, tool.price,
       now, caller.keyId ?? "", tool.price).raw();
   if (charged.length !== 1) return problem(402, "Insufficient funds");
   const balance = charged[0][0];
@@ -126,9 +126,10 @@ async function execute(db, tool, caller, rec, body, charged) {
   // Complete and count the call in one batch, as the Go engine does (store/sqlstore completeCounted).
   const hour = Math.floor(done / 3600000) * 3600000;
   const usage = JSON.stringify([[hour, caller.id, tool.name, tool.currency, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    done - now, done - now <= 100 ? 1 : 0, done - now > 100 && done - now <= 300 ? 1 : 0, 0, 0, done - now > 300 ? 1 : 0, done]]);
+    done - now, done - now <= 100 ? 1 : 0, done - now > 100 && done - now <= 300 ? 1 : 0, 0, 0, done - now > 300 ? 1 : 0, done,
+    caller.keyId ?? ""]]);
   const [completed] = await db.batch([
-    db.prepare(SQL.completeCounted).bind(200, "application/json", btoa(text), done, done, done + TTL_MS, rec.key, rec.owner, rec.generation),
+    db.prepare(SQL.completeCounted).bind(200, "application/json", btoa(text), done, done, done + TTL_MS, null, rec.key, rec.owner, rec.generation),
     db.prepare(SQL.countUsage).bind(usage),
   ]);
   if (completed.results.length !== 1) return problem(503, "Lost the lease");
