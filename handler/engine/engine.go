@@ -538,7 +538,7 @@ func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (cr store.Clai
 		}
 		// A free tool charges nothing, but a takeover may inherit a charge
 		// taken under an earlier catalog: takeCharge keeps it the key's.
-		return cr, &chargeOutcome{inherited: cr.Record.Charge}, nil
+		return cr, &chargeOutcome{inherited: cr.Record.Charge, noBalance: true}, nil
 	}
 	cp := store.ClaimChargeParams{ClaimParams: p, Caller: a.caller.ID, Currency: t.Currency, Amount: t.Price,
 		KeyID: a.caller.KeyID, Hold: t.Metered != nil}
@@ -613,12 +613,14 @@ type chargeOutcome struct {
 	// inherited is the key's charge as the claim found it: what a
 	// takeover inherits when res.Charged is false.
 	inherited store.Charge
+	// noBalance: the claim read no balance (a free tool's plain claim).
+	noBalance bool
 }
 
 // inheritedCharge returns the charge a won claim inherited (a takeover of
 // an attempt that charged), or nil.
 func (c *chargeOutcome) inheritedCharge() *store.Charge {
-	if c == nil || c.err != nil || c.res.Charged || c.inherited.State != store.ChargeCharged {
+	if c.err != nil || c.res.Charged || c.inherited.State != store.ChargeCharged {
 		return nil
 	}
 	return &c.inherited
@@ -681,32 +683,27 @@ func (a *attempt) returnOnPanic(ctx context.Context, f store.Fence) {
 	}
 }
 
-// takeCharge charges the tool's price, or takes the outcome of the charge
-// (or unit of free quota) made with the claim (paid). A free tool charges
-// nothing. On insufficient funds nothing was taken and the key is failed, so
-// a retry after a top-up runs; the error is the store's
+// takeCharge takes the outcome of the charge (or unit of free quota) made
+// with the claim (paid; every prepaid claim makes one, see claim). A
+// takeover keeps the charge it inherited, whatever the catalog says now. A
+// free tool charges nothing. On insufficient funds nothing was taken and the
+// key is failed, so a retry after a top-up runs; the error is the store's
 // *InsufficientFundsError. A tool of price 0 whose free quota is used up
 // fails the key the same way, with a *QuotaExhaustedError.
-func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOutcome) (m money, err error) {
+func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOutcome) (money, error) {
 	e := a.e
-	if paid != nil && paid.quota.Free {
+	if paid.quota.Free {
 		return money{free: true, used: paid.quota.Used}, nil
 	}
-	if in := paid.inheritedCharge(); in != nil && a.tool.Price <= 0 {
-		// A takeover of a key charged under an earlier catalog, of a tool
-		// that is free now: the charge is the key's, refunded on failure
-		// and, for a hold, released whole (the tool costs 0) when stored.
-		return money{charged: true, noBalance: true, amount: in.Amount, hold: in.Hold == store.HoldHeld}, nil
+	if in := paid.inheritedCharge(); in != nil {
+		// The abandoned attempt's charge, perhaps taken under another
+		// catalog: the capture and the receipt follow it.
+		return money{charged: true, balance: paid.res.Balance, noBalance: paid.noBalance, amount: in.Amount,
+			hold: in.Hold == store.HoldHeld}, nil
 	}
-	if a.tool.Price <= 0 && (paid == nil || paid.err == nil) {
+	err := paid.err
+	if err == nil && a.tool.Price <= 0 {
 		return money{}, nil
-	}
-	var cr store.ChargeResult
-	if paid != nil {
-		cr, err = paid.res, paid.err
-	} else {
-		cr, err = e.store.Charge(ctx, store.ChargeParams{Fence: f, Caller: a.caller.ID,
-			Currency: a.tool.Currency, Amount: a.tool.Price, Now: e.now(), KeyID: a.caller.KeyID, Hold: a.tool.Metered != nil})
 	}
 	if errors.Is(err, store.ErrQuotaExhausted) {
 		err = &QuotaExhaustedError{Tool: a.tool.Name, Calls: a.tool.Free.Calls, Per: a.tool.Free.Per, ResetsAt: a.windowEnd,
@@ -721,14 +718,7 @@ func (a *attempt) takeCharge(ctx context.Context, f store.Fence, paid *chargeOut
 	if err != nil {
 		return money{}, storeError("charge key", err)
 	}
-	m = money{charged: true, balance: cr.Balance, amount: a.tool.Price, hold: a.tool.Metered != nil}
-	if paid != nil && !cr.Charged {
-		// A takeover: the charge is the abandoned attempt's, perhaps taken
-		// under another catalog. The capture and the receipt follow it.
-		in := paid.inherited
-		m.amount, m.hold = in.Amount, in.Hold == store.HoldHeld
-	}
-	return m, nil
+	return money{charged: true, balance: paid.res.Balance, amount: a.tool.Price, hold: a.tool.Metered != nil}, nil
 }
 
 // storeAnswer builds the answer to a final upstream response (the envelope
