@@ -435,15 +435,9 @@ type toolJSON struct {
 	Currency    string          `json:"currency"`
 	InputSchema json.RawMessage `json:"inputSchema"`
 	// Metered is a metered price's terms; Price is then its maximum.
-	Metered *meteredJSON `json:"metered,omitempty"`
+	Metered *catalog.MeteredTerms `json:"metered,omitempty"`
 	// Free is the tool's free tier.
 	Free *freeJSON `json:"free,omitempty"`
-}
-
-type meteredJSON struct {
-	Max         string `json:"max"`
-	Per         string `json:"per"`
-	UsageHeader string `json:"usageHeader"`
 }
 
 type freeJSON struct {
@@ -458,10 +452,7 @@ func toolsDocument(c *catalog.Catalog) ([]byte, error) {
 	doc.Tools = []toolJSON{}
 	for _, t := range c.Tools() {
 		tj := toolJSON{Name: t.Name, Description: t.Description, Price: t.PriceString(), Currency: t.Currency,
-			InputSchema: t.InputSchema}
-		if m := t.Metered; m != nil {
-			tj.Metered = &meteredJSON{Max: t.PriceString(), Per: m.Per, UsageHeader: m.UsageHeader}
-		}
+			InputSchema: t.InputSchema, Metered: t.MeteredTerms()}
 		if f := t.Free; f != nil {
 			tj.Free = &freeJSON{Calls: f.Calls, Per: f.Per}
 		}

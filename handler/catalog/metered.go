@@ -32,6 +32,23 @@ type Metered struct {
 	perScale int
 }
 
+// MeteredTerms is how a metered price is published (GET /v1/tools, MCP
+// tools/list _meta).
+type MeteredTerms struct {
+	Max         string `json:"max"`
+	Per         string `json:"per"`
+	UsageHeader string `json:"usageHeader"`
+}
+
+// MeteredTerms returns t's metered price as published, nil for a tool that
+// is not metered.
+func (t Tool) MeteredTerms() *MeteredTerms {
+	if t.Metered == nil {
+		return nil
+	}
+	return &MeteredTerms{Max: t.PriceString(), Per: t.Metered.Per, UsageHeader: t.Metered.UsageHeader}
+}
+
 // maxUnitsLen bounds a usage header's value: a plain decimal, at most this
 // many characters, so the arithmetic on it stays small.
 const maxUnitsLen = 40

@@ -53,7 +53,7 @@ func toolsListJSON(c *catalog.Catalog, perCall, anonymous bool) []byte {
 		}
 		meta := map[string]any{MetaPrice: t.PriceString(), MetaCurrency: t.Currency}
 		if m := t.Metered; m != nil {
-			meta[MetaMetered] = map[string]any{"max": t.PriceString(), "per": m.Per, "usageHeader": m.UsageHeader}
+			meta[MetaMetered] = t.MeteredTerms()
 			price = fmt.Sprintf("Price: metered, %s %s per unit used, at most %s per call: the maximum is held while "+
 				"the tool runs and what it did not use is given back at once; charged once per idempotency key and "+
 				"refunded whole if the tool fails.", m.Per, t.Currency, t.PriceString())
