@@ -1,5 +1,7 @@
 package store
 
+import "fmt"
+
 // # Metered prices: holds and captures
 //
 // A metered tool's price is known only after the call: the upstream reports
@@ -42,3 +44,12 @@ const (
 	HoldHeld     HoldState = "held"
 	HoldCaptured HoldState = "captured"
 )
+
+// ValidateCapture returns ErrInvalidAmount unless a Complete's capture, if
+// any, is within [0, MaxAmount].
+func ValidateCapture(capture *int64) error {
+	if capture != nil && (*capture < 0 || *capture > MaxAmount) {
+		return fmt.Errorf("%w: capture %d", ErrInvalidAmount, *capture)
+	}
+	return nil
+}

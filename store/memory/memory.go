@@ -218,8 +218,8 @@ func (s *Store) Complete(_ context.Context, p store.CompleteParams) error {
 			return err
 		}
 	}
-	if p.Capture != nil && (*p.Capture < 0 || *p.Capture > store.MaxAmount) {
-		return fmt.Errorf("%w: capture %d", store.ErrInvalidAmount, *p.Capture)
+	if err := store.ValidateCapture(p.Capture); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

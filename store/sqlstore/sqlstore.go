@@ -182,11 +182,11 @@ func (s *Store) Complete(ctx context.Context, p store.CompleteParams) error {
 	if err := s.checkBody(p.Response.Body); err != nil {
 		return err
 	}
+	if err := store.ValidateCapture(p.Capture); err != nil {
+		return err
+	}
 	var capture any // NULL: capture the whole hold
 	if p.Capture != nil {
-		if *p.Capture < 0 || *p.Capture > store.MaxAmount {
-			return fmt.Errorf("%w: capture %d", store.ErrInvalidAmount, *p.Capture)
-		}
 		capture = *p.Capture
 	}
 	now := store.UnixMilli(p.Now)
