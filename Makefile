@@ -147,7 +147,7 @@ bench-go:
 PROFILE_CALLS ?= 1500
 profile: node_modules shim
 	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
-	cp build/worker.mjs build/goruntime.mjs build/wasm_exec.js "$$dir/"; \
+	cp build/worker.mjs build/goruntime.mjs build/bootseed.mjs build/wasm_exec.js "$$dir/"; \
 	GOOS=js GOARCH=wasm go build -trimpath -o "$$dir/app.wasm" ./worker; \
 	PROFILE_OUT=$${PROFILE_OUT:-build/worker.cpuprofile} node worker/bench/profile.mjs "$$dir" $(PROFILE_CALLS)
 

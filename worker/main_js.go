@@ -102,5 +102,7 @@ func main() {
 	a := &app{}
 	background = bridge.WaitUntil
 	bridge.OnScheduled(a.scheduled)
+	// Booted at start-up (TOOLGATE_BOOT_SEED), the app is built there.
+	bridge.OnStart(func(context.Context) { a.init() })
 	bridge.Serve(a)
 }

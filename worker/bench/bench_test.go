@@ -115,6 +115,7 @@ type report struct {
 	slow     slowStorms
 	rtt      rttRun
 	cold     []coldStart
+	coldSeed []coldStart // the same target booted at start-up (TOOLGATE_BOOT_SEED); Go persistent only
 }
 
 func BenchmarkEdge(b *testing.B) {

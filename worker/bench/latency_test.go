@@ -314,13 +314,19 @@ type shimStartup struct {
 	RehearsalMs   float64 `json:"rehearsalMs"`
 	InstantiateMs float64 `json:"instantiateMs"`
 	Rehearsal     string  `json:"rehearsal"`
+	BootMs        float64 `json:"bootMs"`
+	Boot          string  `json:"boot"`
 }
+
+// benchBootSeed is the TOOLGATE_BOOT_SEED of the cold starts booted at start-up.
+const benchBootSeed = "8d3f2a61c0b94e7d5a1f6e2c9b0d4a7e3c5f1b8a6d2e9c4f0b7a1d5e3c8f2a6b"
 
 // coldWarmCalls is how many paid calls follow the first one on a fresh isolate.
 const coldWarmCalls = 5
 
 // runColdStarts starts each target afresh reps times (interleaved), on the D1 its load phases used
-// (seeded), and times its first paid call and the warm ones after it.
+// (seeded), and times its first paid call and the warm ones after it. A Go persistent target also starts
+// booted at start-up (TOOLGATE_BOOT_SEED), into coldSeed.
 func runColdStarts(b *testing.B, reports []*report, tools string, reps int) {
 	id := runID.Add(1)
 	for rep := range reps {
@@ -328,47 +334,57 @@ func runColdStarts(b *testing.B, reports []*report, tools string, reps int) {
 			if r.key == "" {
 				continue
 			}
-			t0 := time.Now()
-			edge := launch(b, r.t, tools, edgetest.Options{PersistDir: r.persist})
-			c := coldStart{ready: time.Since(t0), firstCPU: -1, warmCPU: -1, readyCPU: -1,
-				startup: shimStartup{RehearsalMs: -1, InstantiateMs: -1}}
-			base := edge.URL("w0")
-			mainCPU := func() time.Duration {
-				d, err := benchharness.WorkerdMainCPU(edge.PID())
-				if err != nil {
-					return -1
-				}
-				return d
+			r.cold = append(r.cold, coldStartOnce(b, r, tools, nil, fmt.Sprintf("r%d-cold-%d", id, rep)))
+			if !r.t.js && r.t.mode == edgetest.ModePersistent {
+				r.coldSeed = append(r.coldSeed, coldStartOnce(b, r, tools, map[string]string{"TOOLGATE_BOOT_SEED": benchBootSeed},
+					fmt.Sprintf("r%d-seed-%d", id, rep)))
 			}
-			var warm, warmCPU []time.Duration
-			for i := range 1 + coldWarmCalls {
-				l := callLoad(base, r.key, 1, 1, 30*time.Second, func(int) string { return fmt.Sprintf("r%d-cold-%d-%d", id, rep, i) })
-				cpu0 := mainCPU()
-				res := benchharness.Run(context.Background(), l)
-				cpu := mainCPU() - cpu0
-				if cpu0 < 0 {
-					cpu = -1
-				}
-				if res.Failures > 0 && c.err == "" {
-					c.err = res.FirstErr
-				}
-				if i == 0 {
-					c.first, c.firstCPU, c.readyCPU = res.Latencies[0], cpu, cpu0
-				} else {
-					warm, warmCPU = append(warm, res.Latencies[0]), append(warmCPU, cpu)
-				}
-			}
-			slices.Sort(warm)
-			slices.Sort(warmCPU)
-			c.warm, c.warmCPU = warm[len(warm)/2], warmCPU[len(warmCPU)/2]
-			if c.firstCPU < 0 || c.warmCPU < 0 {
-				c.firstCPU, c.warmCPU = -1, -1
-			}
-			if !r.t.js {
-				c.startup = stats(b, base).Startup
-			}
-			edge.Close()
-			r.cold = append(r.cold, c)
 		}
 	}
+}
+
+// coldStartOnce starts r's target afresh with vars on its seeded D1 and times its first paid call and the
+// warm ones after it (keys prefix-0, prefix-1, ...).
+func coldStartOnce(b *testing.B, r *report, tools string, vars map[string]string, prefix string) coldStart {
+	t0 := time.Now()
+	edge := launch(b, r.t, tools, edgetest.Options{PersistDir: r.persist, Vars: vars})
+	c := coldStart{ready: time.Since(t0), firstCPU: -1, warmCPU: -1, readyCPU: -1,
+		startup: shimStartup{RehearsalMs: -1, InstantiateMs: -1, BootMs: -1}}
+	base := edge.URL("w0")
+	mainCPU := func() time.Duration {
+		d, err := benchharness.WorkerdMainCPU(edge.PID())
+		if err != nil {
+			return -1
+		}
+		return d
+	}
+	var warm, warmCPU []time.Duration
+	for i := range 1 + coldWarmCalls {
+		l := callLoad(base, r.key, 1, 1, 30*time.Second, func(int) string { return fmt.Sprintf("%s-%d", prefix, i) })
+		cpu0 := mainCPU()
+		res := benchharness.Run(context.Background(), l)
+		cpu := mainCPU() - cpu0
+		if cpu0 < 0 {
+			cpu = -1
+		}
+		if res.Failures > 0 && c.err == "" {
+			c.err = res.FirstErr
+		}
+		if i == 0 {
+			c.first, c.firstCPU, c.readyCPU = res.Latencies[0], cpu, cpu0
+		} else {
+			warm, warmCPU = append(warm, res.Latencies[0]), append(warmCPU, cpu)
+		}
+	}
+	slices.Sort(warm)
+	slices.Sort(warmCPU)
+	c.warm, c.warmCPU = warm[len(warm)/2], warmCPU[len(warmCPU)/2]
+	if c.firstCPU < 0 || c.warmCPU < 0 {
+		c.firstCPU, c.warmCPU = -1, -1
+	}
+	if !r.t.js {
+		c.startup = stats(b, base).Startup
+	}
+	edge.Close()
+	return c
 }

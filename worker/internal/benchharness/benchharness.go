@@ -20,7 +20,7 @@ import (
 )
 
 // shimFiles are the files of toolgate's shim that `make shim` puts into build/.
-var shimFiles = []string{"worker.mjs", "goruntime.mjs", "wasm_exec.js"}
+var shimFiles = []string{"worker.mjs", "goruntime.mjs", "bootseed.mjs", "wasm_exec.js"}
 
 // BuildGo builds the Go main package pkg (relative to the repository root, e.g.
 // "./worker/internal/bridge/testworker") into dir/app.wasm, next to a copy of toolgate's shim (after

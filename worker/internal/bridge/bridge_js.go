@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall/js"
 	"time"
 )
@@ -20,6 +21,8 @@ import (
 var (
 	handler   http.Handler
 	scheduled func(ctx context.Context) error
+	onStart   func(ctx context.Context)
+	started   atomic.Bool // onStart ran to its end
 	uint8JS   = js.Global().Get("Uint8Array")
 )
 
@@ -68,6 +71,9 @@ func Serve(h http.Handler) {
 	api.Set("fetch", js.FuncOf(dispatchFetch))
 	api.Set("scheduled", js.FuncOf(dispatchScheduled))
 	api.Set("stats", js.FuncOf(stats))
+	if onStart != nil {
+		api.Set("start", js.FuncOf(dispatchStart))
+	}
 	shim.Call("register", api)
 	select {}
 }
@@ -88,6 +94,31 @@ func SetCrashRetryAfter(d time.Duration) {
 // scheduled events succeed and do nothing.
 func OnScheduled(fn func(ctx context.Context) error) {
 	scheduled = fn
+}
+
+// OnStart sets a function that prepares the program (parses its configuration, builds its handler)
+// before the first event; call it before Serve. When the shim boots the runtime at the module's start-up
+// (TOOLGATE_BOOT_SEED, see worker/js/shim/worker.mjs), it runs fn there, once, with a ctx whose Env is the
+// module's env; otherwise it is never called, and the program prepares on first use as before. fn must
+// do no I/O and start no asynchronous call (D1, fetch, Await): the start-up allows none, and they fail.
+// It runs to its end before the first event is dispatched, unless it blocks.
+func OnStart(fn func(ctx context.Context)) {
+	onStart = fn
+}
+
+// dispatchStart is the shim's start-up entry: (the start-up's host).
+func dispatchStart(_ js.Value, args []js.Value) any {
+	e := &event{v: args[0]}
+	goReuse(func() {
+		defer func() {
+			if v := recover(); v != nil {
+				log.Printf("bridge: panic in the start-up function: %v\n%s", v, debug.Stack())
+			}
+		}()
+		onStart(withEvent(context.Background(), e))
+		started.Store(true)
+	})
+	return nil
 }
 
 // Env returns the env object (bindings, vars, secrets) of the event ctx belongs to, or js.Undefined()
@@ -284,6 +315,8 @@ type runtimeStats struct {
 	TotalAlloc   uint64 `json:"totalAlloc"`
 	NumGC        uint32 `json:"numGC"`
 	NumGoroutine int    `json:"goroutines"`
+	// Started: the program's start-up function (OnStart) ran at the module's start-up.
+	Started bool `json:"started"`
 }
 
 // stats answers the shim synchronously with runtimeStats as JSON, after a GC if args[0] is true.
@@ -295,7 +328,7 @@ func stats(_ js.Value, args []js.Value) any {
 	runtime.ReadMemStats(&m)
 	b, _ := json.Marshal(runtimeStats{
 		HeapAlloc: m.HeapAlloc, HeapInuse: m.HeapInuse, HeapSys: m.HeapSys, HeapObjects: m.HeapObjects,
-		Sys: m.Sys, TotalAlloc: m.TotalAlloc, NumGC: m.NumGC, NumGoroutine: runtime.NumGoroutine(),
+		Sys: m.Sys, TotalAlloc: m.TotalAlloc, NumGC: m.NumGC, NumGoroutine: runtime.NumGoroutine(), Started: started.Load(),
 	})
 	return string(b)
 }

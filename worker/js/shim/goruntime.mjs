@@ -15,6 +15,7 @@
 // out, its bridge.WaitUntil jobs are done and nothing Go started in its context is pending.
 import "./wasm_exec.js"; // defines globalThis.Go (syumai's copy, patched by worker/js/patch-wasm-exec.mjs)
 import { connect } from "cloudflare:sockets";
+import { seedStream } from "./bootseed.mjs";
 
 // wasm_exec.js stores a reference to a JS object as a NaN whose high word is this (NaN head | type 1).
 const OBJECT_REF_HIGH = 0x7ff80000 | 1;
@@ -282,6 +283,9 @@ export class GoInstance {
     this.started = Date.now();
     this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
     this.instance = null; // see instantiate
+    this.seedFill = null; // while booted at start-up: fills Go's random data from the boot seed (bootAtStartup)
+    this.seedBytes = 0; // how many bytes of random data Go drew from the boot seed
+    this.deferred = []; // Go's wake-up timers set at start-up, armed by the first event (see _armDeferred)
   }
 
   // _binding returns the binding called name (a text or its number, see toolgate.sql) in holder.env.
@@ -437,6 +441,47 @@ export class GoInstance {
     return this.ready;
   }
 
+  // bootAtStartup boots this instance at the module's top level (worker.mjs, TOOLGATE_BOOT_SEED), so the
+  // first event finds Go running and the app built: main() until it registers with bridge.Serve, then the
+  // program's start-up function (bridge.OnStart), both with env as the event's env. It returns "ok", or
+  // why not (the instance must then be dropped: a program built on workers.Serve, or one that did not
+  // register at once).
+  //
+  // The top level allows no random values, timers or I/O. Go's runtime reads random data as it starts
+  // (its hash seeds): during the boot that data comes from seed, a secret of the deployment (at least
+  // 32 bytes; see seedStream), so it is as unpredictable to callers as the secret, and every instance of
+  // the deployment starts from the same state. Everything after the boot reads crypto.getRandomValues
+  // (crypto/rand included: ids and keys are drawn per request). Go's wake-up timers set during the boot
+  // wait for the first event (_armDeferred). I/O fails, as at the top level it must: the app's start-up
+  // does none.
+  bootAtStartup(env, seed) {
+    this.instantiate();
+    const host = new StartupHost(env);
+    this.seedFill = seedStream(seed);
+    try {
+      this.enter(host, () => this.go.run(this.instance, this.context)).catch((e) => this._die(`Go run failed: ${e?.stack ?? e}`));
+      if (this.dead) return this.stopped.reason;
+      if (this.legacy !== null) return "a workers.Serve program boots per event";
+      if (this.api === null) return "the Go program did not register with bridge.Serve at start-up";
+      const start = this.api.start; // called as a plain function: no `this` for Go to wrap
+      if (start !== undefined) this.enter(host, () => start(host));
+      return this.dead ? this.stopped.reason : "ok";
+    } finally {
+      this.seedFill = null;
+    }
+  }
+
+  // _armDeferred arms, in ev's context, the wake-up timers Go set while it booted at start-up.
+  _armDeferred(ev) {
+    const deferred = this.deferred;
+    this.deferred = [];
+    for (const { id, timeout, ms } of deferred) {
+      if (this.go._scheduledTimeouts.get(id) !== timeout) continue; // cleared meanwhile
+      timeout.host = ev;
+      this._armTimeout(id, timeout, ms);
+    }
+  }
+
   // fetch dispatches a request into Go; the answer arrives through ev.respond or ev.fail.
   fetch(ev, method, url, headers, body) {
     // Called as a plain function (no `this` for Go to wrap), with the request packed in one Uint8Array:
@@ -538,6 +583,7 @@ export class GoInstance {
 
   _dispatch(ev, call) {
     if (this.dead) throw this.stopped;
+    if (this.deferred.length > 0) this._armDeferred(ev);
     this._track(ev);
     this.served++;
     this.enter(ev, call);
@@ -630,12 +676,11 @@ export class GoInstance {
 
     // Go keeps one pending wake-up timer (for time.Sleep, timeouts, tickers). It belongs to the host
     // that scheduled it; when it fires, Go runs in that host. clearTimeout from another context cannot
-    // reach it, so a cleared timer is also dropped by id when it fires.
-    gojs["runtime.scheduleTimeoutEvent"] = (sp) => {
-      sp >>>= 0;
-      const id = go._nextCallbackTimeoutID++;
-      const host = rt.current;
-      const timeout = { host, handle: 0 };
+    // reach it, so a cleared timer is also dropped by id when it fires. One set at start-up (no timers
+    // there) waits for the first event (_armDeferred).
+    this._armTimeout = (id, timeout, ms) => {
+      const host = timeout.host;
+      timeout.armed = true;
       timeout.handle = setTimeout(() => {
         if (go._scheduledTimeouts.get(id) !== timeout) return;
         if (rt.dead) {
@@ -649,9 +694,17 @@ export class GoInstance {
             go._resume(); // wasm_exec.js's workaround for golang/go#28975
           }
         });
-      }, getInt64(go.mem, sp + 8));
+      }, ms);
       host.hold();
+    };
+    gojs["runtime.scheduleTimeoutEvent"] = (sp) => {
+      sp >>>= 0;
+      const id = go._nextCallbackTimeoutID++;
+      const timeout = { host: rt.current, handle: 0, armed: false };
       go._scheduledTimeouts.set(id, timeout);
+      const ms = getInt64(go.mem, sp + 8);
+      if (timeout.host instanceof StartupHost) rt.deferred.push({ id, timeout, ms });
+      else rt._armTimeout(id, timeout, ms);
       go.mem.setInt32(sp + 16, id, true);
     };
     gojs["runtime.clearTimeoutEvent"] = (sp) => {
@@ -660,8 +713,20 @@ export class GoInstance {
       const timeout = go._scheduledTimeouts.get(id);
       if (timeout === undefined) return;
       go._scheduledTimeouts.delete(id);
+      if (!timeout.armed) return; // deferred: dropped by _armDeferred
       clearTimeout(timeout.handle);
       timeout.host.release();
+    };
+
+    // Go's random data (the runtime's seeds at start, crypto/rand later): from the boot seed while the
+    // instance boots at start-up (bootAtStartup), from crypto.getRandomValues otherwise.
+    const getRandomData = gojs["runtime.getRandomData"];
+    gojs["runtime.getRandomData"] = (sp) => {
+      if (rt.seedFill === null) return getRandomData(sp);
+      const at = (sp >>> 0) + 8;
+      const out = new Uint8Array(go._inst.exports.mem.buffer, getInt64(go.mem, at), getInt64(go.mem, at + 8));
+      rt.seedFill(out);
+      rt.seedBytes += out.length;
     };
 
     // A js.FuncOf callback invoked by the event loop (a promise reaction, typically) runs in the context
@@ -697,12 +762,12 @@ const rehearsalD1 = {
   },
 };
 
-// RehearsalEvent is the host of a rehearsal: an Event without a context of its own (no timers, nothing
-// to keep alive), whose env has the real vars and a D1 that fails every statement.
-class RehearsalEvent {
-  constructor(env) {
-    this.kind = "rehearsal";
-    this.env = Object.create(env ?? null, { DB: { value: rehearsalD1 } });
+// StartupHost is the host of Go's entries at the module's top level (bootAtStartup, rehearse): an Event
+// without a context of its own (no timers, nothing to keep alive), with env as its env.
+class StartupHost {
+  constructor(env, kind = "startup") {
+    this.kind = kind;
+    this.env = env;
     this.ctx = { waitUntil() {}, passThroughOnException() {} };
     this.stopped = null;
     this.answered = new Promise((resolve, reject) => {
@@ -730,6 +795,14 @@ class RehearsalEvent {
     this.fail(err);
   }
   onDone() {}
+}
+
+// RehearsalEvent is the host of a rehearsal: its env has the real vars and a D1 that fails every
+// statement.
+class RehearsalEvent extends StartupHost {
+  constructor(env) {
+    super(Object.create(env ?? null, { DB: { value: rehearsalD1 } }), "rehearsal");
+  }
 }
 
 const silentConsole = new Proxy({}, { get: () => () => {} });

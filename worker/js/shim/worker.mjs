@@ -23,11 +23,20 @@
 // 25-35 ms in plain workerd, but behind Miniflare V8 drops the code it compiled before the first event
 // (no gain), and it roughly doubles the start-up's CPU, which Cloudflare bounds.
 //
+// TOOLGATE_BOOT_SEED (a secret: at least 32 random bytes as hex, e.g. `openssl rand -hex 32 | npx wrangler
+// secret put TOOLGATE_BOOT_SEED`) boots the persistent Go instance at start-up instead (goruntime.mjs,
+// bootAtStartup): Go's runtime and the app (catalog, engine) are ready before the first event, which then
+// pays only for the code it runs first. While it boots there, Go's random data (its hash seeds) comes from
+// the secret, the same in every isolate of the deployment; everything after reads crypto.getRandomValues.
+// A seed that is not valid hex of 32 bytes or more is ignored with a warning (the first event boots, as
+// without it). The rehearsal is not run when the instance booted at start-up.
+//
 // With TOOLGATE_RUNTIME_STATS = "on", GET /_toolgate/runtime[?gc=1] answers the instance's statistics
 // (Go heap from runtime.MemStats, goroutines, events served, the start-up's timings) without reaching
 // the Go handler.
 import { env as moduleEnv } from "cloudflare:workers";
 import mod from "./app.wasm";
+import { parseBootSeed } from "./bootseed.mjs";
 import { Event, GoInstance, RuntimeStopped, crashRetryAfter, decodeHeaders, encodeHeaders, rehearse } from "./goruntime.mjs";
 
 const STATS_PATH = "/_toolgate/runtime";
@@ -169,12 +178,15 @@ async function scheduled(controller, env, ctx) {
 
 export default { fetch, scheduled };
 
-// The start-up's timings (Date.now advances at the top level, unlike inside an event): the rehearsal
-// until its answer (ms), the spare's instantiation (ms), and "ok" or why the rehearsal failed.
-const startup = { rehearsalMs: -1, instantiateMs: -1, rehearsal: "running" };
-if (moduleEnv?.TOOLGATE_STARTUP_REHEARSAL !== "on") {
-  startup.rehearsal = "off";
-} else {
+// The start-up's timings (Date.now advances at the top level, unlike inside an event): the boot at start-up
+// (TOOLGATE_BOOT_SEED), its outcome and the random bytes Go drew from the seed, the rehearsal until its answer (ms), the spare's instantiation (ms),
+// and "ok", "off" or why not.
+const startup = { bootMs: -1, boot: "off", seedBytes: 0, rehearsalMs: -1, instantiateMs: -1, rehearsal: "off" };
+if (moduleEnv?.TOOLGATE_BOOT_SEED !== undefined && moduleEnv.TOOLGATE_BOOT_SEED !== "" && !perRequest(moduleEnv)) {
+  bootAtStartup(moduleEnv);
+}
+if (shared === null && moduleEnv?.TOOLGATE_STARTUP_REHEARSAL === "on") {
+  startup.rehearsal = "running";
   const t0 = Date.now();
   const rehearsed = (outcome) => {
     startup.rehearsalMs = Date.now() - t0;
@@ -192,9 +204,33 @@ if (moduleEnv?.TOOLGATE_STARTUP_REHEARSAL !== "on") {
     },
   );
 }
-{
+if (shared === null) {
   const t1 = Date.now();
   spare = new GoInstance(mod);
   spare.instantiate();
   startup.instantiateMs = Date.now() - t1;
+}
+
+// bootAtStartup boots the isolate's persistent instance now, with the boot seed of env (see the top of
+// this file), or warns why not; the first event then boots one as usual.
+function bootAtStartup(env) {
+  const t0 = Date.now();
+  let outcome;
+  try {
+    const inst = new GoInstance(mod);
+    outcome = inst.bootAtStartup(env, parseBootSeed(env.TOOLGATE_BOOT_SEED));
+    startup.seedBytes = inst.seedBytes;
+    if (outcome === "ok") {
+      shared = inst;
+      sharedReady = inst.ready;
+      boots++;
+    }
+  } catch (err) {
+    outcome = `${err?.message ?? err}`;
+  }
+  startup.bootMs = Date.now() - t0;
+  startup.boot = outcome;
+  if (outcome !== "ok") {
+    console.warn(JSON.stringify({ level: "warn", msg: "toolgate: no boot at start-up; the first event boots the Go runtime", err: outcome }));
+  }
 }
