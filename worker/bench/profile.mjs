@@ -9,7 +9,8 @@
 // is not in it. Sampling adds overhead, so read shares, not absolute times. The raw profile is written to
 // $PROFILE_OUT (default <buildDir>/worker.cpuprofile; open it in Chrome DevTools).
 // PROFILE_TARGET=js profiles the plain-JS reference (worker/js/reference, copied into buildDir) under the
-// same load instead, for a side-by-side reading (`make profile-js`).
+// same load instead, for a side-by-side reading (`make profile-js`). PROFILE_KIND=replay profiles replays
+// instead: the calls repeat the 300 warm-up keys (each answered from D1, one round trip).
 import { spawn } from "node:child_process";
 import { writeFileSync, mkdtempSync } from "node:fs";
 import { createServer } from "node:http";
@@ -29,6 +30,8 @@ const calls = Number(callsArg ?? 1500);
 const port = Number(process.env.PROFILE_PORT ?? 9229);
 const out = process.env.PROFILE_OUT ?? join(buildDir, "worker.cpuprofile");
 const reference = process.env.PROFILE_TARGET === "js";
+const replays = process.env.PROFILE_KIND === "replay";
+const warmCalls = 300;
 
 const upstream = createServer((req, res) => {
   const chunks = [];
@@ -74,13 +77,14 @@ try {
     if (credited.status !== 201) throw new Error(`credit: ${credited.status} ${await credited.text()}`);
   }
 
-  // load sends n paid calls at c=8 and returns how many did not answer 200.
-  const load = async (n, tag) => {
+  // load sends n paid calls at c=8 and returns how many did not answer 200. With cycle, call i repeats
+  // the key and input of call i % cycle (a replay once that call completed).
+  const load = async (n, tag, cycle = n) => {
     let next = 0;
     let failed = 0;
     await Promise.all(Array.from({ length: 8 }, async () => {
       while (next < n) {
-        const i = next++;
+        const i = next++ % cycle;
         const res = await post("/v1/tools/bench/call", `{"n":${i}}`,
           { authorization: `Bearer ${key}`, "idempotency-key": `${tag}-${i}` });
         await res.arrayBuffer();
@@ -89,7 +93,7 @@ try {
     }));
     return failed;
   };
-  await load(300, "warm");
+  await load(warmCalls, "warm");
 
   const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
   const target = targets.find((t) => `${t.title} ${t.id} ${t.url}`.includes("w0")) ?? targets[0];
@@ -110,7 +114,7 @@ try {
   await cdp("Profiler.setSamplingInterval", { interval: 100 });
   await cdp("Profiler.start");
   const started = Date.now();
-  const failed = await load(calls, "profile");
+  const failed = replays ? await load(calls, "warm", warmCalls) : await load(calls, "profile");
   const wall = Date.now() - started;
   const { result } = await cdp("Profiler.stop");
   ws.close();
@@ -155,7 +159,7 @@ function report(profile, calls, failed, wall) {
     for (const [k, us] of [...m].sort((a, b) => b[1] - a[1]).slice(0, n)) console.log(`${per(us).padStart(10)}  ${k}`);
   };
   const total = [...self.values()].reduce((a, b) => a + b, 0);
-  console.log(`${calls} paid calls at c=8 (${failed} not 200) in ${wall} ms; sampled ${per(total)} per call (incl. idle)`);
+  console.log(`${calls} ${replays ? "replays" : "paid calls"} at c=8 (${failed} not 200) in ${wall} ms; sampled ${per(total)} per call (incl. idle)`);
   console.log(`self time per call; profile: ${out}`);
   table("by area", area, 20);
   table("Go by package", pkg, 15);
