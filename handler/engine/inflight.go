@@ -24,15 +24,24 @@ import (
 type flights struct {
 	mu    sync.Mutex
 	m     map[string]*flight // by scoped key
-	peeks map[string]*peek   // reads of a key in progress, by scoped key
+	peeks map[string]*peek   // the last read of each key polled here, by scoped key
 }
 
-// peek is one read of a key that every waiter polling it at the same moment
-// shares.
+// peekFresh is how long after a successful read of a key the waiters that
+// poll it share that read instead of reading again: their polls, spread by
+// jitter over a few milliseconds, cost one round trip per isolate instead
+// of one each, and leave the database to the owner's final write. An
+// in-progress answer read that much earlier delays seeing the stored one by
+// at most peekFresh; a completed one is final.
+const peekFresh = 5 * time.Millisecond
+
+// peek is one read of a key that every waiter polling it meanwhile, or
+// within peekFresh after it returned, shares.
 type peek struct {
 	done chan struct{}
 	rec  store.Record // set before done is closed
 	err  error
+	at   time.Time // when the read returned; set before done is closed
 }
 
 // flight is one execution in progress on this engine.
@@ -91,24 +100,38 @@ func (fs *flights) wait(ctx context.Context, key, fingerprint string, d, limit t
 	}
 }
 
-// peek reads key with read, or, when a read of key is already in progress
-// on this engine, waits for that read and returns its outcome: waiters on an
-// isolate that poll a key at the same moment (they all expect the answer
-// then) cost one round trip instead of one each, and do not queue in front
-// of the owner's final write. Sharing a read is safe: a poll decides
-// nothing, and whoever acts on what it read (replay, claim) does so on its
-// own as before. The read runs without the caller's cancellation, so that a
-// caller who gives up does not fail the others' read; a waiter who gives up
-// stops waiting for it.
+// peek reads key with read, or, when a read of key is in progress on this
+// engine or succeeded less than peekFresh ago, returns that read's outcome:
+// waiters on an isolate that poll a key at about the same moment (they all
+// expect the answer then) cost one round trip instead of one each, and do
+// not queue in front of the owner's final write. Sharing a read is safe: a
+// poll decides nothing, and whoever acts on what it read (replay, claim)
+// does so on its own as before; a shared read is only as old as a poll made
+// that much earlier. A failed read is shared only by those who waited for
+// it. The read runs without the caller's cancellation, so that a caller who
+// gives up does not fail the others' read; a waiter who gives up stops
+// waiting for it.
 func (fs *flights) peek(ctx context.Context, key string, read func(context.Context) (store.Record, error)) (store.Record, error) {
+	now := time.Now()
 	fs.mu.Lock()
 	if p := fs.peeks[key]; p != nil {
-		fs.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return store.Record{}, ctx.Err()
-		case <-p.done:
-			return p.rec, p.err
+		switch {
+		case p.at.IsZero(): // in progress
+			fs.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return store.Record{}, ctx.Err()
+			case <-p.done:
+				return p.rec, p.err
+			}
+		case p.err == nil && now.Sub(p.at) < peekFresh:
+			fs.mu.Unlock()
+			return p.rec, nil
+		}
+	}
+	for k, q := range fs.peeks { // the stale reads: there are as many as keys polled lately
+		if !q.at.IsZero() && (q.err != nil || now.Sub(q.at) >= peekFresh) {
+			delete(fs.peeks, k)
 		}
 	}
 	p := &peek{done: make(chan struct{})}
@@ -117,12 +140,15 @@ func (fs *flights) peek(ctx context.Context, key string, read func(context.Conte
 	}
 	fs.peeks[key] = p
 	fs.mu.Unlock()
-	p.rec, p.err = read(context.WithoutCancel(ctx))
+	rec, err := read(context.WithoutCancel(ctx))
 	fs.mu.Lock()
-	delete(fs.peeks, key)
+	p.rec, p.err, p.at = rec, err, time.Now()
+	if err != nil && fs.peeks[key] == p {
+		delete(fs.peeks, key)
+	}
 	fs.mu.Unlock()
 	close(p.done)
-	return p.rec, p.err
+	return rec, err
 }
 
 // latencies remembers how long each tool's executions take (an exponential

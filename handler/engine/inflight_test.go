@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -14,9 +15,10 @@ import (
 )
 
 // TestPeeksOfOneKeyShareOneRead: waiters that poll a key while a read of it
-// is in progress get that read's outcome, and nobody else reads; the read
-// outlives its initiator's cancellation; a waiter who gives up stops
-// waiting; a poll after the read reads again.
+// is in progress, or less than peekFresh after it succeeded, get that read's
+// outcome, and nobody else reads; the read outlives its initiator's
+// cancellation; a waiter who gives up stops waiting; a poll peekFresh after
+// the read reads again, and a failed read is not shared afterwards.
 func TestPeeksOfOneKeyShareOneRead(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -57,12 +59,32 @@ func TestPeeksOfOneKeyShareOneRead(t *testing.T) {
 			require.Equal(t, "k", got[i].Key)
 		}
 
-		_, err := fs.peek(context.Background(), "k", func(context.Context) (store.Record, error) {
+		failing := func(context.Context) (store.Record, error) {
 			reads.Add(1)
 			return store.Record{}, errors.New("down")
-		})
+		}
+		time.Sleep(peekFresh - time.Millisecond)
+		rec, err := fs.peek(context.Background(), "k", failing)
+		require.NoError(t, err)
+		require.Equal(t, "k", rec.Key)
+		require.EqualValues(t, 1, reads.Load(), "a poll right after the read shares it")
+
+		time.Sleep(time.Millisecond)
+		_, err = fs.peek(context.Background(), "k", failing)
 		require.EqualError(t, err, "down")
-		require.EqualValues(t, 2, reads.Load(), "a later poll reads again")
+		require.EqualValues(t, 2, reads.Load(), "a poll peekFresh after the read reads again")
+		_, err = fs.peek(context.Background(), "k", failing)
+		require.EqualError(t, err, "down")
+		require.EqualValues(t, 3, reads.Load(), "a failed read is not shared afterwards")
 		require.Empty(t, fs.peeks)
+
+		// Reads of other keys go stale and are dropped.
+		ok := func(context.Context) (store.Record, error) { return store.Record{Key: "x"}, nil }
+		_, _ = fs.peek(context.Background(), "a", ok)
+		_, _ = fs.peek(context.Background(), "b", ok)
+		require.Len(t, fs.peeks, 2)
+		time.Sleep(peekFresh)
+		_, _ = fs.peek(context.Background(), "c", ok)
+		require.Len(t, fs.peeks, 1, "only the fresh read is kept")
 	})
 }
