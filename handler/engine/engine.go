@@ -416,7 +416,16 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	if tool.Free != nil {
 		a.window, a.windowEnd = tool.Free.Per.Window(p.Now)
 	}
-	cr, paid, err := a.claim(ctx, p)
+	c, leader := e.flights.claim(p.Key, p.Fingerprint)
+	if !leader {
+		if res, answered, err := a.joinClaim(ctx, p, c); answered {
+			return res, err
+		}
+		// The claim it joined failed, or so did the execution that claim
+		// won: claim as any request does.
+		c = nil
+	}
+	cr, paid, fl, err := a.claimFirst(ctx, p, c)
 	if err != nil {
 		return CallResult{}, storeError("claim key", err)
 	}
@@ -424,7 +433,7 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	case store.OutcomeCompleted:
 		return replay(cr.Record, OutcomeReplayed)
 	case store.OutcomeClaimed:
-		res, err := a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid)
+		res, err := a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid, fl)
 		if errors.Is(err, ErrLostLease) {
 			// Another attempt took the key over (our lease ran out before a
 			// heartbeat got through): it executes, we wait for its answer.
@@ -433,6 +442,69 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 		return res, err
 	}
 	return a.waitThenReplay(ctx, p, cr.Record)
+}
+
+// claimFirst is claim for a request that leads the claim c of its key on
+// this engine (nil: none): it starts the execution's flight when the claim
+// wins the key, then publishes the claim's outcome, with that flight, to
+// the requests that joined c.
+func (a *attempt) claimFirst(ctx context.Context, p store.ClaimParams, c *claiming) (cr store.ClaimResult, paid *chargeOutcome, fl *flight, err error) {
+	if c == nil {
+		cr, paid, err = a.claim(ctx, p)
+		return cr, paid, nil, err
+	}
+	published := false
+	defer func() {
+		if !published { // a panic: the joiners claim on their own
+			a.e.flights.claimed(p.Key, c, false, store.Record{}, nil)
+		}
+	}()
+	cr, paid, err = a.claim(ctx, p)
+	if err == nil && cr.Outcome == store.OutcomeClaimed {
+		fl = a.e.flights.start(a.key, p.Fingerprint)
+	}
+	published = true
+	a.e.flights.claimed(p.Key, c, err == nil, cr.Record, fl)
+	return cr, paid, fl, err
+}
+
+// joinClaim answers a request from the claim c that another request on this
+// engine leads for the same key and input, once it returned: the replay of
+// the completed record it read, the answer of the execution it won here, or
+// a wait for the attempt that holds the key (waitThenReplay, which claims
+// when that attempt fails). It claims nothing itself, and reports answered
+// false when it cannot answer (the claim failed, the execution it won
+// failed, the record it read expired): the request then claims on its own.
+func (a *attempt) joinClaim(ctx context.Context, p store.ClaimParams, c *claiming) (res CallResult, answered bool, err error) {
+	select {
+	case <-ctx.Done():
+		return CallResult{}, true, fmt.Errorf("wait for in-progress call: %w", ctx.Err())
+	case <-c.done:
+	}
+	if !c.ok {
+		return CallResult{}, false, nil
+	}
+	if c.exec != nil {
+		select {
+		case <-c.exec.done: // already answered
+			if !c.exec.ok {
+				return CallResult{}, false, nil
+			}
+			res = c.exec.res
+			res.Replayed, res.Outcome = true, OutcomeWaited
+			return res, true, nil
+		default: // waitThenReplay waits for it
+		}
+	}
+	if c.rec.Status == store.StatusCompleted {
+		if !a.e.now().Before(c.rec.ExpiresAt) {
+			return CallResult{}, false, nil
+		}
+		res, err = replay(c.rec, OutcomeReplayed)
+		return res, true, err
+	}
+	res, err = a.waitThenReplay(ctx, p, c.rec)
+	return res, true, err
 }
 
 // waitThenReplay waits for the attempt that holds the key. It polls with
@@ -529,7 +601,7 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		case store.OutcomeCompleted:
 			return a.replay(ctx, cr.Record, OutcomeWaited)
 		case store.OutcomeClaimed:
-			return a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid)
+			return a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid, nil)
 		}
 		rec = cr.Record
 	}
@@ -596,9 +668,12 @@ func (a *attempt) answerDue(rec store.Record) (due time.Time, known bool) {
 }
 
 // executeShared is execute, published to the waiters on this engine (see
-// flights) and timed for the tool's observed latency.
-func (a *attempt) executeShared(ctx context.Context, f store.Fence, fingerprint string, paid *chargeOutcome) (res CallResult, err error) {
-	fl := a.e.flights.start(a.key, fingerprint)
+// flights) through fl, or a flight of its own if fl is nil, and timed for
+// the tool's observed latency.
+func (a *attempt) executeShared(ctx context.Context, f store.Fence, fingerprint string, paid *chargeOutcome, fl *flight) (res CallResult, err error) {
+	if fl == nil {
+		fl = a.e.flights.start(a.key, fingerprint)
+	}
 	published := false
 	defer func() {
 		if !published { // a panic: waiters go back to the store

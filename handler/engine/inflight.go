@@ -22,9 +22,27 @@ import (
 // before. So a lost or wrong flight costs at most a poll, never a second
 // execution or charge.
 type flights struct {
-	mu    sync.Mutex
-	m     map[string]*flight // by scoped key
-	peeks map[string]*peek   // the last read of each key polled here, by scoped key
+	mu     sync.Mutex
+	m      map[string]*flight   // by scoped key
+	claims map[string]*claiming // claims in progress, by scoped key
+	peeks  map[string]*peek     // the last read of each key polled here, by scoped key
+}
+
+// claiming is a claim of a key in progress on this engine. Requests for the
+// same key and input that arrive meanwhile (a duplicate storm lands mostly
+// on one isolate) wait for its outcome instead of claiming too: one round
+// trip per isolate instead of one per duplicate. Joining decides nothing
+// either: a joiner replays only a record the store returned completed, waits
+// only for an execution that the claim gave to this engine, and otherwise
+// claims on its own as before (see Engine.call).
+type claiming struct {
+	fingerprint string
+	done        chan struct{}
+	// Set before done is closed. ok: the claim returned; rec: the record it
+	// returned; exec: the execution's flight when the claim won the key.
+	ok   bool
+	rec  store.Record
+	exec *flight
 }
 
 // peekFresh is how long after a successful read of a key the waiters that
@@ -63,6 +81,35 @@ func (fs *flights) start(key, fingerprint string) *flight {
 	fs.m[key] = f
 	fs.mu.Unlock()
 	return f
+}
+
+// claim returns the claim of key in progress on this engine for the same
+// request (fingerprint), and false; or registers the caller's claim and
+// returns it, and true: the caller must then call claimed exactly once.
+func (fs *flights) claim(key, fingerprint string) (c *claiming, leader bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if c := fs.claims[key]; c != nil && c.fingerprint == fingerprint {
+		return c, false
+	}
+	c = &claiming{fingerprint: fingerprint, done: make(chan struct{})}
+	if fs.claims == nil {
+		fs.claims = map[string]*claiming{}
+	}
+	fs.claims[key] = c
+	return c, true
+}
+
+// claimed publishes the outcome of the claim c of key to the requests that
+// joined it.
+func (fs *flights) claimed(key string, c *claiming, ok bool, rec store.Record, exec *flight) {
+	fs.mu.Lock()
+	if fs.claims[key] == c {
+		delete(fs.claims, key)
+	}
+	fs.mu.Unlock()
+	c.ok, c.rec, c.exec = ok, rec, exec
+	close(c.done)
 }
 
 // finish publishes the result of key's execution and wakes its waiters.

@@ -119,7 +119,7 @@ func (e *Engine) callPerCall(ctx context.Context, req CallRequest, l *callLog) (
 	case store.OutcomeCompleted:
 		return a.replayPaid(ctx, cr.Record, OutcomeReplayed)
 	case store.OutcomeClaimed:
-		res, err := a.executeShared(ctx, fenceOf(cr.Record), cp.Fingerprint, nil)
+		res, err := a.executeShared(ctx, fenceOf(cr.Record), cp.Fingerprint, nil, nil)
 		if errors.Is(err, ErrLostLease) {
 			return a.waitThenReplay(ctx, cp, cr.Record)
 		}
