@@ -148,12 +148,17 @@ func ScheduledEvent(ctx context.Context) (s Schedule, ok bool) {
 	return s, ok
 }
 
-// dispatchFetch is the shim's entry for a request: (ev, the request packed in a Uint8Array, see
-// appendRequest).
+// dispatchFetch is the shim's entry for a request: (ev, the request packed as appendRequest does: its
+// length in the inbox, or a Uint8Array if it did not fit there).
 func dispatchFetch(_ js.Value, args []js.Value) any {
+	var packed []byte
+	if args[1].Type() == js.TypeNumber {
+		packed = fromInbox(args[1]) // first: see inbox
+	} else {
+		packed = make([]byte, args[1].Get("byteLength").Int())
+		js.CopyBytesToGo(packed, args[1])
+	}
 	e := &event{v: args[0]}
-	packed := make([]byte, args[1].Get("byteLength").Int())
-	js.CopyBytesToGo(packed, args[1])
 	goReuse(func() { serveFetch(e, packed) })
 	return nil
 }

@@ -3,18 +3,22 @@
 package bridge_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -241,6 +245,10 @@ func TestBridgePersistent(t *testing.T) {
 		testFetchAborted(t, base)
 	})
 
+	t.Run("bytes cross whole, through the inbox or as JS values", func(t *testing.T) {
+		testBytes(t, base)
+	})
+
 	t.Run("a dead instance is replaced by the next request", func(t *testing.T) {
 		before := stats(t, base)
 		res, body := get(t, base+"/crash")
@@ -346,6 +354,44 @@ func testFetchAborted(t *testing.T, base string) {
 		t.Logf("%s: upstream connection closed %s after the answer", end, gap.Round(time.Millisecond))
 		require.Less(t, gap, 3*time.Second, "%s: the fetch must be aborted", end)
 		require.Equal(t, i+1, up.Calls())
+	}
+}
+
+// testBytes sends texts and request bodies below and above the bridge's 64 KiB inbox (they cross it as
+// bytes, or as JS values) through every path that uses it: the request, D1 rows (Query and Batch), a
+// fetch response, D1 error messages; and checks that each comes back whole.
+func testBytes(t *testing.T, base string) {
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body) // all of it first: net/http's server is not full duplex
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(echo.Close)
+	for _, c := range []struct{ n, body int }{{0, 0}, {1, 1}, {300, 64 << 10}, {64<<10 - 300, 10}, {64 << 10, 64<<10 + 1}, {90_000, 200_000}} {
+		body := strings.Repeat("ä", c.body/2) + strings.Repeat("b", c.body%2)
+		res, err := client.Post(fmt.Sprintf("%s/bytes?n=%d&url=%s", base, c.n, url.QueryEscape(echo.URL)), "text/plain", strings.NewReader(body))
+		require.NoError(t, err)
+		b, err := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, res.StatusCode, "%+v: %.300s", c, b)
+		line, text, ok := bytes.Cut(b, []byte("\n"))
+		require.True(t, ok, "%+v: %.300s", c, b)
+		var out struct {
+			Body                               string
+			Query, Batch, Fetch                bool
+			QueryError, BatchError, FetchError string
+			Error                              string
+		}
+		require.NoError(t, json.Unmarshal(line, &out), "%+v: %.300s", c, line)
+		errs := fmt.Sprintf("%.200s | %.200s | %.200s", out.QueryError, out.BatchError, out.FetchError)
+		sum := sha256.Sum256([]byte(body))
+		require.Equal(t, fmt.Sprintf("%d %x", len(body), sum), out.Body, "%+v: the request", c)
+		require.True(t, out.Query, "%+v: %s", c, errs)
+		require.True(t, out.Batch, "%+v: %s", c, errs)
+		require.True(t, out.Fetch, "%+v: %s", c, errs)
+		require.Len(t, text, c.n, "%+v: the response", c)
+		require.True(t, utf8.Valid(text), "%+v", c)
+		require.Contains(t, out.Error, `nö_tåble_`+string(text[:min(len(text), 20)]), "%+v: %.300s", c, line)
 	}
 }
 

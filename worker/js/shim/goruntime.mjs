@@ -46,6 +46,10 @@ export class RuntimeStopped extends Error {
   }
 }
 
+// Bits of the second argument of Go's settle(id, how, x) (bridge's calls_js.go).
+const SETTLE_OK = 1; // the call succeeded (else x is, or the inbox holds, the error's message)
+const SETTLE_IN_INBOX = 2; // the outcome's bytes are in Go's inbox, x of them (else x is the outcome)
+
 const getInt64 = (mem, addr) => mem.getUint32(addr, true) + mem.getInt32(addr + 4, true) * 4294967296;
 
 // Headers cross between JS and Go as one string of "name:value\n" lines: one call instead of one per
@@ -281,6 +285,8 @@ export class GoInstance {
     this.served = 0;
     this.started = Date.now();
     this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
+    this.inboxAddr = 0; // Go's inbox (see _toInbox), in its linear memory: address and size (0: none)
+    this.inboxSize = 0;
     this.instance = null; // see instantiate
   }
 
@@ -343,8 +349,11 @@ export class GoInstance {
           rt.api = api;
           rt._bootOK();
         },
-        init(settle) {
+        // init registers settle and Go's inbox (see _toInbox).
+        init(settle, inboxAddr, inboxSize) {
           rt.settle = settle;
+          rt.inboxAddr = inboxAddr ?? 0;
+          rt.inboxSize = inboxSize ?? 0;
         },
         await(id, p) {
           rt._await(id, Promise.resolve(p));
@@ -361,7 +370,7 @@ export class GoInstance {
             const db = rt._binding(holder, name);
             const stmt = db.prepare(rt._sql(sql)).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
             return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
-          });
+          }, raw);
         },
         // d1batch runs [[sql, args], ...] (sql: a text or its number, see sql) with db.batch (one
         // transaction, one call) and answers each statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
@@ -373,7 +382,7 @@ export class GoInstance {
             const results = await db.batch(list.map(([sql, args]) => db.prepare(rt._sql(sql)).bind(...args)));
             const value = (v) => (Array.isArray(v) ? blobJSON(Uint8Array.from(v)) : v); // a BLOB as number[]
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
-          });
+          }, true);
         },
         // fetch sends a packed request (packRequest). It aborts at timeoutMs (none if negative) with a
         // timer of the calling host, or earlier when Go calls abort(id) (its context ended): see
@@ -392,7 +401,7 @@ export class GoInstance {
             } finally {
               call.end();
             }
-          });
+          }, true);
         },
         // abort aborts Go's call id if it is still running. Go calls it from whichever host is current;
         // the abort itself runs in the call's own host (see _abortable).
@@ -441,9 +450,13 @@ export class GoInstance {
   fetch(ev, method, url, headers, body) {
     // Called as a plain function (no `this` for Go to wrap), with the request packed in one Uint8Array:
     // every JS value Go receives costs it a finalizer and a call back to JS.
+    // The request's bytes go through Go's inbox when they fit (see _toInbox), else as the Uint8Array.
     const dispatch = this.api.fetch;
     const packed = packRequest(method, url, headers, body);
-    this._dispatch(ev, () => dispatch(ev, packed));
+    this._dispatch(ev, () => {
+      const n = this._toInbox(packed);
+      return dispatch(ev, n >= 0 ? n : packed);
+    });
   }
 
   // scheduled dispatches a cron event into Go; Go answers with ev.answer or ev.fail.
@@ -479,15 +492,29 @@ export class GoInstance {
   }
 
   // _await settles Go's call id with p's outcome, in the host that made the call, which stays alive
-  // until then.
-  _await(id, p) {
+  // until then. Go's settle(id, how, x) takes the outcome's bytes from its inbox when they fit there
+  // (see _toInbox): always for an error's message, and for the value too if bytes is true (a string or
+  // a Uint8Array; other values, such as null, cross as they are).
+  _await(id, p, bytes = false) {
     if (this.rehearsal && ++this.rehearsalCalls > REHEARSAL_MAX_CALLS) return; // never settles: see rehearse
     const host = this.current;
     host.hold();
     const settle = (ok, v) => {
       try {
         const goSettle = this.settle; // called as a plain function: no `this` for Go to wrap
-        if (!this.dead) this.enter(host, () => goSettle(id, ok, v));
+        if (!this.dead) {
+          this.enter(host, () => {
+            let how = ok ? SETTLE_OK : 0;
+            if (!ok || bytes) {
+              const n = this._toInbox(v);
+              if (n >= 0) {
+                how |= SETTLE_IN_INBOX;
+                v = n;
+              }
+            }
+            return goSettle(id, how, v);
+          });
+        }
       } finally {
         host.release();
       }
@@ -525,15 +552,37 @@ export class GoInstance {
     return call;
   }
 
-  // _call settles Go's call id with the outcome of fn(), a promise; fn throwing rejects it.
-  _call(id, fn) {
+  // _call settles Go's call id with the outcome of fn(), a promise; fn throwing rejects it. bytes: see
+  // _await.
+  _call(id, fn, bytes = false) {
     let p;
     try {
       p = fn();
     } catch (e) {
       p = Promise.reject(e);
     }
-    this._await(id, p);
+    this._await(id, p, bytes);
+  }
+
+  // _toInbox writes v (a string, as UTF-8, or a Uint8Array) into Go's inbox and returns how many bytes
+  // it wrote, or -1 if v is neither or does not fit. Go copies them out inside the call that the caller
+  // makes next, with that length (settle, or the dispatch of a request): nothing may enter Go in
+  // between (bridge's calls_js.go, inbox). A JS value Go receives costs it a finalizer and calls back
+  // to read it; a number costs nothing. The view is made afresh each time: a grown memory has a new
+  // buffer.
+  _toInbox(v) {
+    if (this.inboxSize === 0 || this.go.exited) return -1;
+    const inbox = new Uint8Array(this.go._inst.exports.mem.buffer, this.inboxAddr, this.inboxSize);
+    if (typeof v === "string") {
+      if (v.length > inbox.length) return -1; // every UTF-16 unit takes at least a byte
+      const { read, written } = utf8.encodeInto(v, inbox);
+      return read === v.length ? written : -1;
+    }
+    if (v instanceof Uint8Array && v.byteLength <= inbox.length) {
+      inbox.set(v);
+      return v.byteLength;
+    }
+    return -1;
   }
 
   _dispatch(ev, call) {
