@@ -227,9 +227,7 @@ func serveFetch(e *event, packed []byte) {
 		_, _ = w.Write([]byte(panicProblem))
 	}
 	b := appendResponse(make([]byte, 0, 512+w.body.Len()), w.statusCode(), "", formatHeaderLines(w.header), w.body.Bytes())
-	out := uint8JS.New(len(b))
-	js.CopyBytesToJS(out, b)
-	e.v.Call("respond", out)
+	callShim(shimJS, "respond", e.v, outBytes(b))
 }
 
 // panicProblem answers a request whose handler panicked (RFC 9457; the type is handler's "internal").

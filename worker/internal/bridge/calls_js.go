@@ -36,6 +36,40 @@ var (
 // cross as JS values, as everything did before.
 var inbox = make([]byte, 64<<10)
 
+// outbox is the inbox's counterpart for bytes Go hands the shim (a packed response or request, a D1
+// statement's arguments, a log line): callShim copies them into the outbox and passes their length in
+// their place, and the shim copies or decodes outbox[:n] before that call returns. Bytes that do not fit
+// cross as a new Uint8Array. The shim's methods that take outbox bytes never call back into Go, so
+// outboxMu, held for the call, is never wanted by a callback nested in it.
+var (
+	outboxMu sync.Mutex
+	outbox   = make([]byte, 64<<10)
+)
+
+// outBytes is an argument of callShim that crosses as bytes (see outbox).
+type outBytes []byte
+
+// callShim calls v's method with args, of which at most one is outBytes (it passes through the outbox).
+func callShim(v js.Value, method string, args ...any) js.Value {
+	for i, a := range args {
+		b, ok := a.(outBytes)
+		if !ok {
+			continue
+		}
+		if len(b) > len(outbox) {
+			u := uint8JS.New(len(b))
+			js.CopyBytesToJS(u, b)
+			args[i] = u
+			break
+		}
+		outboxMu.Lock()
+		defer outboxMu.Unlock()
+		args[i] = copy(outbox, b)
+		break
+	}
+	return v.Call(method, args...)
+}
+
 // errNoShim is returned by calls made under a worker.mjs that is not toolgate's shim.
 var errNoShim = errors.New("bridge: worker.mjs is not toolgate's shim (worker/js/shim); run `make build`")
 
@@ -66,7 +100,8 @@ func (s settled) bytes() []byte {
 
 func init() {
 	if shimJS.Type() == js.TypeObject {
-		shimJS.Call("init", js.FuncOf(settle), uintptr(unsafe.Pointer(unsafe.SliceData(inbox))), len(inbox))
+		shimJS.Call("init", js.FuncOf(settle), uintptr(unsafe.Pointer(unsafe.SliceData(inbox))), len(inbox),
+			uintptr(unsafe.Pointer(unsafe.SliceData(outbox))), len(outbox))
 	}
 }
 
@@ -132,7 +167,7 @@ func callCtx(ctx context.Context, method string, args ...any) (settled, error) {
 	id := nextCall
 	calls[id] = ch
 	callsMu.Unlock()
-	shimJS.Call(method, append([]any{id}, args...)...)
+	callShim(shimJS, method, append([]any{id}, args...)...)
 	select {
 	case s := <-ch:
 		return s, s.err

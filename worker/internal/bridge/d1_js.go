@@ -73,7 +73,7 @@ func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
-	s, err := call("d1batch", holder, name, string(batch), blobs)
+	s, err := call("d1batch", holder, name, outBytes(batch), blobs)
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
@@ -96,9 +96,9 @@ func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (settl
 		return settled{}, err
 	}
 	if id, ok := d1Texts.id(query); ok {
-		return call("d1", holder, name, id, string(bound), blobs, raw)
+		return call("d1", holder, name, id, outBytes(bound), blobs, raw)
 	}
-	return call("d1", holder, name, query, string(bound), blobs, raw)
+	return call("d1", holder, name, query, outBytes(bound), blobs, raw)
 }
 
 // d1Texts are the SQL texts this runtime handed the shim (see sqlTexts): the shim's sql(id, text) keeps

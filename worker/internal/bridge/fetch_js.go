@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"syscall/js"
 	"time"
 )
 
@@ -39,9 +38,7 @@ func Fetch(req *http.Request) (*http.Response, error) {
 		body = b
 	}
 	b := appendRequest(make([]byte, 0, 512+len(body)), req.Method, req.URL.String(), formatHeaderLines(req.Header), body)
-	packed := uint8JS.New(len(b))
-	js.CopyBytesToJS(packed, b)
-	s, err := callCtx(ctx, "fetch", packed, timeoutMs)
+	s, err := callCtx(ctx, "fetch", outBytes(b), timeoutMs)
 	if err == nil && !s.inInbox && s.v.IsNull() {
 		// The shim's timer aborted the fetch at ctx's deadline; Go's own timer for it may not have fired
 		// yet. Wait for it, so that the caller sees ctx done when Fetch returns.

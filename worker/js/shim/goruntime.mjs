@@ -287,6 +287,7 @@ export class GoInstance {
     this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
     this.inboxAddr = 0; // Go's inbox (see _toInbox), in its linear memory: address and size (0: none)
     this.inboxSize = 0;
+    this.outboxAddr = 0; // Go's outbox (see _outBytes)
     this.instance = null; // see instantiate
   }
 
@@ -349,11 +350,20 @@ export class GoInstance {
           rt.api = api;
           rt._bootOK();
         },
-        // init registers settle and Go's inbox (see _toInbox).
-        init(settle, inboxAddr, inboxSize) {
+        // init registers settle, Go's inbox (see _toInbox) and its outbox (see _outBytes).
+        init(settle, inboxAddr, inboxSize, outboxAddr) {
           rt.settle = settle;
           rt.inboxAddr = inboxAddr ?? 0;
           rt.inboxSize = inboxSize ?? 0;
+          rt.outboxAddr = outboxAddr ?? 0;
+        },
+        // log writes a line (outbox bytes, see _outBytes) with console.log.
+        log(line) {
+          console.log(rt._outText(line));
+        },
+        // respond delivers the Go handler's packed response (packResponse; outbox bytes) to ev.
+        respond(ev, packed) {
+          ev.respond(rt._outBytes(packed));
         },
         await(id, p) {
           rt._await(id, Promise.resolve(p));
@@ -365,7 +375,9 @@ export class GoInstance {
         },
         // d1 and d1batch find the binding name (a text or its number, see sql) in holder.env: holder is
         // the call's Event, or this context (whose env is the current event's).
+        // argsJSON and batchJSON are outbox bytes (see _outBytes).
         d1(id, holder, name, sql, argsJSON, blobs, raw) {
+          argsJSON = rt._outText(argsJSON);
           rt._call(id, () => {
             const db = rt._binding(holder, name);
             const stmt = db.prepare(rt._sql(sql)).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
@@ -376,6 +388,7 @@ export class GoInstance {
         // transaction, one call) and answers each statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
         // values are in column order (the bridge requires distinct, non-integer column names).
         d1batch(id, holder, name, batchJSON, blobs) {
+          batchJSON = rt._outText(batchJSON);
           rt._call(id, async () => {
             const db = rt._binding(holder, name);
             const list = JSON.parse(batchJSON, blobs ? reviveBlob : undefined);
@@ -384,11 +397,12 @@ export class GoInstance {
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           }, true);
         },
-        // fetch sends a packed request (packRequest). It aborts at timeoutMs (none if negative) with a
+        // fetch sends a packed request (packRequest; outbox bytes, see _outBytes). It aborts at timeoutMs (none if negative) with a
         // timer of the calling host, or earlier when Go calls abort(id) (its context ended): see
         // _abortable. It answers the packed response (packResponse), or null when the timer aborted it,
         // so Go can tell its deadline from a network failure.
         fetch(id, packed, timeoutMs) {
+          packed = rt._outBytes(packed);
           const call = rt._abortable(id, timeoutMs);
           rt._call(id, async () => {
             try {
@@ -421,6 +435,7 @@ export class GoInstance {
       // No I/O and no timers at module scope: an outbound fetch fails at once.
       context.toolgate.fetch = (id) => rt._call(id, () => Promise.reject(new Error(REHEARSAL_NO_IO)));
       context.toolgate.setCrashRetryAfter = () => {};
+      context.toolgate.log = () => {}; // it logs nothing (see rehearse)
     }
     this.context = context;
     const imports = {
@@ -562,6 +577,22 @@ export class GoInstance {
       p = Promise.reject(e);
     }
     this._await(id, p, bytes);
+  }
+
+  // _outBytes returns the bytes Go passed as x through its outbox (bridge's calls_js.go, outbox): a copy
+  // of the outbox's first x bytes, or x itself, a Uint8Array, when they did not fit there. It must be
+  // called before the call from Go that passed x returns, and nothing in between may call into Go.
+  _outBytes(x) {
+    return typeof x === "number" ? this._outbox(x).slice() : x;
+  }
+
+  // _outText is _outBytes decoded as UTF-8.
+  _outText(x) {
+    return utf8Decoder.decode(typeof x === "number" ? this._outbox(x) : x);
+  }
+
+  _outbox(n) {
+    return new Uint8Array(this.go._inst.exports.mem.buffer, this.outboxAddr, n);
   }
 
   // _toInbox writes v (a string, as UTF-8, or a Uint8Array) into Go's inbox and returns how many bytes
