@@ -31,9 +31,9 @@ var (
 //
 // The invariant that makes one buffer enough: the shim writes the inbox immediately before it calls
 // into Go (settle, or the dispatch of a request) with the length written, and Go copies inbox[:n] out
-// inside that callback, before it does anything else that could run JavaScript or another goroutine.
-// JavaScript is single-threaded, so nothing else writes the inbox in between. Values that do not fit
-// cross as JS values, as everything did before.
+// inside that callback, before it calls the shim or lets another goroutine run. JavaScript is
+// single-threaded, so nothing else writes the inbox in between. Values that do not fit cross as JS
+// values.
 var inbox = make([]byte, 64<<10)
 
 // outbox is the inbox's counterpart for bytes Go hands the shim (a packed response or request, a D1

@@ -397,10 +397,10 @@ export class GoInstance {
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
           }, true);
         },
-        // fetch sends a packed request (packRequest; outbox bytes, see _outBytes). It aborts at timeoutMs (none if negative) with a
-        // timer of the calling host, or earlier when Go calls abort(id) (its context ended): see
-        // _abortable. It answers the packed response (packResponse), or null when the timer aborted it,
-        // so Go can tell its deadline from a network failure.
+        // fetch sends a packed request (packRequest; outbox bytes, see _outBytes). It aborts at timeoutMs
+        // (none if negative) with a timer of the calling host, or earlier when Go calls abort(id) (its
+        // context ended): see _abortable. It answers the packed response (packResponse), or null when the
+        // timer aborted it, so Go can tell its deadline from a network failure.
         fetch(id, packed, timeoutMs) {
           packed = rt._outBytes(packed);
           const call = rt._abortable(id, timeoutMs);
@@ -463,9 +463,9 @@ export class GoInstance {
 
   // fetch dispatches a request into Go; the answer arrives through ev.respond or ev.fail.
   fetch(ev, method, url, headers, body) {
-    // Called as a plain function (no `this` for Go to wrap), with the request packed in one Uint8Array:
-    // every JS value Go receives costs it a finalizer and a call back to JS.
-    // The request's bytes go through Go's inbox when they fit (see _toInbox), else as the Uint8Array.
+    // Called as a plain function (no `this` for Go to wrap), with the request packed (packRequest) into
+    // Go's inbox (see _toInbox), or as one Uint8Array if it does not fit: every JS value Go receives
+    // costs it a finalizer and calls back to JS.
     const dispatch = this.api.fetch;
     const packed = packRequest(method, url, headers, body);
     this._dispatch(ev, () => {
