@@ -29,18 +29,19 @@ var (
 // address and size once (init): Go's heap objects never move, and this variable keeps it alive. The
 // shim must view it through the memory's current buffer each time, since the memory may have grown.
 //
-// The invariant that makes one buffer enough: the shim writes the inbox immediately before it calls
-// into Go (settle, or the dispatch of a request) with the length written, and Go copies inbox[:n] out
-// inside that callback, before it calls the shim or lets another goroutine run. JavaScript is
-// single-threaded, so nothing else writes the inbox in between. Values that do not fit cross as JS
-// values.
+// The invariant that makes one buffer enough: the shim writes the inbox only from its event loop (a
+// promise's reaction, a dispatched event), never inside a call from Go, and then at once calls into Go
+// (settle, or the dispatch of a request) with the length written; Go copies inbox[:n] out inside that
+// callback, before it calls the shim. JavaScript is single-threaded, so nothing else writes the inbox
+// in between, even if another goroutine runs meanwhile. Values that do not fit cross as JS values.
 var inbox = make([]byte, 64<<10)
 
 // outbox is the inbox's counterpart for bytes Go hands the shim (a packed response or request, a D1
 // statement's arguments, a log line): callShim copies them into the outbox and passes their length in
 // their place, and the shim copies or decodes outbox[:n] before that call returns. Bytes that do not fit
-// cross as a new Uint8Array. The shim's methods that take outbox bytes never call back into Go, so
-// outboxMu, held for the call, is never wanted by a callback nested in it.
+// cross as a new Uint8Array. outboxMu is held for the call: another goroutine may run before the shim
+// has read the outbox (an allocation on the way may park this one to assist the GC). The shim's methods
+// that take outbox bytes never call back into Go, so no callback nested in the call wants outboxMu.
 var (
 	outboxMu sync.Mutex
 	outbox   = make([]byte, 64<<10)

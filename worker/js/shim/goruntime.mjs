@@ -288,6 +288,9 @@ export class GoInstance {
     this.inboxAddr = 0; // Go's inbox (see _toInbox), in its linear memory: address and size (0: none)
     this.inboxSize = 0;
     this.outboxAddr = 0; // Go's outbox (see _outBytes)
+    this.outboxSize = 0;
+    this.inboxView = null; // Uint8Arrays over them, made again once the memory grew (see _view)
+    this.outboxView = null;
     this.instance = null; // see instantiate
   }
 
@@ -351,11 +354,12 @@ export class GoInstance {
           rt._bootOK();
         },
         // init registers settle, Go's inbox (see _toInbox) and its outbox (see _outBytes).
-        init(settle, inboxAddr, inboxSize, outboxAddr) {
+        init(settle, inboxAddr, inboxSize, outboxAddr, outboxSize) {
           rt.settle = settle;
           rt.inboxAddr = inboxAddr ?? 0;
           rt.inboxSize = inboxSize ?? 0;
           rt.outboxAddr = outboxAddr ?? 0;
+          rt.outboxSize = outboxSize ?? 0;
         },
         // log writes a line (outbox bytes, see _outBytes) with console.log.
         log(line) {
@@ -583,27 +587,33 @@ export class GoInstance {
   // of the outbox's first x bytes, or x itself, a Uint8Array, when they did not fit there. It must be
   // called before the call from Go that passed x returns, and nothing in between may call into Go.
   _outBytes(x) {
-    return typeof x === "number" ? this._outbox(x).slice() : x;
+    if (typeof x !== "number") return x;
+    if (this.outboxView === null || this.outboxView.byteLength === 0) this.outboxView = this._view(this.outboxAddr, this.outboxSize);
+    return this.outboxView.slice(0, x);
   }
 
   // _outText is _outBytes decoded as UTF-8.
   _outText(x) {
-    return utf8Decoder.decode(typeof x === "number" ? this._outbox(x) : x);
+    if (typeof x !== "number") return utf8Decoder.decode(x);
+    if (this.outboxView === null || this.outboxView.byteLength === 0) this.outboxView = this._view(this.outboxAddr, this.outboxSize);
+    return utf8Decoder.decode(this.outboxView.subarray(0, x));
   }
 
-  _outbox(n) {
-    return new Uint8Array(this.go._inst.exports.mem.buffer, this.outboxAddr, n);
+  // _view returns a Uint8Array over size bytes of Go's memory at addr. Growing the memory detaches its
+  // buffer, and every view of it then has length 0: callers keep a view while its length is not 0.
+  _view(addr, size) {
+    return new Uint8Array(this.go._inst.exports.mem.buffer, addr, size);
   }
 
   // _toInbox writes v (a string, as UTF-8, or a Uint8Array) into Go's inbox and returns how many bytes
   // it wrote, or -1 if v is neither or does not fit. Go copies them out inside the call that the caller
   // makes next, with that length (settle, or the dispatch of a request): nothing may enter Go in
   // between (bridge's calls_js.go, inbox). A JS value Go receives costs it a finalizer and calls back
-  // to read it; a number costs nothing. The view is made afresh each time: a grown memory has a new
-  // buffer.
+  // to read it; a number costs nothing.
   _toInbox(v) {
     if (this.inboxSize === 0 || this.go.exited) return -1;
-    const inbox = new Uint8Array(this.go._inst.exports.mem.buffer, this.inboxAddr, this.inboxSize);
+    if (this.inboxView === null || this.inboxView.byteLength === 0) this.inboxView = this._view(this.inboxAddr, this.inboxSize);
+    const inbox = this.inboxView;
     if (typeof v === "string") {
       if (v.length > inbox.length) return -1; // every UTF-16 unit takes at least a byte
       const { read, written } = utf8.encodeInto(v, inbox);
