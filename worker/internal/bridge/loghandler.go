@@ -80,8 +80,8 @@ func (h *jsonHandler) Handle(ctx context.Context, r slog.Record) error {
 // slog.JSONHandler.
 func appendLogAttr(b []byte, a slog.Attr) ([]byte, bool) {
 	a.Value = a.Value.Resolve()
-	if a.Equal(slog.Attr{}) {
-		return b, true // elided, as slog.JSONHandler does
+	if a.Key == "" && a.Value.Kind() == slog.KindAny && a.Value.Any() == nil {
+		return b, true // empty: elided, as slog.JSONHandler does
 	}
 	b = append(b, ',')
 	b = appendLogString(b, a.Key)

@@ -521,19 +521,16 @@ export class GoInstance {
     const settle = (ok, v) => {
       try {
         const goSettle = this.settle; // called as a plain function: no `this` for Go to wrap
-        if (!this.dead) {
-          this.enter(host, () => {
-            let how = ok ? SETTLE_OK : 0;
-            if (!ok || bytes) {
-              const n = this._toInbox(v);
-              if (n >= 0) {
-                how |= SETTLE_IN_INBOX;
-                v = n;
-              }
-            }
-            return goSettle(id, how, v);
-          });
+        if (this.dead) return;
+        let how = ok ? SETTLE_OK : 0;
+        if (!ok || bytes) {
+          const n = this._toInbox(v); // Go reads it in the settle below, before anything else writes it
+          if (n >= 0) {
+            how |= SETTLE_IN_INBOX;
+            v = n;
+          }
         }
+        this.enter(host, () => goSettle(id, how, v));
       } finally {
         host.release();
       }
