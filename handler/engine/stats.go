@@ -96,8 +96,7 @@ func (e *Engine) countOutcome(ctx context.Context, req CallRequest, res CallResu
 	if !ok || req.Caller.ID == "" {
 		return
 	}
-	now := e.now()
-	u := store.Usage{UsageKey: usageKeyOf(tool, req.Caller.ID, now), LastAt: now}
+	var u store.Usage
 	var ipe *InProgressError
 	var ue *UpstreamError
 	switch {
@@ -120,6 +119,8 @@ func (e *Engine) countOutcome(ctx context.Context, req CallRequest, res CallResu
 	default:
 		return
 	}
+	now := e.now() // read only here: most calls return above (a clock read crosses into JS in the worker)
+	u.UsageKey, u.LastAt = usageKeyOf(tool, req.Caller.ID, now), now
 	if e.pending.add(u) {
 		e.background(ctx, e.flushLater)
 	}

@@ -179,12 +179,17 @@ func ScheduledEvent(ctx context.Context) (s Schedule, ok bool) {
 	return s, ok
 }
 
-// dispatchFetch is the shim's entry for a request: (ev, the request packed in a Uint8Array, see
-// appendRequest).
+// dispatchFetch is the shim's entry for a request: (ev, the request packed as appendRequest does: its
+// length in the inbox, or a Uint8Array if it did not fit there).
 func dispatchFetch(_ js.Value, args []js.Value) any {
+	var packed []byte
+	if args[1].Type() == js.TypeNumber {
+		packed = fromInbox(args[1]) // first: see inbox
+	} else {
+		packed = make([]byte, args[1].Get("byteLength").Int())
+		js.CopyBytesToGo(packed, args[1])
+	}
 	e := &event{v: args[0]}
-	packed := make([]byte, args[1].Get("byteLength").Int())
-	js.CopyBytesToGo(packed, args[1])
 	goReuse(func() { serveFetch(e, packed) })
 	return nil
 }
@@ -253,9 +258,7 @@ func serveFetch(e *event, packed []byte) {
 		_, _ = w.Write([]byte(panicProblem))
 	}
 	b := appendResponse(make([]byte, 0, 512+w.body.Len()), w.statusCode(), "", formatHeaderLines(w.header), w.body.Bytes())
-	out := uint8JS.New(len(b))
-	js.CopyBytesToJS(out, b)
-	e.v.Call("respond", out)
+	callShim(shimJS, "respond", e.v, outBytes(b))
 }
 
 // panicProblem answers a request whose handler panicked (RFC 9457; the type is handler's "internal").

@@ -3,18 +3,22 @@
 package bridge_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -57,13 +61,14 @@ func setup(t *testing.T, mode string) *edgetest.Edge {
 }
 
 type runtimeStats struct {
-	Mode      string `json:"mode"`
-	Boots     int    `json:"boots"`
-	Instance  int    `json:"instance"`
-	Served    int    `json:"served"`
-	HeapAlloc int64  `json:"heapAlloc"`
-	JSValues  int    `json:"jsValuesHeldByGo"`
-	Routines  int    `json:"goroutines"`
+	Mode       string `json:"mode"`
+	Boots      int    `json:"boots"`
+	Instance   int    `json:"instance"`
+	Served     int    `json:"served"`
+	HeapAlloc  int64  `json:"heapAlloc"`
+	JSValues   int    `json:"jsValuesHeldByGo"`
+	WasmMemory int64  `json:"wasmMemoryBytes"`
+	Routines   int    `json:"goroutines"`
 }
 
 func stats(t *testing.T, base string) runtimeStats {
@@ -241,6 +246,10 @@ func TestBridgePersistent(t *testing.T) {
 		testFetchAborted(t, base)
 	})
 
+	t.Run("bytes cross whole, through the inbox or as JS values", func(t *testing.T) {
+		testBytes(t, base)
+	})
+
 	t.Run("a dead instance is replaced by the next request", func(t *testing.T) {
 		before := stats(t, base)
 		res, body := get(t, base+"/crash")
@@ -346,6 +355,56 @@ func testFetchAborted(t *testing.T, base string) {
 		t.Logf("%s: upstream connection closed %s after the answer", end, gap.Round(time.Millisecond))
 		require.Less(t, gap, 3*time.Second, "%s: the fetch must be aborted", end)
 		require.Equal(t, i+1, up.Calls())
+	}
+}
+
+// testBytes sends texts and request bodies below and above the bridge's 64 KiB inbox (they cross it as
+// bytes, or as JS values) through every path that uses it: the request, D1 rows (Query and Batch), a
+// fetch response, D1 error messages; and checks that each comes back whole. It sends them again after
+// a request that grew the wasm memory: the shim's views of the inbox and outbox must follow it.
+func testBytes(t *testing.T, base string) {
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body) // all of it first: net/http's server is not full duplex
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(echo.Close)
+	send := func(n, size int) {
+		t.Helper()
+		body := strings.Repeat("ä", size/2) + strings.Repeat("b", size%2)
+		res, err := client.Post(fmt.Sprintf("%s/bytes?n=%d&url=%s", base, n, url.QueryEscape(echo.URL)), "text/plain", strings.NewReader(body))
+		require.NoError(t, err)
+		b, err := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, res.StatusCode, "n=%d body=%d: %.300s", n, size, b)
+		line, text, ok := bytes.Cut(b, []byte("\n"))
+		require.True(t, ok, "n=%d body=%d: %.300s", n, size, b)
+		var out struct {
+			Body                               string
+			Query, Batch, Fetch                bool
+			QueryError, BatchError, FetchError string
+			Error                              string
+		}
+		require.NoError(t, json.Unmarshal(line, &out), "n=%d body=%d: %.300s", n, size, line)
+		errs := fmt.Sprintf("n=%d body=%d: %.200s | %.200s | %.200s", n, size, out.QueryError, out.BatchError, out.FetchError)
+		sum := sha256.Sum256([]byte(body))
+		require.Equal(t, fmt.Sprintf("%d %x", len(body), sum), out.Body, "%s: the request", errs)
+		require.True(t, out.Query, errs)
+		require.True(t, out.Batch, errs)
+		require.True(t, out.Fetch, errs)
+		require.Len(t, text, n, "%s: the response", errs)
+		require.True(t, utf8.Valid(text), errs)
+		require.Contains(t, out.Error, `nö_tåble_`+string(text[:min(len(text), 20)]), errs)
+	}
+	cases := []struct{ n, body int }{{0, 0}, {1, 1}, {300, 64 << 10}, {64<<10 - 300, 10}, {64 << 10, 64<<10 + 1}, {90_000, 200_000}}
+	for _, c := range cases {
+		send(c.n, c.body)
+	}
+	before := stats(t, base).WasmMemory
+	send(300, 16<<20)
+	require.Greater(t, stats(t, base).WasmMemory, before, "a 16 MB request grows the memory")
+	for _, c := range cases {
+		send(c.n, c.body)
 	}
 }
 

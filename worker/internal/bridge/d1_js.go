@@ -37,21 +37,21 @@ func OpenD1(binding string) *D1 {
 // Exec runs one statement and returns the number of rows it changed (meta.changes). Errors are
 // prefixed "d1: exec:".
 func (d *D1) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	v, err := d.run(ctx, query, args, false)
+	s, err := d.run(ctx, query, args, false)
 	if err != nil {
 		return 0, fmt.Errorf("d1: exec: %w", err)
 	}
-	return int64(v.Float()), nil
+	return int64(s.v.Float()), nil
 }
 
 // Query runs one statement (a SELECT, or a write with RETURNING) and returns all its rows. Errors are
 // prefixed "d1: query:".
 func (d *D1) Query(ctx context.Context, query string, args ...any) ([][]any, error) {
-	v, err := d.run(ctx, query, args, true)
+	s, err := d.run(ctx, query, args, true)
 	if err != nil {
 		return nil, fmt.Errorf("d1: query: %w", err)
 	}
-	rows, err := decodeRows(v.String())
+	rows, err := decodeRows(string(s.bytes()))
 	if err != nil {
 		return nil, fmt.Errorf("d1: query: %w", err)
 	}
@@ -73,11 +73,11 @@ func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
-	v, err := call("d1batch", holder, name, string(batch), blobs)
+	s, err := call("d1batch", holder, name, outBytes(batch), blobs)
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
-	out, err := decodeBatch(v.String())
+	out, err := decodeBatch(string(s.bytes()))
 	if err != nil {
 		return nil, fmt.Errorf("d1: batch: %w", err)
 	}
@@ -87,18 +87,18 @@ func (d *D1) Batch(ctx context.Context, stmts []store.Stmt) ([][][]any, error) {
 	return out, nil
 }
 
-// run finds the binding in ctx's env and runs the statement in the shim: rows as JSON (raw) or the
-// number of changes.
-func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (js.Value, error) {
+// run finds the binding in ctx's env and runs the statement in the shim: rows as JSON (raw: their
+// bytes) or the number of changes (a JS number).
+func (d *D1) run(ctx context.Context, query string, args []any, raw bool) (settled, error) {
 	holder, name := d.lookup(ctx)
 	bound, blobs, err := appendArgs(make([]byte, 0, 256), args)
 	if err != nil {
-		return js.Value{}, err
+		return settled{}, err
 	}
 	if id, ok := d1Texts.id(query); ok {
-		return call("d1", holder, name, id, string(bound), blobs, raw)
+		return call("d1", holder, name, id, outBytes(bound), blobs, raw)
 	}
-	return call("d1", holder, name, query, string(bound), blobs, raw)
+	return call("d1", holder, name, query, outBytes(bound), blobs, raw)
 }
 
 // d1Texts are the SQL texts this runtime handed the shim (see sqlTexts): the shim's sql(id, text) keeps

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"syscall/js"
 	"time"
 )
 
@@ -39,10 +38,8 @@ func Fetch(req *http.Request) (*http.Response, error) {
 		body = b
 	}
 	b := appendRequest(make([]byte, 0, 512+len(body)), req.Method, req.URL.String(), formatHeaderLines(req.Header), body)
-	packed := uint8JS.New(len(b))
-	js.CopyBytesToJS(packed, b)
-	v, err := callCtx(ctx, "fetch", packed, timeoutMs)
-	if err == nil && v.IsNull() {
+	s, err := callCtx(ctx, "fetch", outBytes(b), timeoutMs)
+	if err == nil && !s.inInbox && s.v.IsNull() {
 		// The shim's timer aborted the fetch at ctx's deadline; Go's own timer for it may not have fired
 		// yet. Wait for it, so that the caller sees ctx done when Fetch returns.
 		<-ctx.Done()
@@ -51,9 +48,7 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
-	b = make([]byte, v.Get("byteLength").Int())
-	js.CopyBytesToGo(b, v)
-	res, err := unpackResponse(b)
+	res, err := unpackResponse(s.bytes())
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}

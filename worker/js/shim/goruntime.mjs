@@ -47,6 +47,10 @@ export class RuntimeStopped extends Error {
   }
 }
 
+// Bits of the second argument of Go's settle(id, how, x) (bridge's calls_js.go).
+const SETTLE_OK = 1; // the call succeeded (else x is, or the inbox holds, the error's message)
+const SETTLE_IN_INBOX = 2; // the outcome's bytes are in Go's inbox, x of them (else x is the outcome)
+
 const getInt64 = (mem, addr) => mem.getUint32(addr, true) + mem.getInt32(addr + 4, true) * 4294967296;
 
 // Headers cross between JS and Go as one string of "name:value\n" lines: one call instead of one per
@@ -282,6 +286,12 @@ export class GoInstance {
     this.served = 0;
     this.started = Date.now();
     this.sqlTexts = []; // statement texts Go numbered (toolgate.sql): Go sends the number instead
+    this.inboxAddr = 0; // Go's inbox (see _toInbox), in its linear memory: address and size (0: none)
+    this.inboxSize = 0;
+    this.outboxAddr = 0; // Go's outbox (see _outBytes)
+    this.outboxSize = 0;
+    this.inboxView = null; // Uint8Arrays over them, made again once the memory grew (see _view)
+    this.outboxView = null;
     this.instance = null; // see instantiate
     this.seedFill = null; // while booted at start-up: fills Go's random data from the boot seed (bootAtStartup)
     this.seedBytes = 0; // how many bytes of random data Go drew from the boot seed
@@ -347,8 +357,21 @@ export class GoInstance {
           rt.api = api;
           rt._bootOK();
         },
-        init(settle) {
+        // init registers settle, Go's inbox (see _toInbox) and its outbox (see _outBytes).
+        init(settle, inboxAddr, inboxSize, outboxAddr, outboxSize) {
           rt.settle = settle;
+          rt.inboxAddr = inboxAddr ?? 0;
+          rt.inboxSize = inboxSize ?? 0;
+          rt.outboxAddr = outboxAddr ?? 0;
+          rt.outboxSize = outboxSize ?? 0;
+        },
+        // log writes a line (outbox bytes, see _outBytes) with console.log.
+        log(line) {
+          console.log(rt._outText(line));
+        },
+        // respond delivers the Go handler's packed response (packResponse; outbox bytes) to ev.
+        respond(ev, packed) {
+          ev.respond(rt._outBytes(packed));
         },
         await(id, p) {
           rt._await(id, Promise.resolve(p));
@@ -360,30 +383,34 @@ export class GoInstance {
         },
         // d1 and d1batch find the binding name (a text or its number, see sql) in holder.env: holder is
         // the call's Event, or this context (whose env is the current event's).
+        // argsJSON and batchJSON are outbox bytes (see _outBytes).
         d1(id, holder, name, sql, argsJSON, blobs, raw) {
+          argsJSON = rt._outText(argsJSON);
           rt._call(id, () => {
             const db = rt._binding(holder, name);
             const stmt = db.prepare(rt._sql(sql)).bind(...JSON.parse(argsJSON, blobs ? reviveBlob : undefined));
             return raw ? stmt.raw().then(d1Rows) : stmt.run().then((r) => r.meta.changes);
-          });
+          }, raw);
         },
         // d1batch runs [[sql, args], ...] (sql: a text or its number, see sql) with db.batch (one
         // transaction, one call) and answers each statement's rows in d1Rows' shape. Batch results are objects keyed by column name; their
         // values are in column order (the bridge requires distinct, non-integer column names).
         d1batch(id, holder, name, batchJSON, blobs) {
+          batchJSON = rt._outText(batchJSON);
           rt._call(id, async () => {
             const db = rt._binding(holder, name);
             const list = JSON.parse(batchJSON, blobs ? reviveBlob : undefined);
             const results = await db.batch(list.map(([sql, args]) => db.prepare(rt._sql(sql)).bind(...args)));
             const value = (v) => (Array.isArray(v) ? blobJSON(Uint8Array.from(v)) : v); // a BLOB as number[]
             return d1Rows(results.map((r) => (r.results ?? []).map((row) => Object.values(row).map(value))));
-          });
+          }, true);
         },
-        // fetch sends a packed request (packRequest). It aborts at timeoutMs (none if negative) with a
-        // timer of the calling host, or earlier when Go calls abort(id) (its context ended): see
-        // _abortable. It answers the packed response (packResponse), or null when the timer aborted it,
-        // so Go can tell its deadline from a network failure.
+        // fetch sends a packed request (packRequest; outbox bytes, see _outBytes). It aborts at timeoutMs
+        // (none if negative) with a timer of the calling host, or earlier when Go calls abort(id) (its
+        // context ended): see _abortable. It answers the packed response (packResponse), or null when the
+        // timer aborted it, so Go can tell its deadline from a network failure.
         fetch(id, packed, timeoutMs) {
+          packed = rt._outBytes(packed);
           const call = rt._abortable(id, timeoutMs);
           rt._call(id, async () => {
             try {
@@ -396,7 +423,7 @@ export class GoInstance {
             } finally {
               call.end();
             }
-          });
+          }, true);
         },
         // abort aborts Go's call id if it is still running. Go calls it from whichever host is current;
         // the abort itself runs in the call's own host (see _abortable).
@@ -416,6 +443,7 @@ export class GoInstance {
       // No I/O and no timers at module scope: an outbound fetch fails at once.
       context.toolgate.fetch = (id) => rt._call(id, () => Promise.reject(new Error(REHEARSAL_NO_IO)));
       context.toolgate.setCrashRetryAfter = () => {};
+      context.toolgate.log = () => {}; // it logs nothing (see rehearse)
     }
     this.context = context;
     const imports = {
@@ -484,11 +512,15 @@ export class GoInstance {
 
   // fetch dispatches a request into Go; the answer arrives through ev.respond or ev.fail.
   fetch(ev, method, url, headers, body) {
-    // Called as a plain function (no `this` for Go to wrap), with the request packed in one Uint8Array:
-    // every JS value Go receives costs it a finalizer and a call back to JS.
+    // Called as a plain function (no `this` for Go to wrap), with the request packed (packRequest) into
+    // Go's inbox (see _toInbox), or as one Uint8Array if it does not fit: every JS value Go receives
+    // costs it a finalizer and calls back to JS.
     const dispatch = this.api.fetch;
     const packed = packRequest(method, url, headers, body);
-    this._dispatch(ev, () => dispatch(ev, packed));
+    this._dispatch(ev, () => {
+      const n = this._toInbox(packed);
+      return dispatch(ev, n >= 0 ? n : packed);
+    });
   }
 
   // scheduled dispatches a cron event into Go; Go answers with ev.answer or ev.fail.
@@ -524,15 +556,26 @@ export class GoInstance {
   }
 
   // _await settles Go's call id with p's outcome, in the host that made the call, which stays alive
-  // until then.
-  _await(id, p) {
+  // until then. Go's settle(id, how, x) takes the outcome's bytes from its inbox when they fit there
+  // (see _toInbox): always for an error's message, and for the value too if bytes is true (a string or
+  // a Uint8Array; other values, such as null, cross as they are).
+  _await(id, p, bytes = false) {
     if (this.rehearsal && ++this.rehearsalCalls > REHEARSAL_MAX_CALLS) return; // never settles: see rehearse
     const host = this.current;
     host.hold();
     const settle = (ok, v) => {
       try {
         const goSettle = this.settle; // called as a plain function: no `this` for Go to wrap
-        if (!this.dead) this.enter(host, () => goSettle(id, ok, v));
+        if (this.dead) return;
+        let how = ok ? SETTLE_OK : 0;
+        if (!ok || bytes) {
+          const n = this._toInbox(v); // Go reads it in the settle below, before anything else writes it
+          if (n >= 0) {
+            how |= SETTLE_IN_INBOX;
+            v = n;
+          }
+        }
+        this.enter(host, () => goSettle(id, how, v));
       } finally {
         host.release();
       }
@@ -570,15 +613,59 @@ export class GoInstance {
     return call;
   }
 
-  // _call settles Go's call id with the outcome of fn(), a promise; fn throwing rejects it.
-  _call(id, fn) {
+  // _call settles Go's call id with the outcome of fn(), a promise; fn throwing rejects it. bytes: see
+  // _await.
+  _call(id, fn, bytes = false) {
     let p;
     try {
       p = fn();
     } catch (e) {
       p = Promise.reject(e);
     }
-    this._await(id, p);
+    this._await(id, p, bytes);
+  }
+
+  // _outBytes returns the bytes Go passed as x through its outbox (bridge's calls_js.go, outbox): a copy
+  // of the outbox's first x bytes, or x itself, a Uint8Array, when they did not fit there. It must be
+  // called before the call from Go that passed x returns, and nothing in between may call into Go.
+  _outBytes(x) {
+    if (typeof x !== "number") return x;
+    if (this.outboxView === null || this.outboxView.byteLength === 0) this.outboxView = this._view(this.outboxAddr, this.outboxSize);
+    return this.outboxView.slice(0, x);
+  }
+
+  // _outText is _outBytes decoded as UTF-8.
+  _outText(x) {
+    if (typeof x !== "number") return utf8Decoder.decode(x);
+    if (this.outboxView === null || this.outboxView.byteLength === 0) this.outboxView = this._view(this.outboxAddr, this.outboxSize);
+    return utf8Decoder.decode(this.outboxView.subarray(0, x));
+  }
+
+  // _view returns a Uint8Array over size bytes of Go's memory at addr. Growing the memory detaches its
+  // buffer, and every view of it then has length 0: callers keep a view while its length is not 0.
+  _view(addr, size) {
+    return new Uint8Array(this.go._inst.exports.mem.buffer, addr, size);
+  }
+
+  // _toInbox writes v (a string, as UTF-8, or a Uint8Array) into Go's inbox and returns how many bytes
+  // it wrote, or -1 if v is neither or does not fit. Go copies them out inside the call that the caller
+  // makes next, with that length (settle, or the dispatch of a request): nothing may enter Go in
+  // between (bridge's calls_js.go, inbox). A JS value Go receives costs it a finalizer and calls back
+  // to read it; a number costs nothing.
+  _toInbox(v) {
+    if (this.inboxSize === 0 || this.go.exited) return -1;
+    if (this.inboxView === null || this.inboxView.byteLength === 0) this.inboxView = this._view(this.inboxAddr, this.inboxSize);
+    const inbox = this.inboxView;
+    if (typeof v === "string") {
+      if (v.length > inbox.length) return -1; // every UTF-16 unit takes at least a byte
+      const { read, written } = utf8.encodeInto(v, inbox);
+      return read === v.length ? written : -1;
+    }
+    if (v instanceof Uint8Array && v.byteLength <= inbox.length) {
+      inbox.set(v);
+      return v.byteLength;
+    }
+    return -1;
   }
 
   _dispatch(ev, call) {

@@ -19,6 +19,11 @@
 //	GET  /fetch?url=U&cancel=N           a deadline, cancel= cancels it without one): the upstream's answer,
 //	                                     or 504 {"error", "deadline", "canceled"} when the context ended first
 //	GET  /mem?gc=1                       runtime.MemStats (after a GC)
+//	POST /bytes?n=N&url=U                a text of N bytes (not ASCII only) through every way bytes cross
+//	                                     the bridge: D1 Query and Batch (SELECT ?), Fetch(U) (an echo), the
+//	                                     D1 error of a table named after it; answers {"body": the request
+//	                                     body's length and SHA-256, "query", "batch", "fetch": true if the
+//	                                     text came back whole, "error": the D1 error} and then the text
 //
 // A scheduled event inserts "cron:<expression>" into the jobs table. Requests abandoned by a dying
 // instance are answered with Retry-After: 12 (crashRetryAfter).
@@ -27,6 +32,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -41,6 +47,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/toolgate/toolgate-go/store"
 	"github.com/toolgate/toolgate-go/store/d1"
@@ -105,6 +112,7 @@ func main() {
 		writeJSON(w, http.StatusOK, map[string]any{"depth": recurse(1 << 30)})
 	})
 	mux.HandleFunc("GET /fetch", fetchUpstream)
+	mux.HandleFunc("POST /bytes", roundTripBytes)
 	mux.HandleFunc("GET /mem", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("gc") == "1" {
 			runtime.GC()
@@ -163,6 +171,60 @@ func fetchUpstream(w http.ResponseWriter, r *http.Request) {
 	defer res.Body.Close()
 	w.WriteHeader(res.StatusCode)
 	_, _ = io.Copy(w, res.Body)
+}
+
+// roundTripBytes sends a text of n= bytes through D1 and Fetch (url=, an echo) and checks it comes back
+// whole: small ones cross through the bridge's inbox, big ones as JS values.
+func roundTripBytes(w http.ResponseWriter, r *http.Request) {
+	n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
+		return
+	}
+	sum := sha256.Sum256(body)
+	text := []byte(strings.Repeat("é€😀x", n/10+1))[:n] // 2+3+4+1 bytes
+	for !utf8.Valid(text) {
+		text = text[:len(text)-1]
+	}
+	text = append(text, strings.Repeat("y", n-len(text))...)
+	out := map[string]any{"body": fmt.Sprintf("%d %x", len(body), sum)}
+	ctx := r.Context()
+	c := bridge.OpenD1("DB")
+	rows, err := c.Query(ctx, `SELECT ? AS s`, string(text))
+	out["query"] = err == nil && len(rows) == 1 && rows[0][0] == string(text)
+	if err != nil {
+		out["queryError"] = err.Error()
+	}
+	res, err := c.Batch(ctx, []store.Stmt{{Query: `SELECT 1 AS one`}, {Query: `SELECT ? AS s`, Args: []any{string(text)}}})
+	out["batch"] = err == nil && len(res) == 2 && len(res[1]) == 1 && res[1][0][0] == string(text)
+	if err != nil {
+		out["batchError"] = err.Error()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL.Query().Get("url"), bytes.NewReader(text))
+	if err == nil {
+		var up *http.Response
+		if up, err = bridge.Fetch(req); err == nil {
+			echoed, _ := io.ReadAll(up.Body)
+			out["fetch"] = bytes.Equal(echoed, text)
+			if !bytes.Equal(echoed, text) {
+				i := 0
+				for i < min(len(echoed), len(text)) && echoed[i] == text[i] {
+					i++
+				}
+				out["fetchError"] = fmt.Sprintf("echoed %d bytes for %d, the same up to byte %d", len(echoed), len(text), i)
+			}
+		}
+	}
+	if err != nil {
+		out["fetchError"] = err.Error()
+	}
+	if _, err = c.Exec(ctx, `SELECT * FROM "nö_tåble_`+string(text)+`"`); err != nil {
+		out["error"] = err.Error()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+	_, _ = w.Write(text)
 }
 
 type storeHandler func(ctx context.Context, s *sqlstore.Store, c store.DbClient, w http.ResponseWriter, r *http.Request) error
