@@ -37,7 +37,7 @@ type app struct {
 
 func (a *app) init() {
 	a.once.Do(func() {
-		a.logger = slog.New(bridge.NewJSONHandler(bridge.Console, nil))
+		a.logger = slog.New(slog.NewJSONHandler(bridge.Console, nil))
 		if a.settings, a.err = SettingsFrom(cloudflare.Getenv); a.err != nil {
 			return
 		}

@@ -11,7 +11,7 @@ import (
 
 // Console is an io.Writer that logs each complete line with console.log, where Workers logs (and
 // wrangler dev) collect it. Partial lines wait for their newline. Use it for the worker's logger, e.g.
-// slog.New(bridge.NewJSONHandler(bridge.Console, nil)): os.Stderr gets there too, but through Go's
+// slog.New(slog.NewJSONHandler(bridge.Console, nil)): os.Stderr gets there too, but through Go's
 // asynchronous file API, which costs a js.FuncOf and a round trip per write. Under toolgate's shim a
 // line crosses as bytes (the shim's log, through the outbox), not as a JS string Go would have to
 // create and release.
