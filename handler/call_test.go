@@ -671,27 +671,36 @@ func (s *gatedClaims) ClaimCharge(ctx context.Context, p store.ClaimChargeParams
 // while a claim of their key is in progress there wait for that claim
 // instead of claiming too (one store round trip for all of them), and answer
 // the one execution's bytes, charged once. When that claim fails, each
-// claims on its own, as without it: one of them executes, still once.
+// claims on its own, as without it; when it does not return (stuck), they
+// stop waiting for it after the tool's lease (300 ms for longrun) and claim
+// on their own. Either way one of them executes, once.
 func TestDuplicatesOnOneEngineShareOneClaim(t *testing.T) {
 	t.Parallel()
-	for _, failFirst := range []bool{false, true} {
-		t.Run(fmt.Sprintf("failFirst=%v", failFirst), func(t *testing.T) {
+	for _, mode := range []string{"ok", "fail", "stuck"} {
+		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			gate := &gatedClaims{entered: make(chan struct{}), release: make(chan struct{}), failFirst: failFirst}
+			gate := &gatedClaims{entered: make(chan struct{}), release: make(chan struct{}), failFirst: mode == "fail"}
 			e := setup(t, func(c *handler.Config) { gate.Store = c.Store; c.Store = gate })
 			alice := e.newCaller("alice", "1.00")
 			require.Equal(t, http.StatusOK, e.do(http.MethodGet, "/v1/balance", alice.key, nil, "").status) // caches the caller
+			tool := map[string]string{"ok": "echo", "fail": "echo", "stuck": "longrun"}[mode]
 			const n = 10
 			res := make([]response, n)
-			var wg sync.WaitGroup
-			wg.Go(func() { res[0] = e.call(alice.key, "echo", "k", `{"a":1}`) })
+			var first, dups sync.WaitGroup
+			first.Go(func() { res[0] = e.call(alice.key, tool, "k", `{"a":1}`) })
 			<-gate.entered // the first claim is in progress
 			for i := 1; i < n; i++ {
-				wg.Go(func() { res[i] = e.call(alice.key, "echo", "k", `{ "a" : 1 }`) })
+				dups.Go(func() { res[i] = e.call(alice.key, tool, "k", `{ "a" : 1 }`) })
 			}
-			time.Sleep(300 * time.Millisecond) // the duplicates join it
-			close(gate.release)
-			wg.Wait()
+			if mode == "stuck" {
+				dups.Wait() // they answer without the stuck claim
+				close(gate.release)
+			} else {
+				time.Sleep(300 * time.Millisecond) // the duplicates join it
+				close(gate.release)
+				dups.Wait()
+			}
+			first.Wait()
 
 			ok := 0
 			for _, r := range res {
@@ -700,11 +709,15 @@ func TestDuplicatesOnOneEngineShareOneClaim(t *testing.T) {
 					require.Equal(t, string(res[n-1].body), string(r.body), "one execution's bytes")
 				}
 			}
-			if failFirst {
+			switch mode {
+			case "fail":
 				require.Equal(t, http.StatusServiceUnavailable, res[0].status, string(res[0].body))
 				require.Equal(t, n-1, ok)
 				require.EqualValues(t, n, gate.calls.Load(), "the failed claim, then one claim per duplicate")
-			} else {
+			case "stuck":
+				require.Equal(t, n, ok, "the stuck claim returns at last, and replays")
+				require.EqualValues(t, n, gate.calls.Load(), "the stuck claim (which returns at last), then one per duplicate")
+			default:
 				require.Equal(t, n, ok)
 				require.EqualValues(t, 1, gate.calls.Load(), "one claim for all")
 				rts := 0.0

@@ -416,14 +416,20 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	if tool.Free != nil {
 		a.window, a.windowEnd = tool.Free.Per.Window(p.Now)
 	}
-	c, leader := e.flights.claim(p.Key, p.Fingerprint)
+	// How long a duplicate waits for a claim in progress here: the wait's
+	// bound, and the lease, after which an owner's claim is stale anyway.
+	joinLimit := tool.Lease
+	if e.wait > 0 {
+		joinLimit = min(joinLimit, e.wait)
+	}
+	c, leader := e.flights.claim(p.Key, p.Fingerprint, joinLimit)
 	if !leader {
-		if res, answered, err := a.joinClaim(ctx, p, c); answered {
+		if res, answered, err := a.joinClaim(ctx, p, c, joinLimit); answered {
 			return res, err
 		}
-		// The claim it joined failed, or so did the execution that claim
-		// won: claim as any request does.
-		c = nil
+		// The claim it joined failed or is stuck, or so did the execution
+		// that claim won: claim as any request does, now.
+		c, p.Now = nil, e.now()
 	}
 	cr, paid, fl, err := a.claimFirst(ctx, p, c)
 	if err != nil {
@@ -473,12 +479,17 @@ func (a *attempt) claimFirst(ctx context.Context, p store.ClaimParams, c *claimi
 // the completed record it read, the answer of the execution it won here, or
 // a wait for the attempt that holds the key (waitThenReplay, which claims
 // when that attempt fails). It claims nothing itself, and reports answered
-// false when it cannot answer (the claim failed, the execution it won
-// failed, the record it read expired): the request then claims on its own.
-func (a *attempt) joinClaim(ctx context.Context, p store.ClaimParams, c *claiming) (res CallResult, answered bool, err error) {
+// false when it cannot answer (the claim failed or did not return within
+// limit, the execution it won failed, the record it read expired): the
+// request then claims on its own.
+func (a *attempt) joinClaim(ctx context.Context, p store.ClaimParams, c *claiming, limit time.Duration) (res CallResult, answered bool, err error) {
+	t := time.NewTimer(limit - time.Since(c.started))
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return CallResult{}, true, fmt.Errorf("wait for in-progress call: %w", ctx.Err())
+	case <-t.C:
+		return CallResult{}, false, nil
 	case <-c.done:
 	}
 	if !c.ok {
@@ -522,7 +533,8 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 	// they back off with jitter (see pollSoon).
 	first, backoff := true, pollInitial
 	var waited time.Duration
-	var outage error // the last poll's store failure; a later good poll clears it
+	var outage error        // the last poll's store failure; a later good poll clears it
+	var notBefore time.Time // a poll after a local execution failed reads afresh
 	for {
 		if waited >= e.wait {
 			if outage != nil {
@@ -560,12 +572,13 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 		}
 		if woke {
 			d = time.Since(start) // it failed: ask the store at once
+			notBefore = time.Now()
 		} else {
 			d = max(d, time.Since(start))
 		}
 		waited += d
 		now := e.now()
-		peeked, err := e.flights.peek(ctx, p.Key, func(ctx context.Context) (store.Record, error) { return e.store.Peek(ctx, p.Key) })
+		peeked, err := e.flights.peek(ctx, p.Key, notBefore, func(ctx context.Context) (store.Record, error) { return e.store.Peek(ctx, p.Key) })
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			if transient(err) {
 				// A poll is a read: poll again while the wait lasts.
@@ -1122,8 +1135,24 @@ func jitter(d time.Duration) time.Duration {
 	if d <= 1 {
 		return d
 	}
-	return d/2 + mrand.N(d/2+1)
+	jitterMu.Lock()
+	defer jitterMu.Unlock()
+	if jitterRand == nil {
+		// Seeded from crypto/rand on first use, not from the runtime's
+		// random state: a worker booted at start-up derives that from its
+		// boot seed, the same in every isolate, and waiters on isolates
+		// started together must not back off in step.
+		var seed [32]byte
+		_, _ = rand.Read(seed[:]) // crypto/rand.Read never fails
+		jitterRand = mrand.New(mrand.NewChaCha8(seed))
+	}
+	return d/2 + time.Duration(jitterRand.Int64N(int64(d/2+1)))
 }
+
+var (
+	jitterMu   sync.Mutex
+	jitterRand *mrand.Rand
+)
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

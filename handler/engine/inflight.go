@@ -37,6 +37,7 @@ type flights struct {
 // claims on its own as before (see Engine.call).
 type claiming struct {
 	fingerprint string
+	started     time.Time // when the claim started (for claimJoinable)
 	done        chan struct{}
 	// Set before done is closed. ok: the claim returned; rec: the record it
 	// returned; exec: the execution's flight when the claim won the key.
@@ -53,13 +54,19 @@ type claiming struct {
 // at most peekFresh; a completed one is final.
 const peekFresh = 5 * time.Millisecond
 
+// peekWaitMax bounds how long a waiter waits for a read of a key that
+// another waiter started: then it reads on its own (a read whose reply
+// never comes must not hold every waiter of the key).
+const peekWaitMax = pollMax
+
 // peek is one read of a key that every waiter polling it meanwhile, or
 // within peekFresh after it returned, shares.
 type peek struct {
-	done chan struct{}
-	rec  store.Record // set before done is closed
-	err  error
-	at   time.Time // when the read returned; set before done is closed
+	done   chan struct{}
+	issued time.Time    // when the read was sent
+	rec    store.Record // set before done is closed
+	err    error
+	at     time.Time // when the read returned; set before done is closed
 }
 
 // flight is one execution in progress on this engine.
@@ -84,15 +91,18 @@ func (fs *flights) start(key, fingerprint string) *flight {
 }
 
 // claim returns the claim of key in progress on this engine for the same
-// request (fingerprint), and false; or registers the caller's claim and
-// returns it, and true: the caller must then call claimed exactly once.
-func (fs *flights) claim(key, fingerprint string) (c *claiming, leader bool) {
+// request (fingerprint), if it started less than limit ago, and false; or
+// registers the caller's claim and returns it, and true: the caller must
+// then call claimed exactly once. A claim older than limit is stuck (its
+// store call never returned): later requests claim on their own.
+func (fs *flights) claim(key, fingerprint string, limit time.Duration) (c *claiming, leader bool) {
+	now := time.Now()
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if c := fs.claims[key]; c != nil && c.fingerprint == fingerprint {
+	if c := fs.claims[key]; c != nil && c.fingerprint == fingerprint && now.Sub(c.started) < limit {
 		return c, false
 	}
-	c = &claiming{fingerprint: fingerprint, done: make(chan struct{})}
+	c = &claiming{fingerprint: fingerprint, started: now, done: make(chan struct{})}
 	if fs.claims == nil {
 		fs.claims = map[string]*claiming{}
 	}
@@ -154,22 +164,28 @@ func (fs *flights) wait(ctx context.Context, key, fingerprint string, d, limit t
 // not queue in front of the owner's final write. Sharing a read is safe: a
 // poll decides nothing, and whoever acts on what it read (replay, claim)
 // does so on its own as before; a shared read is only as old as a poll made
-// that much earlier. A failed read is shared only by those who waited for
-// it. The read runs without the caller's cancellation, so that a caller who
-// gives up does not fail the others' read; a waiter who gives up stops
-// waiting for it.
-func (fs *flights) peek(ctx context.Context, key string, read func(context.Context) (store.Record, error)) (store.Record, error) {
+// that much earlier, and never sent before notBefore (a waiter that just saw
+// a local execution fail wants a read made after it). A failed read is
+// shared only by those who waited for it, and nobody waits for another's
+// read longer than peekWaitMax. The read runs without the caller's
+// cancellation, so that a caller who gives up does not fail the others'
+// read; a waiter who gives up stops waiting for it.
+func (fs *flights) peek(ctx context.Context, key string, notBefore time.Time, read func(context.Context) (store.Record, error)) (store.Record, error) {
 	now := time.Now()
 	fs.mu.Lock()
-	if p := fs.peeks[key]; p != nil {
+	if p := fs.peeks[key]; p != nil && !p.issued.Before(notBefore) {
 		switch {
 		case p.at.IsZero(): // in progress
 			fs.mu.Unlock()
+			t := time.NewTimer(peekWaitMax)
+			defer t.Stop()
 			select {
 			case <-ctx.Done():
 				return store.Record{}, ctx.Err()
 			case <-p.done:
 				return p.rec, p.err
+			case <-t.C:
+				return read(ctx)
 			}
 		case p.err == nil && now.Sub(p.at) < peekFresh:
 			fs.mu.Unlock()
@@ -181,7 +197,7 @@ func (fs *flights) peek(ctx context.Context, key string, read func(context.Conte
 			delete(fs.peeks, k)
 		}
 	}
-	p := &peek{done: make(chan struct{})}
+	p := &peek{done: make(chan struct{}), issued: now}
 	if fs.peeks == nil {
 		fs.peeks = map[string]*peek{}
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/toolgate/toolgate-go/handler/engine"
@@ -109,7 +110,8 @@ type Options struct {
 // server is the MCP endpoint over one Engine.
 type server struct {
 	engine    *engine.Engine
-	key       []byte
+	key       []byte // Options.SessionKey; see sessionKey
+	keyOnce   sync.Once
 	ttl       time.Duration
 	origins   []string
 	version   string
@@ -119,6 +121,19 @@ type server struct {
 	toolsList []byte // the tools/list result, computed once
 	anonList  []byte // the tools/list result of an anonymous session
 	ended     endedSessions
+}
+
+// sessionKey returns the key that signs session ids: Options.SessionKey, or
+// one drawn on first use. Drawn then, not in New: a worker may build its
+// handler at start-up, where the random data is not yet the platform's.
+func (s *server) sessionKey() []byte {
+	s.keyOnce.Do(func() {
+		if len(s.key) == 0 {
+			s.key = make([]byte, 32)
+			_, _ = rand.Read(s.key) // crypto/rand.Read never fails
+		}
+	})
+	return s.key
 }
 
 // New returns the Model Context Protocol endpoint (streamable HTTP,
@@ -204,10 +219,6 @@ type server struct {
 func New(e *engine.Engine, opts Options) http.Handler {
 	s := &server{engine: e, key: opts.SessionKey, ttl: opts.SessionTTL, origins: opts.AllowedOrigins,
 		version: opts.ServerVersion, maxBody: opts.MaxBodyBytes, now: opts.NowFunc, perCall: opts.X402}
-	if len(s.key) == 0 {
-		s.key = make([]byte, 32)
-		_, _ = rand.Read(s.key) // crypto/rand.Read never fails
-	}
 	if s.ttl <= 0 {
 		s.ttl = DefaultSessionTTL
 	}

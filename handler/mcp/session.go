@@ -48,7 +48,7 @@ func (s *server) newSession(callerID string, now time.Time) string {
 }
 
 func (s *server) sessionMAC(callerID string, payload []byte) []byte {
-	m := hmac.New(sha256.New, s.key)
+	m := hmac.New(sha256.New, s.sessionKey())
 	m.Write([]byte("toolgate-mcp-session\x00" + callerID + "\x00"))
 	m.Write(payload)
 	return m.Sum(nil)[:16]

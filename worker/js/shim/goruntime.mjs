@@ -476,12 +476,13 @@ export class GoInstance {
   // register at once).
   //
   // The top level allows no random values, timers or I/O. Go's runtime reads random data as it starts
-  // (its hash seeds): during the boot that data comes from seed, a secret of the deployment (at least
-  // 32 bytes; see seedStream), so it is as unpredictable to callers as the secret, and every instance of
-  // the deployment starts from the same state. Everything after the boot reads crypto.getRandomValues
-  // (crypto/rand included: ids and keys are drawn per request). Go's wake-up timers set during the boot
-  // wait for the first event (_armDeferred). I/O fails, as at the top level it must: the app's start-up
-  // does none.
+  // (32 bytes: the seed of its own generator, which gives hash seeds and math/rand and is never reseeded):
+  // during the boot that data comes from seed, a secret of the deployment (at least 32 bytes; see
+  // seedStream), so it is as unpredictable to callers as the secret, and every instance of the deployment
+  // starts from the same state. After the boot every read (crypto/rand: ids, keys, the MCP session key
+  // when none is configured, the engine's backoff jitter) gets crypto.getRandomValues; the boot draws
+  // nothing else (seedBytes says how much it drew). Go's wake-up timers set during the boot wait for the
+  // first event (_armDeferred). I/O fails, as at the top level it must: the app's start-up does none.
   bootAtStartup(env, seed) {
     this.instantiate();
     const host = new StartupHost(env);

@@ -26,8 +26,9 @@
 // TOOLGATE_BOOT_SEED (a secret: at least 32 random bytes as hex, e.g. `openssl rand -hex 32 | npx wrangler
 // secret put TOOLGATE_BOOT_SEED`) boots the persistent Go instance at start-up instead (goruntime.mjs,
 // bootAtStartup): Go's runtime and the app (catalog, engine) are ready before the first event, which then
-// pays only for the code it runs first. While it boots there, Go's random data (its hash seeds) comes from
-// the secret, the same in every isolate of the deployment; everything after reads crypto.getRandomValues.
+// pays only for the code it runs first. While it boots there, Go's runtime seeds its own generator (hash
+// seeds, math/rand) from the secret, the same in every isolate of the deployment; crypto/rand (ids, keys)
+// reads crypto.getRandomValues, as always.
 // A seed that is not valid hex of 32 bytes or more is ignored with a warning (the first event boots, as
 // without it). The rehearsal is not run when the instance booted at start-up.
 //
