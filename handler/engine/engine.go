@@ -9,13 +9,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"mime"
 	"net/http"
 	"os"
@@ -1130,29 +1130,18 @@ func (e *Engine) newID(prefix string) (string, error) {
 	return prefix + hex.EncodeToString(b[:]), nil
 }
 
-// jitter returns a duration in [d/2, d].
+// jitter returns a duration in [d/2, d]. It draws from crypto/rand, not
+// from the runtime's random state: a worker booted at start-up derives that
+// from its boot seed, the same in every isolate, and waiters on isolates
+// started together must not back off in step. A draw per poll is cheap.
 func jitter(d time.Duration) time.Duration {
 	if d <= 1 {
 		return d
 	}
-	jitterMu.Lock()
-	defer jitterMu.Unlock()
-	if jitterRand == nil {
-		// Seeded from crypto/rand on first use, not from the runtime's
-		// random state: a worker booted at start-up derives that from its
-		// boot seed, the same in every isolate, and waiters on isolates
-		// started together must not back off in step.
-		var seed [32]byte
-		_, _ = rand.Read(seed[:]) // crypto/rand.Read never fails
-		jitterRand = mrand.New(mrand.NewChaCha8(seed))
-	}
-	return d/2 + time.Duration(jitterRand.Int64N(int64(d/2+1)))
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return d/2 + time.Duration(binary.LittleEndian.Uint64(b[:])%uint64(d/2+1))
 }
-
-var (
-	jitterMu   sync.Mutex
-	jitterRand *mrand.Rand
-)
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
