@@ -144,6 +144,7 @@ bench-go:
 
 # profile: a V8 CPU profile of the Go worker's isolate under 1500 paid calls (PROFILE_CALLS), by area, Go package
 # and function (see worker/bench/profile.mjs). Builds an unstripped app.wasm in a temp dir; loopback only.
+# PROFILE_KIND=replay profiles replays instead.
 PROFILE_CALLS ?= 1500
 profile: node_modules shim
 	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
