@@ -647,22 +647,31 @@ func TestLostLeaseOwnerNeitherCompletesNorChargesAgainAndReplays(t *testing.T) {
 
 // gatedClaims holds the first ClaimCharge until release is closed (entered
 // is closed once it is held) and counts them; failFirst makes the first one
-// fail after the gate, as an unreachable store would.
+// fail after the gate, as an unreachable store would; stallReply applies it
+// first and holds only its reply (a round trip that stalls on the way back).
 type gatedClaims struct {
 	store.Store
-	calls     atomic.Int32
-	entered   chan struct{}
-	release   chan struct{}
-	failFirst bool
+	calls      atomic.Int32
+	entered    chan struct{}
+	release    chan struct{}
+	failFirst  bool
+	stallReply bool
 }
 
 func (s *gatedClaims) ClaimCharge(ctx context.Context, p store.ClaimChargeParams) (store.ClaimChargeResult, error) {
-	if s.calls.Add(1) == 1 {
+	if s.calls.Add(1) != 1 {
+		return s.Store.ClaimCharge(ctx, p)
+	}
+	if s.stallReply {
+		res, err := s.Store.ClaimCharge(ctx, p)
 		close(s.entered)
 		<-s.release
-		if s.failFirst {
-			return store.ClaimChargeResult{}, errors.New("store unreachable")
-		}
+		return res, err
+	}
+	close(s.entered)
+	<-s.release
+	if s.failFirst {
+		return store.ClaimChargeResult{}, errors.New("store unreachable")
 	}
 	return s.Store.ClaimCharge(ctx, p)
 }
@@ -673,17 +682,20 @@ func (s *gatedClaims) ClaimCharge(ctx context.Context, p store.ClaimChargeParams
 // the one execution's bytes, charged once. When that claim fails, each
 // claims on its own, as without it; when it does not return (stuck), they
 // stop waiting for it after the tool's lease (300 ms for longrun) and claim
-// on their own. Either way one of them executes, once.
+// on their own. When it was applied but its reply came after its lease ran
+// out (stalled), a duplicate has taken the key over meanwhile, and the late
+// owner must not execute too. Either way one of them executes, once.
 func TestDuplicatesOnOneEngineShareOneClaim(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"ok", "fail", "stuck"} {
+	for _, mode := range []string{"ok", "fail", "stuck", "stalled"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			gate := &gatedClaims{entered: make(chan struct{}), release: make(chan struct{}), failFirst: mode == "fail"}
+			gate := &gatedClaims{entered: make(chan struct{}), release: make(chan struct{}), failFirst: mode == "fail",
+				stallReply: mode == "stalled"}
 			e := setup(t, func(c *handler.Config) { gate.Store = c.Store; c.Store = gate })
 			alice := e.newCaller("alice", "1.00")
 			require.Equal(t, http.StatusOK, e.do(http.MethodGet, "/v1/balance", alice.key, nil, "").status) // caches the caller
-			tool := map[string]string{"ok": "echo", "fail": "echo", "stuck": "longrun"}[mode]
+			tool := map[string]string{"ok": "echo", "fail": "echo", "stuck": "longrun", "stalled": "longrun"}[mode]
 			const n = 10
 			res := make([]response, n)
 			var first, dups sync.WaitGroup
@@ -692,7 +704,7 @@ func TestDuplicatesOnOneEngineShareOneClaim(t *testing.T) {
 			for i := 1; i < n; i++ {
 				dups.Go(func() { res[i] = e.call(alice.key, tool, "k", `{ "a" : 1 }`) })
 			}
-			if mode == "stuck" {
+			if mode == "stuck" || mode == "stalled" {
 				dups.Wait() // they answer without the stuck claim
 				close(gate.release)
 			} else {
@@ -714,7 +726,7 @@ func TestDuplicatesOnOneEngineShareOneClaim(t *testing.T) {
 				require.Equal(t, http.StatusServiceUnavailable, res[0].status, string(res[0].body))
 				require.Equal(t, n-1, ok)
 				require.EqualValues(t, n, gate.calls.Load(), "the failed claim, then one claim per duplicate")
-			case "stuck":
+			case "stuck", "stalled":
 				require.Equal(t, n, ok, "the stuck claim returns at last, and replays")
 				require.EqualValues(t, n, gate.calls.Load(), "the stuck claim (which returns at last), then one per duplicate")
 			default:

@@ -417,11 +417,9 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 		a.window, a.windowEnd = tool.Free.Per.Window(p.Now)
 	}
 	// How long a duplicate waits for a claim in progress here: the wait's
-	// bound, and the lease, after which an owner's claim is stale anyway.
-	joinLimit := tool.Lease
-	if e.wait > 0 {
-		joinLimit = min(joinLimit, e.wait)
-	}
+	// bound (pollMax when duplicates fail fast), and the lease, after which
+	// an owner's claim is stale anyway.
+	joinLimit := min(tool.Lease, max(e.wait, pollMax))
 	c, leader := e.flights.claim(p.Key, p.Fingerprint, joinLimit)
 	if !leader {
 		if res, answered, err := a.joinClaim(ctx, p, c, joinLimit); answered {
@@ -439,6 +437,16 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	case store.OutcomeCompleted:
 		return replay(cr.Record, OutcomeReplayed)
 	case store.OutcomeClaimed:
+		if !e.now().Before(cr.Record.LeaseExpiresAt) {
+			// The claim's reply came after its lease ran out (a stalled round
+			// trip): another request may hold the key by now. The store
+			// decides again before anything runs (the same owner gets the
+			// key back, with its charge, if nobody took it over).
+			if fl != nil {
+				e.flights.finish(a.key, fl, CallResult{}, false)
+			}
+			return a.waitThenReplay(ctx, p, cr.Record)
+		}
 		res, err := a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid, fl)
 		if errors.Is(err, ErrLostLease) {
 			// Another attempt took the key over (our lease ran out before a
@@ -483,14 +491,18 @@ func (a *attempt) claimFirst(ctx context.Context, p store.ClaimParams, c *claimi
 // limit, the execution it won failed, the record it read expired): the
 // request then claims on its own.
 func (a *attempt) joinClaim(ctx context.Context, p store.ClaimParams, c *claiming, limit time.Duration) (res CallResult, answered bool, err error) {
-	t := time.NewTimer(limit - time.Since(c.started))
-	defer t.Stop()
 	select {
-	case <-ctx.Done():
-		return CallResult{}, true, fmt.Errorf("wait for in-progress call: %w", ctx.Err())
-	case <-t.C:
-		return CallResult{}, false, nil
-	case <-c.done:
+	case <-c.done: // returned already
+	default:
+		t := time.NewTimer(limit - time.Since(c.started))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return CallResult{}, true, fmt.Errorf("wait for in-progress call: %w", ctx.Err())
+		case <-t.C:
+			return CallResult{}, false, nil
+		case <-c.done:
+		}
 	}
 	if !c.ok {
 		return CallResult{}, false, nil

@@ -37,7 +37,7 @@ type flights struct {
 // claims on its own as before (see Engine.call).
 type claiming struct {
 	fingerprint string
-	started     time.Time // when the claim started (for claimJoinable)
+	started     time.Time // when the claim started: older than the join limit, it is stuck
 	done        chan struct{}
 	// Set before done is closed. ok: the claim returned; rec: the record it
 	// returned; exec: the execution's flight when the claim won the key.
@@ -164,34 +164,31 @@ func (fs *flights) wait(ctx context.Context, key, fingerprint string, d, limit t
 // not queue in front of the owner's final write. Sharing a read is safe: a
 // poll decides nothing, and whoever acts on what it read (replay, claim)
 // does so on its own as before; a shared read is only as old as a poll made
-// that much earlier, and never sent before notBefore (a waiter that just saw
-// a local execution fail wants a read made after it). A failed read is
-// shared only by those who waited for it, and nobody waits for another's
-// read longer than peekWaitMax. The read runs without the caller's
-// cancellation, so that a caller who gives up does not fail the others'
-// read; a waiter who gives up stops waiting for it.
+// that much earlier, and, when notBefore is set, was sent after it (a
+// waiter that just saw a local execution fail wants a read made after
+// that; on Workers the clock stands still between I/O, so a read sent in
+// the same instant is not shared either). A failed read is shared only by
+// those who waited for it. Nobody waits for another's read longer than
+// peekWaitMax: then it reads on its own, and its read is the one later
+// pollers share. The read runs without the caller's cancellation, so that a
+// caller who gives up does not fail the others' read; a waiter who gives up
+// stops waiting for it.
 func (fs *flights) peek(ctx context.Context, key string, notBefore time.Time, read func(context.Context) (store.Record, error)) (store.Record, error) {
-	now := time.Now()
 	fs.mu.Lock()
-	if p := fs.peeks[key]; p != nil && !p.issued.Before(notBefore) {
+	if p := fs.peeks[key]; p != nil && (notBefore.IsZero() || p.issued.After(notBefore)) {
 		switch {
 		case p.at.IsZero(): // in progress
 			fs.mu.Unlock()
-			t := time.NewTimer(peekWaitMax)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return store.Record{}, ctx.Err()
-			case <-p.done:
-				return p.rec, p.err
-			case <-t.C:
-				return read(ctx)
+			if rec, err, ok := p.wait(ctx); ok {
+				return rec, err
 			}
-		case p.err == nil && now.Sub(p.at) < peekFresh:
+			fs.mu.Lock() // a stuck read: replaced by this one below
+		case p.err == nil && time.Since(p.at) < peekFresh:
 			fs.mu.Unlock()
 			return p.rec, nil
 		}
 	}
+	now := time.Now()
 	for k, q := range fs.peeks { // the stale reads: there are as many as keys polled lately
 		if !q.at.IsZero() && (q.err != nil || now.Sub(q.at) >= peekFresh) {
 			delete(fs.peeks, k)
@@ -212,6 +209,22 @@ func (fs *flights) peek(ctx context.Context, key string, notBefore time.Time, re
 	fs.mu.Unlock()
 	close(p.done)
 	return rec, err
+}
+
+// wait waits for the read p in progress, at most peekWaitMax: ok is false
+// when it did not return by then (the caller reads on its own); err is
+// ctx's when the caller gave up first.
+func (p *peek) wait(ctx context.Context) (rec store.Record, err error, ok bool) {
+	t := time.NewTimer(peekWaitMax)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return store.Record{}, ctx.Err(), true
+	case <-p.done:
+		return p.rec, p.err, true
+	case <-t.C:
+		return store.Record{}, nil, false
+	}
 }
 
 // latencies remembers how long each tool's executions take (an exponential
