@@ -437,16 +437,6 @@ func (e *Engine) call(ctx context.Context, req CallRequest, l *callLog) (CallRes
 	case store.OutcomeCompleted:
 		return replay(cr.Record, OutcomeReplayed)
 	case store.OutcomeClaimed:
-		if !e.now().Before(cr.Record.LeaseExpiresAt) {
-			// The claim's reply came after its lease ran out (a stalled round
-			// trip): another request may hold the key by now. The store
-			// decides again before anything runs (the same owner gets the
-			// key back, with its charge, if nobody took it over).
-			if fl != nil {
-				e.flights.finish(a.key, fl, CallResult{}, false)
-			}
-			return a.waitThenReplay(ctx, p, cr.Record)
-		}
 		res, err := a.executeShared(ctx, fenceOf(cr.Record), p.Fingerprint, paid, fl)
 		if errors.Is(err, ErrLostLease) {
 			// Another attempt took the key over (our lease ran out before a
@@ -639,6 +629,19 @@ func (a *attempt) waitThenReplay(ctx context.Context, p store.ClaimParams, rec s
 // or the unit is taken only if this claim wins the key, and paid says what
 // came of it.
 func (a *attempt) claim(ctx context.Context, p store.ClaimParams) (cr store.ClaimResult, paid *chargeOutcome, err error) {
+	cr, paid, err = a.claimStore(ctx, p)
+	if err == nil && cr.Outcome == store.OutcomeClaimed && !a.e.now().Before(cr.Record.LeaseExpiresAt) {
+		// The claim won, but its reply came after its lease ran out (a
+		// stalled round trip): another request may hold the key by now. In
+		// progress, so the store decides again before anything runs (the
+		// same owner gets the key back, with its charge, if nobody took it).
+		cr.Outcome = store.OutcomeInProgress
+	}
+	return cr, paid, err
+}
+
+// claimStore is claim's round trip.
+func (a *attempt) claimStore(ctx context.Context, p store.ClaimParams) (cr store.ClaimResult, paid *chargeOutcome, err error) {
 	if a.payment != nil {
 		cr, err = a.claimPaid(ctx, p)
 		return cr, nil, err
